@@ -1,0 +1,37 @@
+# Care plan repository: `make run` serves, `make test` runs the whole suite.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run serve migrate test lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## run: install what is missing, migrate, serve on $FHIR_HOST:$FHIR_PORT (default 127.0.0.1:8080)
+run: $(STAMP) migrate
+	exec $(BIN)/fhir-server serve
+
+migrate: $(STAMP)
+	$(BIN)/fhir-server migrate
+
+## test: install what is missing and run the suite on SQLite and PostgreSQL
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check app capability tests bench alembic
+	$(BIN)/ruff format --check app capability tests bench alembic
+
+## bench: drive running servers over HTTP (see BENCHMARKS.md)
+bench: $(STAMP)
+	$(BIN)/python -m bench.crud $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) data .pytest_cache

@@ -1,0 +1,59 @@
+"""Bundles of stored resources, embedding the stored bytes without re-parsing them."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+from urllib.parse import urlencode
+
+import orjson
+
+from app.api.responses import STATUS_TEXT, etag
+from app.interactions.context import format_instant, utc_now
+from app.interactions.history import HistoryPage
+from app.storage.repository import StoredVersion
+
+
+def _history_entry(version: StoredVersion, base_url: str, pretty: bool) -> dict[str, Any]:
+    ref = f"{version.resource_type}/{version.id}"
+    entry: dict[str, Any] = {"fullUrl": f"{base_url}/{ref}"}
+    if version.body is not None:
+        entry["resource"] = orjson.loads(version.body) if pretty else orjson.Fragment(version.body)
+    if version.method == "DELETE":
+        status = 204
+    elif version.version_id == 1 or version.method == "POST":
+        status = 201
+    else:
+        status = 200
+    entry["request"] = {"method": version.method, "url": version.resource_type if version.method == "POST" else ref}
+    entry["response"] = {
+        "status": STATUS_TEXT[status],
+        "etag": etag(version.version_id),
+        "lastModified": format_instant(version.last_updated),
+    }
+    return entry
+
+
+def history_bundle(page: HistoryPage, base_url: str, path: str, pretty: bool) -> bytes:
+    """A ``history`` Bundle with self/next links; ``path`` is relative to the base."""
+    params: dict[str, str] = {"_count": str(page.query.count)}
+    if page.query.since is not None:
+        params["_since"] = format_instant(page.query.since)
+    self_params = dict(params)
+    links = []
+    if page.query.page_token is not None:
+        self_params["_page"] = page.query.page_token
+    links.append({"relation": "self", "url": f"{base_url}/{path}?{urlencode(self_params)}"})
+    if page.next_cursor is not None:
+        links.append(
+            {"relation": "next", "url": f"{base_url}/{path}?{urlencode({**params, '_page': page.next_cursor})}"}
+        )
+    bundle = {
+        "resourceType": "Bundle",
+        "id": str(uuid.uuid4()),
+        "meta": {"lastUpdated": format_instant(utc_now())},
+        "type": "history",
+        "link": links,
+        "entry": [_history_entry(v, base_url, pretty) for v in page.versions],
+    }
+    return orjson.dumps(bundle, option=orjson.OPT_INDENT_2 if pretty else 0)

@@ -1,0 +1,172 @@
+"""FHIR REST routes: parse the request, call an interaction, render the result.
+
+``INTERACTIONS`` is the single list from which both the router and the
+CapabilityStatement are built, so /metadata lists exactly what is served.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from app.api.body import parse_resource, read_limited
+from app.api.bundles import history_bundle
+from app.api.negotiation import negotiate, require_json_body
+from app.api.outcomes import dumps, informational
+from app.api.responses import (
+    parse_etag,
+    parse_http_date,
+    prefer_return,
+    resource_response,
+    version_headers,
+    write_response,
+)
+from app.config import Settings
+from app.interactions import create as create_mod
+from app.interactions import delete as delete_mod
+from app.interactions import read as read_mod
+from app.interactions import update as update_mod
+from app.interactions.context import FhirContext
+from app.interactions.history import history, parse_history_query
+
+Endpoint = Callable[..., Awaitable[Response]]
+
+
+@dataclass(frozen=True, slots=True)
+class InteractionRoute:
+    """One FHIR interaction served at one path (hl7.org/fhir/R4/http.html)."""
+
+    interaction: str
+    level: Literal["type", "system"]
+    method: str
+    path: str
+    endpoint: Endpoint
+
+
+@dataclass(frozen=True, slots=True)
+class ServerFeatures:
+    """Behaviour flags advertised per type in the CapabilityStatement."""
+
+    versioning: str = "versioned-update"
+    read_history: bool = True
+    update_create: bool = True
+    conditional_create: bool = True
+    conditional_update: bool = False
+    conditional_delete: str = "not-supported"
+    conditional_read: str = "not-supported"
+
+
+FEATURES = ServerFeatures()
+
+
+def _ctx(request: Request) -> FhirContext:
+    ctx: FhirContext = request.app.state.ctx
+    return ctx
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+async def _body(request: Request) -> dict[str, object]:
+    require_json_body(request.headers)
+    return parse_resource(await read_limited(request, _settings(request).max_body_bytes))
+
+
+async def create_resource(request: Request, resource_type: str) -> Response:
+    fmt = negotiate(request.headers, request.query_params)
+    _ctx(request).require_type(resource_type)
+    body = await _body(request)
+    result = await create_mod.create(_ctx(request), resource_type, body, request.headers.get("if-none-exist"))
+    stored = result.stored
+    base = _settings(request).public_base_url
+    location = f"{base}/{resource_type}/{stored.id}/_history/{stored.version_id}"
+    message = "Created" if result.created else "An existing resource matched If-None-Exist; nothing was created"
+    return write_response(stored, result.status, fmt, prefer_return(request.headers), message, location)
+
+
+async def read_resource(request: Request, resource_type: str, resource_id: str) -> Response:
+    fmt = negotiate(request.headers, request.query_params)
+    stored = await read_mod.read(_ctx(request), resource_type, resource_id)
+    if_none_match = parse_etag(request.headers.get("if-none-match"), "If-None-Match")
+    if if_none_match is not None and if_none_match == stored.version_id:
+        return Response(status_code=304, headers=version_headers(stored))
+    modified_since = parse_http_date(request.headers.get("if-modified-since"))
+    unchanged_since = modified_since is not None and stored.last_updated.replace(microsecond=0) <= modified_since
+    if if_none_match is None and unchanged_since:
+        return Response(status_code=304, headers=version_headers(stored))
+    return resource_response(stored, 200, fmt)
+
+
+async def vread_resource(request: Request, resource_type: str, resource_id: str, version_id: str) -> Response:
+    fmt = negotiate(request.headers, request.query_params)
+    stored = await read_mod.vread(_ctx(request), resource_type, resource_id, version_id)
+    return resource_response(stored, 200, fmt)
+
+
+async def update_resource(request: Request, resource_type: str, resource_id: str) -> Response:
+    fmt = negotiate(request.headers, request.query_params)
+    _ctx(request).require_type(resource_type)
+    if_match = parse_etag(request.headers.get("if-match"), "If-Match")
+    body = await _body(request)
+    result = await update_mod.update(_ctx(request), resource_type, resource_id, body, if_match)
+    stored = result.stored
+    base = _settings(request).public_base_url
+    location = f"{base}/{resource_type}/{stored.id}/_history/{stored.version_id}"
+    message = "Created" if result.created else "Updated"
+    return write_response(stored, result.status, fmt, prefer_return(request.headers), message, location)
+
+
+async def delete_resource(request: Request, resource_type: str, resource_id: str) -> Response:
+    fmt = negotiate(request.headers, request.query_params)
+    if_match = parse_etag(request.headers.get("if-match"), "If-Match")
+    result = await delete_mod.delete(_ctx(request), resource_type, resource_id, if_match)
+    headers = {} if result is None else {"ETag": f'W/"{result.stored.version_id}"'}
+    if prefer_return(request.headers) == "minimal":
+        return Response(status_code=204, headers=headers)
+    text = (
+        f"{resource_type}/{resource_id} was not live; nothing was deleted"
+        if result is None
+        else f"Deleted {resource_type}/{resource_id} (version {result.stored.version_id})"
+    )
+    return Response(dumps(informational(text), fmt.pretty), 200, headers, media_type=fmt.content_type)
+
+
+async def _history_response(
+    request: Request, path: str, resource_type: str | None = None, resource_id: str | None = None
+) -> Response:
+    fmt = negotiate(request.headers, request.query_params)
+    settings = _settings(request)
+    query = parse_history_query(request.query_params, settings.default_page_size, settings.max_page_size)
+    page = await history(_ctx(request), query, resource_type, resource_id)
+    return Response(history_bundle(page, settings.public_base_url, path, fmt.pretty), media_type=fmt.content_type)
+
+
+async def instance_history(request: Request, resource_type: str, resource_id: str) -> Response:
+    return await _history_response(request, f"{resource_type}/{resource_id}/_history", resource_type, resource_id)
+
+
+async def type_history(request: Request, resource_type: str) -> Response:
+    return await _history_response(request, f"{resource_type}/_history", resource_type)
+
+
+async def system_history(request: Request) -> Response:
+    return await _history_response(request, "_history")
+
+
+# Order matters: literal segments before path parameters.
+INTERACTIONS: tuple[InteractionRoute, ...] = (
+    InteractionRoute("history-system", "system", "GET", "/_history", system_history),
+    InteractionRoute("history-type", "type", "GET", "/{resource_type}/_history", type_history),
+    InteractionRoute("create", "type", "POST", "/{resource_type}", create_resource),
+    InteractionRoute("history-instance", "type", "GET", "/{resource_type}/{resource_id}/_history", instance_history),
+    InteractionRoute("vread", "type", "GET", "/{resource_type}/{resource_id}/_history/{version_id}", vread_resource),
+    InteractionRoute("read", "type", "GET", "/{resource_type}/{resource_id}", read_resource),
+    InteractionRoute("update", "type", "PUT", "/{resource_type}/{resource_id}", update_resource),
+    InteractionRoute("delete", "type", "DELETE", "/{resource_type}/{resource_id}", delete_resource),
+)

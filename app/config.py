@@ -1,0 +1,37 @@
+"""Settings from the environment, prefix ``FHIR_`` (pydantic-settings).
+
+The settings object is built by the app factory and passed down explicitly;
+no module reads the environment on import.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FHIR_", extra="ignore")
+
+    database_url: str = Field(
+        default="sqlite+aiosqlite:///./data/fhir.sqlite",
+        description="SQLAlchemy async URL: sqlite+aiosqlite:///path or postgresql+asyncpg://user@host/db",
+    )
+    host: str = Field(default="127.0.0.1", description="Interface to listen on")
+    port: int = Field(default=8080, description="TCP port to listen on")
+    base_url: str | None = Field(
+        default=None,
+        description="Public base URL used in fullUrl, Location and paging links (default http://{host}:{port}/fhir)",
+    )
+    workers: int = Field(default=1, ge=1, description="uvicorn worker processes")
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1, description="Largest accepted request body")
+    default_page_size: int = Field(default=50, ge=1, description="_count when the client gives none")
+    max_page_size: int = Field(default=1000, ge=1, description="Largest _count honoured")
+    log_level: str = Field(default="info", description="Python log level of the server")
+    db_pool_size: int = Field(default=10, ge=1, description="Connections per worker (PostgreSQL)")
+
+    @property
+    def public_base_url(self) -> str:
+        if self.base_url:
+            return self.base_url.rstrip("/")
+        return f"http://{self.host}:{self.port}/fhir"

@@ -1,0 +1,37 @@
+"""delete (hl7.org/fhir/R4/http.html#delete): a versioned tombstone."""
+
+from __future__ import annotations
+
+from app.errors import VersionConflict
+from app.interactions.context import FhirContext, WriteResult, utc_now
+from app.storage.repository import StoredVersion, read_current, replace_tokens, replace_version
+
+MAX_ATTEMPTS = 20
+
+
+async def delete(
+    ctx: FhirContext, resource_type: str, resource_id: str, if_match: int | None = None
+) -> WriteResult | None:
+    """Add a tombstone version; None when there was nothing live to delete.
+
+    Deleting an unknown or already deleted resource succeeds without writing,
+    as the spec allows ("if the resource does not exist at all, 200/204").
+    """
+    ctx.require_type(resource_type)
+    for _ in range(MAX_ATTEMPTS):
+        async with ctx.db.write() as conn:
+            current = await read_current(conn, resource_type, resource_id)
+            if if_match is not None and (current is None or current.version_id != if_match):
+                raise VersionConflict(f"If-Match expects version {if_match} of {resource_type}/{resource_id}")
+            if current is None or current.deleted:
+                return None
+            next_id = current.version_id + 1
+            now = max(utc_now(), current.last_updated)
+            tombstone = StoredVersion(resource_type, resource_id, next_id, now, True, None, "DELETE")
+            if not await replace_version(conn, current.version_id, tombstone):
+                if if_match is not None:
+                    raise VersionConflict(f"{resource_type}/{resource_id} was changed by another request")
+                continue
+            await replace_tokens(conn, resource_type, resource_id, [])
+            return WriteResult(status=200, stored=tombstone)
+    raise VersionConflict(f"{resource_type}/{resource_id} is being changed too often; try again")

@@ -1,0 +1,31 @@
+"""read and vread (hl7.org/fhir/R4/http.html#read, #vread): stored bytes, no re-serialising."""
+
+from __future__ import annotations
+
+from app.errors import Gone, NotFound
+from app.interactions.context import FhirContext
+from app.storage.repository import StoredVersion, read_current, read_version
+
+
+async def read(ctx: FhirContext, resource_type: str, resource_id: str) -> StoredVersion:
+    ctx.require_type(resource_type)
+    async with ctx.db.read() as conn:
+        current = await read_current(conn, resource_type, resource_id)
+    if current is None:
+        raise NotFound(f"{resource_type}/{resource_id} is not known")
+    if current.deleted:
+        raise Gone(f"{resource_type}/{resource_id} was deleted", current.version_id)
+    return current
+
+
+async def vread(ctx: FhirContext, resource_type: str, resource_id: str, version: str) -> StoredVersion:
+    ctx.require_type(resource_type)
+    if not version.isdigit():
+        raise NotFound(f"{resource_type}/{resource_id} has no version '{version}'")
+    async with ctx.db.read() as conn:
+        stored = await read_version(conn, resource_type, resource_id, int(version))
+    if stored is None:
+        raise NotFound(f"{resource_type}/{resource_id} has no version {version}")
+    if stored.deleted:
+        raise Gone(f"version {version} of {resource_type}/{resource_id} is a deletion", stored.version_id)
+    return stored

@@ -1,0 +1,86 @@
+"""update, including update-as-create (hl7.org/fhir/R4/http.html#update)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.errors import IdMismatch, InvalidRequest, VersionConflict
+from app.interactions.context import FhirContext, WriteResult, utc_now
+from app.interactions.create import check_body_type
+from app.interactions.stamping import stamp
+from app.search.indexing import extract_index_rows
+from app.storage.repository import (
+    AlreadyExists,
+    StoredVersion,
+    insert_first,
+    read_current,
+    replace_tokens,
+    replace_version,
+)
+
+MAX_ATTEMPTS = 20
+
+
+def check_id(resource_id: str, body: dict[str, Any]) -> None:
+    body_id = body.get("id")
+    if body_id is None:
+        raise IdMismatch(f"the resource has no id; an update to '{resource_id}' needs id '{resource_id}'", ["id"])
+    if body_id != resource_id:
+        raise IdMismatch(f"id '{body_id}' in the body does not match '{resource_id}' in the URL", ["id"])
+
+
+async def update(
+    ctx: FhirContext, resource_type: str, resource_id: str, body: dict[str, Any], if_match: int | None = None
+) -> WriteResult:
+    """Write a new version; create it (201) when the id is unused or deleted.
+
+    With ``If-Match`` the expected version is compared in the UPDATE itself, so
+    a concurrent writer makes this one fail with 412 instead of being lost.
+    Without it, a lost race simply re-reads and writes the next version.
+    """
+    ctx.require_type(resource_type)
+    check_body_type(resource_type, body)
+    check_id(resource_id, body)
+    validate_id(resource_id)
+    ctx.validator.validate(resource_type, body)
+    rows = extract_index_rows(body)
+    for _ in range(MAX_ATTEMPTS):
+        async with ctx.db.write() as conn:
+            current = await read_current(conn, resource_type, resource_id)
+            if if_match is not None and (current is None or current.version_id != if_match):
+                have = "no version" if current is None else f"version {current.version_id}"
+                raise VersionConflict(
+                    f"If-Match expects version {if_match} but {resource_type}/{resource_id} has {have}"
+                )
+            now = utc_now()
+            if current is None:
+                version = StoredVersion(
+                    resource_type, resource_id, 1, now, False, stamp(body, resource_id, 1, now), "PUT"
+                )
+                try:
+                    await insert_first(conn, version)
+                except AlreadyExists:
+                    continue
+                await replace_tokens(conn, resource_type, resource_id, rows)
+                return WriteResult(status=201, stored=version, created=True)
+            next_id = current.version_id + 1
+            now = max(now, current.last_updated)
+            version = StoredVersion(
+                resource_type, resource_id, next_id, now, False, stamp(body, resource_id, next_id, now), "PUT"
+            )
+            if not await replace_version(conn, current.version_id, version):
+                if if_match is not None:
+                    raise VersionConflict(f"{resource_type}/{resource_id} was changed by another request")
+                continue
+            await replace_tokens(conn, resource_type, resource_id, rows)
+            return WriteResult(status=201 if current.deleted else 200, stored=version, created=current.deleted)
+    raise VersionConflict(f"{resource_type}/{resource_id} is being changed too often; try again")
+
+
+ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.")
+
+
+def validate_id(resource_id: str) -> None:
+    """FHIR ids: 1-64 characters of [A-Za-z0-9-.] (hl7.org/fhir/R4/datatypes.html#id)."""
+    if not 1 <= len(resource_id) <= 64 or not set(resource_id) <= ID_CHARS:
+        raise InvalidRequest(f"'{resource_id}' is not a valid FHIR id ([A-Za-z0-9-.]{{1,64}})", ["id"])

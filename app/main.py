@@ -1,0 +1,66 @@
+"""App factory: settings -> database, validator, routes, CapabilityStatement."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib import resources
+
+from fastapi import FastAPI
+
+from app.api.errors import install_error_handlers
+from app.api.middleware import RequestLogMiddleware
+from app.api.routes import INTERACTIONS
+from app.api.system_routes import health, metadata, ready
+from app.config import Settings
+from app.interactions.context import FhirContext, utc_now
+from app.storage.database import Database
+from app.validation.bindings import BindingTable
+from app.validation.structure import model_class
+from app.validation.validator import ResourceValidator
+from capability.statement import build_capability_statement, render
+
+FHIR_PREFIX = "/fhir"
+
+
+def served_resource_types() -> frozenset[str]:
+    """The R4 resource types that the fhir.resources R4B models can validate."""
+    r4_types = json.loads(resources.files("capability").joinpath("resource_types.json").read_bytes())
+    served = set()
+    for name in r4_types:
+        try:
+            model_class(name)
+        except (KeyError, ValueError, AttributeError, ImportError):
+            continue
+        served.add(name)
+    return frozenset(served)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(message)s")
+    database = Database.from_url(settings.database_url, settings.db_pool_size)
+    types = served_resource_types()
+    ctx = FhirContext(db=database, validator=ResourceValidator(BindingTable.load()), resource_types=types)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await database.dispose()
+
+    app = FastAPI(title="Care plan repository", lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None)
+    app.state.settings = settings
+    app.state.ctx = ctx
+    app.state.capability_bytes = render(
+        build_capability_statement(types, INTERACTIONS, settings.public_base_url, utc_now())
+    )
+    app.add_middleware(RequestLogMiddleware)
+    install_error_handlers(app)
+    app.add_api_route("/health", health, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/health/ready", ready, methods=["GET"], include_in_schema=False)
+    app.add_api_route(f"{FHIR_PREFIX}/metadata", metadata, methods=["GET"], include_in_schema=False)
+    for route in INTERACTIONS:
+        app.add_api_route(FHIR_PREFIX + route.path, route.endpoint, methods=[route.method], include_in_schema=False)
+    return app

@@ -1,0 +1,106 @@
+"""Engine creation and transaction scopes, with the backend differences kept here.
+
+Each FHIR interaction is one database transaction. On SQLite every write
+transaction starts with ``BEGIN IMMEDIATE`` (so two writers never both read and
+then fail to upgrade their lock) and, within one process, writes also queue on
+an asyncio lock instead of spinning on ``SQLITE_BUSY``. On PostgreSQL the
+default READ COMMITTED isolation is enough: optimistic locking compares the
+version inside the UPDATE, and conditional creates take a transaction-scoped
+advisory lock on their criteria.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, func, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+WRITE_OPTION = "fhir_write"
+
+
+def _ensure_sqlite_directory(url: str) -> None:
+    database = make_url(url).database
+    if database and database != ":memory:":
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+
+
+def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
+    """Create the async engine for ``url`` with the per-backend settings."""
+    if url.startswith("sqlite"):
+        _ensure_sqlite_directory(url)
+        engine = create_async_engine(url, connect_args={"timeout": 30})
+        _configure_sqlite(engine)
+        return engine
+    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False)
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we emit BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        if conn.get_execution_options().get(WRITE_OPTION):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.exec_driver_sql("BEGIN")
+
+
+class Database:
+    """The engine plus read and write transaction scopes."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        self._sqlite_writer = asyncio.Lock() if self.dialect == "sqlite" else None
+
+    @classmethod
+    def from_url(cls, url: str, pool_size: int = 10) -> Database:
+        return cls(create_engine(url, pool_size))
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        """One write transaction: committed on success, rolled back on any error."""
+        if self._sqlite_writer is None:
+            async with self.engine.begin() as conn:
+                yield conn
+            return
+        async with self._sqlite_writer, self.engine.connect() as conn:
+            await conn.execution_options(**{WRITE_OPTION: True})
+            async with conn.begin():
+                yield conn
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        """A read-only transaction (a consistent snapshot on PostgreSQL)."""
+        async with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    async def ping(self) -> bool:
+        async with self.engine.connect() as conn:
+            return (await conn.execute(select(1))).scalar() == 1
+
+    async def lock_key(self, conn: AsyncConnection, key: str) -> None:
+        """Serialise transactions that share ``key`` (no-op on SQLite, which serialises writers)."""
+        if self.dialect == "postgresql":
+            digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+            await conn.execute(select(func.pg_advisory_xact_lock(int.from_bytes(digest, "big", signed=True))))
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+__all__ = ["Database", "create_engine"]

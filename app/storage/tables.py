@@ -1,0 +1,88 @@
+"""SQLAlchemy Core tables; alembic migrations are the only way they change.
+
+``resources`` holds the current version of every resource (tombstones for
+deletes), ``resource_history`` every version ever written, and ``search_token``
+the token index rows (currently ``identifier``, used by conditional create).
+Bodies are stored as the exact JSON bytes served on read, with ``id`` and
+``meta`` already set, so reads never re-serialise.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+)
+from sqlalchemy.types import TypeDecorator
+
+metadata = MetaData()
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on both backends (SQLite stores naive UTC text)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+resources = Table(
+    "resources",
+    metadata,
+    Column("resource_type", String(64), primary_key=True),
+    Column("id", String(64), primary_key=True),
+    Column("version_id", Integer, nullable=False),
+    Column("last_updated", UTCDateTime(), nullable=False),
+    Column("deleted", Boolean, nullable=False, default=False),
+    Column("body", LargeBinary, nullable=True),
+    Index("ix_resources_type_updated", "resource_type", "last_updated"),
+)
+
+resource_history = Table(
+    "resource_history",
+    metadata,
+    Column("resource_type", String(64), primary_key=True),
+    Column("id", String(64), primary_key=True),
+    Column("version_id", Integer, primary_key=True),
+    Column("last_updated", UTCDateTime(), nullable=False),
+    Column("deleted", Boolean, nullable=False, default=False),
+    Column("method", String(8), nullable=False),
+    Column("body", LargeBinary, nullable=True),
+    Index("ix_history_updated", "last_updated"),
+    Index("ix_history_type_updated", "resource_type", "last_updated"),
+)
+
+search_token = Table(
+    "search_token",
+    metadata,
+    Column("resource_type", String(64), nullable=False),
+    Column("resource_id", String(64), nullable=False),
+    Column("param", String(64), nullable=False),
+    Column("system", String(255), nullable=True),
+    Column("code", String(255), nullable=True),
+    Index("ix_token_lookup", "resource_type", "param", "code", "system"),
+    Index("ix_token_resource", "resource_type", "resource_id"),
+)

@@ -1,0 +1,53 @@
+"""Structural validation with the fhir.resources R4B models.
+
+The R4B structures of the resources this server is about are those of R4
+(hl7.org/fhir/R4B/diff.html); fhirVersion 4.0.1 is what goes on the wire.
+Pydantic error locations become FHIRPath-like element paths, so a client
+sees ``CarePlan.activity[0].detail.status`` rather than a Python tuple.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from fhir.resources.R4B import get_fhir_model_class
+from pydantic import ValidationError
+
+
+@cache
+def model_class(resource_type: str) -> Any:
+    return get_fhir_model_class(resource_type)
+
+
+def format_location(resource_type: str, loc: tuple[int | str, ...]) -> str:
+    path = resource_type
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part.startswith("function-after") or part.startswith("function-"):
+            continue
+        else:
+            path += f".{part}"
+    return path
+
+
+def _message(error: Any) -> str:
+    kind = error.get("type")
+    if kind == "extra_forbidden":
+        return "unknown element"
+    if kind == "missing":
+        return "required element is missing"
+    msg = str(error.get("msg", "invalid value"))
+    return msg.removeprefix("Value error, ")
+
+
+def structural_problems(resource_type: str, body: dict[str, Any]) -> list[tuple[str, str]]:
+    """Return (message, path) per structural problem; empty when the body is valid."""
+    try:
+        model_class(resource_type).model_validate(body)
+    except ValidationError as exc:
+        return [(_message(err), format_location(resource_type, err["loc"])) for err in exc.errors()]
+    except (ValueError, TypeError) as exc:
+        return [(str(exc), resource_type)]
+    return []

@@ -1,0 +1,69 @@
+"""The CapabilityStatement served at ``GET [base]/metadata``, built from what is registered.
+
+Nothing here is hand-written per type: the resource types come from the
+types the server validates and stores, the interactions and flags from the
+route table in ``app.api.routes``. Built once at start-up and served as bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from app import __version__
+from app.api.negotiation import FHIR_JSON
+from app.api.routes import FEATURES, InteractionRoute, ServerFeatures
+from app.interactions.context import format_instant
+
+
+def build_capability_statement(
+    resource_types: Iterable[str],
+    routes: Iterable[InteractionRoute],
+    base_url: str,
+    started_at: datetime,
+    features: ServerFeatures = FEATURES,
+) -> dict[str, Any]:
+    routes = list(routes)
+    type_codes = [r.interaction for r in routes if r.level == "type"]
+    system_codes = [r.interaction for r in routes if r.level == "system"]
+    resources = [
+        {
+            "type": resource_type,
+            "profile": f"http://hl7.org/fhir/StructureDefinition/{resource_type}",
+            "interaction": [{"code": code} for code in type_codes],
+            "versioning": features.versioning,
+            "readHistory": features.read_history,
+            "updateCreate": features.update_create,
+            "conditionalCreate": features.conditional_create,
+            "conditionalRead": features.conditional_read,
+            "conditionalUpdate": features.conditional_update,
+            "conditionalDelete": features.conditional_delete,
+        }
+        for resource_type in sorted(resource_types)
+    ]
+    rest: dict[str, Any] = {
+        "mode": "server",
+        "documentation": "Care plan repository FHIR R4 REST API. Searching is not available yet.",
+        "resource": resources,
+    }
+    if system_codes:
+        rest["interaction"] = [{"code": code} for code in system_codes]
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": format_instant(started_at),
+        "publisher": "Care plan repository",
+        "kind": "instance",
+        "software": {"name": "care-plan-repository", "version": __version__},
+        "implementation": {"description": "Care plan repository FHIR R4 server", "url": base_url},
+        "fhirVersion": "4.0.1",
+        "format": [FHIR_JSON, "application/json"],
+        "rest": [rest],
+    }
+
+
+def render(statement: dict[str, Any]) -> bytes:
+    return orjson.dumps(statement)
