@@ -1,8 +1,10 @@
-"""Exception handlers: every failure leaves as an OperationOutcome, never a stack trace."""
+"""Exception handlers: every failure leaves as an OperationOutcome, never a stack trace.
+
+Unknown exceptions are not handled here but in ``RequestLogMiddleware``, which
+answers them with a logged 500 that carries the request id.
+"""
 
 from __future__ import annotations
-
-import logging
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -14,7 +16,6 @@ from app.api.negotiation import FHIR_JSON
 from app.api.outcomes import dumps, error_outcome, outcome_for_error
 from app.errors import ErrorCode, FhirError, Gone
 
-log = logging.getLogger("fhir.errors")
 CONTENT_TYPE = f"{FHIR_JSON}; charset=utf-8"
 
 
@@ -51,15 +52,7 @@ async def validation_error_handler(request: Request, exc: Exception) -> Response
     return _outcome_response(400, error_outcome(text, "invalid", ErrorCode.INVALID_REQUEST))
 
 
-async def unexpected_error_handler(request: Request, exc: Exception) -> Response:
-    request_id = getattr(request.state, "request_id", "")
-    log.exception("unhandled error on %s %s (request %s)", request.method, request.url.path, request_id)
-    text = f"internal server error; quote request id {request_id}"
-    return _outcome_response(500, error_outcome(text, "exception", ErrorCode.INTERNAL))
-
-
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(FhirError, fhir_error_handler)
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
-    app.add_exception_handler(Exception, unexpected_error_handler)

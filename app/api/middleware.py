@@ -1,4 +1,9 @@
-"""Request id and one structured access-log line per request (a pure ASGI middleware)."""
+"""Request id, one structured access-log line per request, and the last-resort 500.
+
+A pure ASGI middleware, outermost of ours: an exception that escapes every
+handler is logged with its traceback and answered here with a 500
+OperationOutcome that quotes the request id, never the exception text.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,11 @@ from typing import Any
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api.outcomes import dumps, error_outcome
+from app.errors import ErrorCode
+
 access_log = logging.getLogger("fhir.access")
+error_log = logging.getLogger("fhir.errors")
 
 
 class RequestLogMiddleware:
@@ -27,11 +36,13 @@ class RequestLogMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
         status = 500
+        started_response = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started_response
             if message["type"] == "http.response.start":
                 status = message["status"]
+                started_response = True
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode()))
                 message = {**message, "headers": headers}
@@ -39,6 +50,10 @@ class RequestLogMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            error_log.exception("unhandled error on %s %s (request %s)", scope["method"], scope["path"], request_id)
+            if not started_response:
+                await _send_internal_error(send_with_id, request_id)
         finally:
             if access_log.isEnabledFor(logging.INFO):
                 record: dict[str, Any] = {
@@ -59,3 +74,17 @@ def _incoming_request_id(scope: Scope) -> str | None:
             if 0 < len(text) <= 200 and text.isprintable():
                 return text
     return None
+
+
+async def _send_internal_error(send: Send, request_id: str) -> None:
+    body = dumps(
+        error_outcome(f"internal server error; quote request id {request_id}", "exception", ErrorCode.INTERNAL)
+    )
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 500,
+            "headers": [(b"content-type", b"application/fhir+json; charset=utf-8"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

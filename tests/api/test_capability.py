@@ -1,0 +1,128 @@
+"""The CapabilityStatement tells the truth: everything it lists works."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+import pytest
+from fhir.resources.R4B.capabilitystatement import CapabilityStatement
+
+from tests.conftest import FHIR_JSON_HEADERS, TEST_BASE_URL
+from tests.examples import CARE_COORDINATION_TYPES, first_example
+
+Check = Callable[[httpx.AsyncClient, str, dict[str, Any]], Awaitable[None]]
+
+
+async def _create(client: httpx.AsyncClient, resource_type: str, example: dict[str, Any]) -> dict[str, Any]:
+    response = await client.post(f"/fhir/{resource_type}", json=example, headers=FHIR_JSON_HEADERS)
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def check_create(client: httpx.AsyncClient, resource_type: str, example: dict[str, Any]) -> None:
+    body = await _create(client, resource_type, example)
+    assert body["resourceType"] == resource_type
+
+
+async def check_read(client: httpx.AsyncClient, resource_type: str, example: dict[str, Any]) -> None:
+    body = await _create(client, resource_type, example)
+    assert (await client.get(f"/fhir/{resource_type}/{body['id']}")).json() == body
+
+
+async def check_vread(client: httpx.AsyncClient, resource_type: str, example: dict[str, Any]) -> None:
+    body = await _create(client, resource_type, example)
+    assert (await client.get(f"/fhir/{resource_type}/{body['id']}/_history/1")).json() == body
+
+
+async def check_update(client: httpx.AsyncClient, resource_type: str, example: dict[str, Any]) -> None:
+    body = await _create(client, resource_type, example)
+    changed = {**body, "language": "en"}
+    response = await client.put(f"/fhir/{resource_type}/{body['id']}", json=changed, headers=FHIR_JSON_HEADERS)
+    assert response.status_code == 200
+    assert response.json()["language"] == "en"
+    assert response.json()["meta"]["versionId"] == "2"
+
+
+async def check_delete(client: httpx.AsyncClient, resource_type: str, example: dict[str, Any]) -> None:
+    body = await _create(client, resource_type, example)
+    assert (await client.delete(f"/fhir/{resource_type}/{body['id']}")).status_code == 200
+    assert (await client.get(f"/fhir/{resource_type}/{body['id']}")).status_code == 410
+
+
+async def check_history_instance(client: httpx.AsyncClient, resource_type: str, example: dict[str, Any]) -> None:
+    body = await _create(client, resource_type, example)
+    bundle = (await client.get(f"/fhir/{resource_type}/{body['id']}/_history")).json()
+    assert [e["resource"]["id"] for e in bundle["entry"]] == [body["id"]]
+
+
+async def check_history_type(client: httpx.AsyncClient, resource_type: str, example: dict[str, Any]) -> None:
+    body = await _create(client, resource_type, example)
+    bundle = (await client.get(f"/fhir/{resource_type}/_history")).json()
+    assert body["id"] in [e["resource"]["id"] for e in bundle["entry"]]
+
+
+CHECKS: dict[str, Check] = {
+    "create": check_create,
+    "read": check_read,
+    "vread": check_vread,
+    "update": check_update,
+    "delete": check_delete,
+    "history-instance": check_history_instance,
+    "history-type": check_history_type,
+}
+
+
+async def test_metadata_is_a_valid_r4_capability_statement(client: httpx.AsyncClient) -> None:
+    response = await client.get("/fhir/metadata")
+    assert response.status_code == 200
+    statement = response.json()
+    CapabilityStatement.model_validate(statement)
+    assert statement["fhirVersion"] == "4.0.1"
+    assert statement["implementation"]["url"] == TEST_BASE_URL
+    assert "application/fhir+json" in statement["format"]
+    types = {r["type"] for r in statement["rest"][0]["resource"]}
+    assert set(CARE_COORDINATION_TYPES) <= types
+    assert {"Patient", "Practitioner", "Organization", "Encounter", "Condition"} <= types
+    assert [i["code"] for i in statement["rest"][0]["interaction"]] == ["history-system"]
+
+
+@pytest.mark.parametrize("resource_type", CARE_COORDINATION_TYPES)
+async def test_every_listed_interaction_works(client: httpx.AsyncClient, resource_type: str) -> None:
+    statement = (await client.get("/fhir/metadata")).json()
+    entry = next(r for r in statement["rest"][0]["resource"] if r["type"] == resource_type)
+    codes = [i["code"] for i in entry["interaction"]]
+    assert codes, "no interactions listed"
+    unknown = set(codes) - set(CHECKS)
+    assert not unknown, f"the statement lists interactions with no check: {unknown}"
+    example = first_example(resource_type)
+    for code in codes:
+        await CHECKS[code](client, resource_type, example)
+    assert entry["versioning"] == "versioned-update"
+    if entry["updateCreate"]:
+        put = await client.put(f"/fhir/{resource_type}/chosen-{resource_type.lower()}",
+                               json={**example, "id": f"chosen-{resource_type.lower()}"}, headers=FHIR_JSON_HEADERS)
+        assert put.status_code == 201
+    if entry["conditionalCreate"]:
+        marked = {**example, "identifier": [{"system": "urn:capability-test", "value": resource_type}]}
+        headers = {**FHIR_JSON_HEADERS, "If-None-Exist": f"identifier=urn:capability-test|{resource_type}"}
+        first = await client.post(f"/fhir/{resource_type}", json=marked, headers=headers)
+        second = await client.post(f"/fhir/{resource_type}", json=marked, headers=headers)
+        assert (first.status_code, second.status_code) == (201, 200)
+        assert first.json()["id"] == second.json()["id"]
+    assert entry["conditionalUpdate"] is False
+    assert entry["conditionalDelete"] == "not-supported"
+
+
+async def test_system_history_listed_and_works(client: httpx.AsyncClient) -> None:
+    await _create(client, "Task", first_example("Task"))
+    bundle = (await client.get("/fhir/_history")).json()
+    assert bundle["type"] == "history"
+    assert len(bundle["entry"]) == 1
+
+
+async def test_metadata_pretty(client: httpx.AsyncClient) -> None:
+    response = await client.get("/fhir/metadata?_pretty=true")
+    assert response.text.startswith('{\n  "resourceType": "CapabilityStatement"')
