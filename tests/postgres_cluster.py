@@ -102,7 +102,11 @@ def start_cluster(durable: bool = False) -> Cluster:
         check=False,
     )
     if result.returncode != 0:
-        log = (directory / "server.log").read_text(errors="replace")[-1000:] if (directory / "server.log").exists() else ""
+        log = (
+            (directory / "server.log").read_text(errors="replace")[-1000:]
+            if (directory / "server.log").exists()
+            else ""
+        )
         shutil.rmtree(directory, ignore_errors=True)
         raise PostgresUnavailable(f"pg_ctl start failed: {result.stderr.strip()} {log}")
     return Cluster(directory, port, run_as)

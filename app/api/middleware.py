@@ -84,7 +84,10 @@ async def _send_internal_error(send: Send, request_id: str) -> None:
         {
             "type": "http.response.start",
             "status": 500,
-            "headers": [(b"content-type", b"application/fhir+json; charset=utf-8"), (b"content-length", str(len(body)).encode())],
+            "headers": [
+                (b"content-type", b"application/fhir+json; charset=utf-8"),
+                (b"content-length", str(len(body)).encode()),
+            ],
         }
     )
     await send({"type": "http.response.body", "body": body})

@@ -102,8 +102,11 @@ async def test_every_listed_interaction_works(client: httpx.AsyncClient, resourc
         await CHECKS[code](client, resource_type, example)
     assert entry["versioning"] == "versioned-update"
     if entry["updateCreate"]:
-        put = await client.put(f"/fhir/{resource_type}/chosen-{resource_type.lower()}",
-                               json={**example, "id": f"chosen-{resource_type.lower()}"}, headers=FHIR_JSON_HEADERS)
+        put = await client.put(
+            f"/fhir/{resource_type}/chosen-{resource_type.lower()}",
+            json={**example, "id": f"chosen-{resource_type.lower()}"},
+            headers=FHIR_JSON_HEADERS,
+        )
         assert put.status_code == 201
     if entry["conditionalCreate"]:
         marked = {**example, "identifier": [{"system": "urn:capability-test", "value": resource_type}]}

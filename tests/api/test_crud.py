@@ -12,10 +12,14 @@ PATIENT = {"resourceType": "Patient", "name": [{"family": "Chalmers", "given": [
 
 
 async def create(client: httpx.AsyncClient, resource: dict, **headers: str) -> httpx.Response:
-    return await client.post(f"/fhir/{resource['resourceType']}", json=resource, headers={**FHIR_JSON_HEADERS, **headers})
+    return await client.post(
+        f"/fhir/{resource['resourceType']}", json=resource, headers={**FHIR_JSON_HEADERS, **headers}
+    )
 
 
-@pytest.mark.parametrize(("name", "example"), all_care_coordination_examples(), ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize(
+    ("name", "example"), all_care_coordination_examples(), ids=lambda v: v if isinstance(v, str) else ""
+)
 async def test_every_official_care_coordination_example_round_trips(
     client: httpx.AsyncClient, name: str, example: dict
 ) -> None:
@@ -126,7 +130,11 @@ async def test_read_conditional_headers_give_304(client: httpx.AsyncClient) -> N
 
 @pytest.mark.parametrize(
     ("prefer", "status", "kind"),
-    [("return=minimal", 201, None), ("return=representation", 201, "Patient"), ("return=OperationOutcome", 201, "OperationOutcome")],
+    [
+        ("return=minimal", 201, None),
+        ("return=representation", 201, "Patient"),
+        ("return=OperationOutcome", 201, "OperationOutcome"),
+    ],
 )
 async def test_prefer_return(client: httpx.AsyncClient, prefer: str, status: int, kind: str | None) -> None:
     response = await create(client, PATIENT, Prefer=prefer)

@@ -74,7 +74,9 @@ async def test_unknown_element_and_missing_required_element(client: httpx.AsyncC
     response = await client.post("/fhir/Patient", json={**PATIENT, "colour": "blue"}, headers=FHIR_JSON_HEADERS)
     assert response.status_code == 400
     assert issue(response)["expression"] == ["Patient.colour"]
-    response = await client.post("/fhir/Task", json={"resourceType": "Task", "status": "draft"}, headers=FHIR_JSON_HEADERS)
+    response = await client.post(
+        "/fhir/Task", json={"resourceType": "Task", "status": "draft"}, headers=FHIR_JSON_HEADERS
+    )
     assert response.status_code == 400
     assert "Task.intent" in issue(response)["expression"][0]
 
@@ -106,7 +108,9 @@ async def test_unknown_resource_type_is_404(client: httpx.AsyncClient) -> None:
 
 
 async def test_unsupported_media_type_is_415(client: httpx.AsyncClient) -> None:
-    response = await client.post("/fhir/Patient", content=b"<Patient/>", headers={"Content-Type": "application/fhir+xml"})
+    response = await client.post(
+        "/fhir/Patient", content=b"<Patient/>", headers={"Content-Type": "application/fhir+xml"}
+    )
     assert response.status_code == 415
     response = await client.post("/fhir/Patient", data={"a": "b"})
     assert response.status_code == 415

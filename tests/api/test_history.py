@@ -35,11 +35,17 @@ async def walk(client: httpx.AsyncClient, first: str) -> list[dict[str, Any]]:
 
 
 async def test_instance_history_lists_versions_newest_first(client: httpx.AsyncClient) -> None:
-    goal = {"resourceType": "Goal", "lifecycleStatus": "proposed", "description": {"text": "walk"},
-            "subject": {"reference": "Patient/p1"}}
+    goal = {
+        "resourceType": "Goal",
+        "lifecycleStatus": "proposed",
+        "description": {"text": "walk"},
+        "subject": {"reference": "Patient/p1"},
+    }
     gid = (await post(client, goal))["id"]
     for status in ("accepted", "active"):
-        await client.put(f"/fhir/Goal/{gid}", json={**goal, "id": gid, "lifecycleStatus": status}, headers=FHIR_JSON_HEADERS)
+        await client.put(
+            f"/fhir/Goal/{gid}", json={**goal, "id": gid, "lifecycleStatus": status}, headers=FHIR_JSON_HEADERS
+        )
     await client.delete(f"/fhir/Goal/{gid}")
     bundle = (await client.get(f"/fhir/Goal/{gid}/_history")).json()
     assert bundle["resourceType"] == "Bundle"

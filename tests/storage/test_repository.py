@@ -1,0 +1,93 @@
+"""Versioned storage on both backends: optimistic locking, no reused or skipped versions."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from app.interactions.context import FhirContext, utc_now
+from app.interactions.create import create
+from app.interactions.update import update
+from app.main import served_resource_types
+from app.storage.database import Database
+from app.storage.repository import (
+    AlreadyExists,
+    StoredVersion,
+    insert_first,
+    read_current,
+    read_history,
+    read_version,
+    replace_version,
+)
+from app.validation.bindings import BindingTable
+from app.validation.validator import ResourceValidator
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    database = Database.from_url(database_url)
+    yield database
+    await database.dispose()
+
+
+def version(n: int, body: bytes | None = b"{}", rid: str = "t1") -> StoredVersion:
+    return StoredVersion("Task", rid, n, utc_now(), body is None, body, "PUT")
+
+
+async def test_insert_then_read_current_and_version(db: Database) -> None:
+    async with db.write() as conn:
+        await insert_first(conn, version(1, b'{"a":1}'))
+    async with db.read() as conn:
+        current = await read_current(conn, "Task", "t1")
+        first = await read_version(conn, "Task", "t1", 1)
+    assert current is not None and current.body == b'{"a":1}' and current.version_id == 1
+    assert first is not None and first.body == b'{"a":1}'
+
+
+async def test_second_insert_of_same_id_raises_and_first_survives(db: Database) -> None:
+    async with db.write() as conn:
+        await insert_first(conn, version(1, b'{"a":1}'))
+    with pytest.raises(AlreadyExists):
+        async with db.write() as conn:
+            await insert_first(conn, version(1, b'{"a":2}'))
+    async with db.read() as conn:
+        current = await read_current(conn, "Task", "t1")
+    assert current is not None and current.body == b'{"a":1}'
+
+
+async def test_replace_version_compares_expected_version(db: Database) -> None:
+    async with db.write() as conn:
+        await insert_first(conn, version(1))
+    async with db.write() as conn:
+        assert await replace_version(conn, 1, version(2)) is True
+    async with db.write() as conn:
+        assert await replace_version(conn, 1, version(2, b'{"late":true}')) is False
+    async with db.read() as conn:
+        rows = await read_history(conn, "Task", "t1", None, None, 10)
+    assert [r.version_id for r in rows] == [2, 1]
+
+
+async def test_failed_transaction_leaves_nothing(db: Database) -> None:
+    with pytest.raises(RuntimeError):
+        async with db.write() as conn:
+            await insert_first(conn, version(1, rid="doomed"))
+            raise RuntimeError("fail after the insert")
+    async with db.read() as conn:
+        assert await read_current(conn, "Task", "doomed") is None
+        assert await read_history(conn, "Task", "doomed", None, None, 10) == []
+
+
+async def test_concurrent_updates_without_if_match_all_land_in_sequence(db: Database) -> None:
+    ctx = FhirContext(db, ResourceValidator(BindingTable.load()), served_resource_types())
+    task = {"resourceType": "Task", "status": "requested", "intent": "order"}
+    created = await create(ctx, "Task", task)
+    rid = created.stored.id
+    results = await asyncio.gather(
+        *(update(ctx, "Task", rid, {**task, "id": rid, "description": f"w{i}"}) for i in range(12))
+    )
+    assert sorted(r.stored.version_id for r in results) == list(range(2, 14))
+    async with db.read() as conn:
+        history = await read_history(conn, "Task", rid, None, None, 100)
+    assert [h.version_id for h in history] == list(range(13, 0, -1))
