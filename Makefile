@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run serve migrate test lint bench clean
+.PHONY: run serve migrate test lint lint-check bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,9 +25,13 @@ migrate: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+## lint: ruff check and format the code
 lint: $(STAMP)
+	$(BIN)/ruff check --fix app capability tests bench alembic
+	$(BIN)/ruff format app capability tests bench alembic
+
+lint-check: $(STAMP)
 	$(BIN)/ruff check app capability tests bench alembic
-	$(BIN)/ruff format --check app capability tests bench alembic
 
 ## bench: drive running servers over HTTP (see BENCHMARKS.md)
 bench: $(STAMP)

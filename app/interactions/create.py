@@ -48,5 +48,5 @@ async def create(
         now = utc_now()
         version = StoredVersion(resource_type, resource_id, 1, now, False, stamp(body, resource_id, 1, now), "POST")
         await insert_first(conn, version)
-        await replace_tokens(conn, resource_type, resource_id, extract_index_rows(body))
+        await replace_tokens(conn, resource_type, resource_id, extract_index_rows(body), is_new=True)
     return WriteResult(status=201, stored=version, created=True)

@@ -61,7 +61,7 @@ async def update(
                     await insert_first(conn, version)
                 except AlreadyExists:
                     continue
-                await replace_tokens(conn, resource_type, resource_id, rows)
+                await replace_tokens(conn, resource_type, resource_id, rows, is_new=True)
                 return WriteResult(status=201, stored=version, created=True)
             next_id = current.version_id + 1
             now = max(now, current.last_updated)

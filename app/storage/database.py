@@ -23,6 +23,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 WRITE_OPTION = "fhir_write"
+AUTOCOMMIT_OPTION = "fhir_autocommit"
 
 
 def _ensure_sqlite_directory(url: str) -> None:
@@ -35,10 +36,14 @@ def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
     """Create the async engine for ``url`` with the per-backend settings."""
     if url.startswith("sqlite"):
         _ensure_sqlite_directory(url)
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        engine = create_async_engine(url, connect_args={"timeout": 30}, pool_reset_on_return=None)
         _configure_sqlite(engine)
         return engine
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False)
+    # Every transaction is closed explicitly by Database.write/read, so the pool
+    # need not send a ROLLBACK each time a connection comes back.
+    return create_async_engine(
+        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False, pool_reset_on_return=None
+    )
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:
@@ -53,7 +58,10 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        if conn.get_execution_options().get(WRITE_OPTION):
+        options = conn.get_execution_options()
+        if options.get(AUTOCOMMIT_OPTION):
+            return
+        if options.get(WRITE_OPTION):
             conn.exec_driver_sql("BEGIN IMMEDIATE")
         else:
             conn.exec_driver_sql("BEGIN")

@@ -10,12 +10,12 @@ re-read and retry without).
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, delete, insert, or_, select, tuple_, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import and_, bindparam, delete, insert, or_, select, tuple_, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.storage.tables import resource_history, resources, search_token
@@ -55,73 +55,84 @@ class AlreadyExists(Exception):
     """An insert found a current row with the same type and id."""
 
 
-_CURRENT_COLUMNS = (
-    resources.c.resource_type,
-    resources.c.id,
-    resources.c.version_id,
-    resources.c.last_updated,
-    resources.c.deleted,
-    resources.c.body,
+_r = resources.c
+_h = resource_history.c
+_t = search_token.c
+
+# Hot-path statements are built once with bind parameters: SQLAlchemy then
+# reuses their cache key and compiled form instead of rebuilding both per call.
+_READ_CURRENT = select(_r.resource_type, _r.id, _r.version_id, _r.last_updated, _r.deleted, _r.body).where(
+    _r.resource_type == bindparam("rt"), _r.id == bindparam("rid")
 )
+_READ_VERSION = select(_h.resource_type, _h.id, _h.version_id, _h.last_updated, _h.deleted, _h.body, _h.method).where(
+    _h.resource_type == bindparam("rt"), _h.id == bindparam("rid"), _h.version_id == bindparam("vid")
+)
+_INSERT_HISTORY = insert(resource_history)
+_REPLACE_CURRENT = (
+    update(resources)
+    .where(_r.resource_type == bindparam("rt"), _r.id == bindparam("rid"), _r.version_id == bindparam("expected"))
+    .values(
+        version_id=bindparam("vid"),
+        last_updated=bindparam("updated"),
+        deleted=bindparam("is_deleted"),
+        body=bindparam("payload"),
+    )
+)
+_DELETE_TOKENS = delete(search_token).where(_t.resource_type == bindparam("rt"), _t.resource_id == bindparam("rid"))
+_INSERT_TOKENS = insert(search_token)
+_INSERT_CURRENT = {
+    "postgresql": postgresql_insert(resources).on_conflict_do_nothing(index_elements=["resource_type", "id"]),
+    "sqlite": sqlite_insert(resources).on_conflict_do_nothing(index_elements=["resource_type", "id"]),
+}
 
 
 async def read_current(conn: AsyncConnection, resource_type: str, resource_id: str) -> StoredVersion | None:
-    row = (
-        await conn.execute(
-            select(*_CURRENT_COLUMNS).where(resources.c.resource_type == resource_type, resources.c.id == resource_id)
-        )
-    ).first()
+    row = (await conn.execute(_READ_CURRENT, {"rt": resource_type, "rid": resource_id})).first()
     return StoredVersion(*row) if row else None
 
 
 async def read_version(
     conn: AsyncConnection, resource_type: str, resource_id: str, version_id: int
 ) -> StoredVersion | None:
-    h = resource_history.c
-    row = (
-        await conn.execute(
-            select(h.resource_type, h.id, h.version_id, h.last_updated, h.deleted, h.body, h.method).where(
-                h.resource_type == resource_type, h.id == resource_id, h.version_id == version_id
-            )
-        )
-    ).first()
+    row = (await conn.execute(_READ_VERSION, {"rt": resource_type, "rid": resource_id, "vid": version_id})).first()
     return StoredVersion(*row) if row else None
 
 
 async def insert_first(conn: AsyncConnection, version: StoredVersion) -> None:
-    """Insert version 1 of a new resource; AlreadyExists if the id is taken."""
-    try:
-        async with conn.begin_nested() if conn.dialect.name == "postgresql" else nullcontext():
-            await conn.execute(
-                insert(resources).values(
-                    resource_type=version.resource_type,
-                    id=version.id,
-                    version_id=version.version_id,
-                    last_updated=version.last_updated,
-                    deleted=version.deleted,
-                    body=version.body,
-                )
-            )
-    except IntegrityError as exc:
-        raise AlreadyExists(f"{version.resource_type}/{version.id}") from exc
+    """Insert version 1 of a new resource; AlreadyExists if the id is taken.
+
+    ``ON CONFLICT DO NOTHING`` reports a taken id through the row count, so the
+    transaction stays usable on PostgreSQL without a savepoint round trip.
+    """
+    result = await conn.execute(
+        _INSERT_CURRENT[conn.dialect.name],
+        {
+            "resource_type": version.resource_type,
+            "id": version.id,
+            "version_id": version.version_id,
+            "last_updated": version.last_updated,
+            "deleted": version.deleted,
+            "body": version.body,
+        },
+    )
+    if result.rowcount != 1:
+        raise AlreadyExists(f"{version.resource_type}/{version.id}")
     await _insert_history(conn, version)
 
 
 async def replace_version(conn: AsyncConnection, expected_version: int, version: StoredVersion) -> bool:
     """Move the current row from ``expected_version`` to ``version``; False if someone else moved it."""
     result = await conn.execute(
-        update(resources)
-        .where(
-            resources.c.resource_type == version.resource_type,
-            resources.c.id == version.id,
-            resources.c.version_id == expected_version,
-        )
-        .values(
-            version_id=version.version_id,
-            last_updated=version.last_updated,
-            deleted=version.deleted,
-            body=version.body,
-        )
+        _REPLACE_CURRENT,
+        {
+            "rt": version.resource_type,
+            "rid": version.id,
+            "expected": expected_version,
+            "vid": version.version_id,
+            "updated": version.last_updated,
+            "is_deleted": version.deleted,
+            "payload": version.body,
+        },
     )
     if result.rowcount != 1:
         return False
@@ -131,28 +142,31 @@ async def replace_version(conn: AsyncConnection, expected_version: int, version:
 
 async def _insert_history(conn: AsyncConnection, version: StoredVersion) -> None:
     await conn.execute(
-        insert(resource_history).values(
-            resource_type=version.resource_type,
-            id=version.id,
-            version_id=version.version_id,
-            last_updated=version.last_updated,
-            deleted=version.deleted,
-            method=version.method,
-            body=version.body,
-        )
+        _INSERT_HISTORY,
+        {
+            "resource_type": version.resource_type,
+            "id": version.id,
+            "version_id": version.version_id,
+            "last_updated": version.last_updated,
+            "deleted": version.deleted,
+            "method": version.method,
+            "body": version.body,
+        },
     )
 
 
-async def replace_tokens(conn: AsyncConnection, resource_type: str, resource_id: str, rows: list[TokenRow]) -> None:
-    """Make ``rows`` the token index rows of the resource, in the write's transaction."""
-    await conn.execute(
-        delete(search_token).where(
-            search_token.c.resource_type == resource_type, search_token.c.resource_id == resource_id
-        )
-    )
+async def replace_tokens(
+    conn: AsyncConnection, resource_type: str, resource_id: str, rows: list[TokenRow], is_new: bool = False
+) -> None:
+    """Make ``rows`` the token index rows of the resource, in the write's transaction.
+
+    ``is_new`` skips the DELETE for a resource that cannot have rows yet.
+    """
+    if not is_new:
+        await conn.execute(_DELETE_TOKENS, {"rt": resource_type, "rid": resource_id})
     if rows:
         await conn.execute(
-            insert(search_token),
+            _INSERT_TOKENS,
             [
                 {
                     "resource_type": resource_type,
