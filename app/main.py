@@ -41,7 +41,7 @@ def served_resource_types() -> frozenset[str]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(message)s")
-    database = Database.from_url(settings.database_url, settings.db_pool_size)
+    database = Database.from_url(settings.database_url, settings.db_pool_size, sqlite_inline=settings.workers == 1)
     types = served_resource_types()
     ctx = FhirContext(db=database, validator=ResourceValidator(BindingTable.load()), resource_types=types)
 

@@ -22,6 +22,8 @@ from sqlalchemy import event, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from app.storage.sqlite_inline import connect_inline
+
 WRITE_OPTION = "fhir_write"
 AUTOCOMMIT_OPTION = "fhir_autocommit"
 
@@ -32,11 +34,18 @@ def _ensure_sqlite_directory(url: str) -> None:
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
 
 
-def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
-    """Create the async engine for ``url`` with the per-backend settings."""
+def create_engine(url: str, pool_size: int = 10, sqlite_inline: bool = False) -> AsyncEngine:
+    """Create the async engine for ``url`` with the per-backend settings.
+
+    ``sqlite_inline`` runs SQLite calls on the event loop thread (see
+    ``app.storage.sqlite_inline``); only for a single server process.
+    """
     if url.startswith("sqlite"):
         _ensure_sqlite_directory(url)
-        engine = create_async_engine(url, connect_args={"timeout": 30}, pool_reset_on_return=None)
+        connect_args: dict[str, Any] = {"timeout": 30}
+        if sqlite_inline:
+            connect_args["async_creator_fn"] = connect_inline
+        engine = create_async_engine(url, connect_args=connect_args, pool_reset_on_return=None)
         _configure_sqlite(engine)
         return engine
     # Every transaction is closed explicitly by Database.write/read, so the pool
@@ -76,8 +85,8 @@ class Database:
         self._sqlite_writer = asyncio.Lock() if self.dialect == "sqlite" else None
 
     @classmethod
-    def from_url(cls, url: str, pool_size: int = 10) -> Database:
-        return cls(create_engine(url, pool_size))
+    def from_url(cls, url: str, pool_size: int = 10, sqlite_inline: bool = False) -> Database:
+        return cls(create_engine(url, pool_size, sqlite_inline))
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
@@ -93,8 +102,16 @@ class Database:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
-        """A read-only transaction (a consistent snapshot on PostgreSQL)."""
-        async with self.engine.connect() as conn, conn.begin():
+        """A connection for reads in autocommit mode: no BEGIN/COMMIT round trips.
+
+        Reads are single statements, or tolerate a commit landing between two
+        of their statements, so they need no transaction of their own.
+        """
+        async with self.engine.connect() as conn:
+            if self.dialect == "postgresql":
+                await conn.execution_options(isolation_level="AUTOCOMMIT")
+            else:
+                await conn.execution_options(**{AUTOCOMMIT_OPTION: True})
             yield conn
 
     async def ping(self) -> bool:

@@ -25,9 +25,12 @@ from app.validation.bindings import BindingTable
 from app.validation.validator import ResourceValidator
 
 
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = Database.from_url(database_url)
+@pytest.fixture(params=["threaded", "inline"])
+async def db(database_url: str, request: pytest.FixtureRequest) -> AsyncIterator[Database]:
+    """On SQLite both connection modes: aiosqlite's worker thread and inline calls."""
+    if request.param == "inline" and not database_url.startswith("sqlite"):
+        pytest.skip("inline mode exists only for SQLite")
+    database = Database.from_url(database_url, sqlite_inline=request.param == "inline")
     yield database
     await database.dispose()
 
