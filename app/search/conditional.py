@@ -33,7 +33,9 @@ def parse_token(value: str) -> tuple[str | None, str | None]:
 
 
 def parse_criteria(query: str) -> Criteria:
-    pairs = parse_qsl(query.lstrip("?"), keep_blank_values=True)
+    if "?" in query:  # some clients send "[type]?[query]" rather than just the query
+        query = query.split("?", 1)[1]
+    pairs = parse_qsl(query, keep_blank_values=True)
     if not pairs:
         raise InvalidRequest("conditional criteria are empty", ["If-None-Exist"])
     ids: list[str] = []

@@ -155,6 +155,8 @@ async def test_conditional_create_by_identifier(client: httpx.AsyncClient) -> No
     assert second.json()["id"] == first.json()["id"]
     by_code_only = await create(client, patient, **{"If-None-Exist": "identifier=123"})
     assert by_code_only.json()["id"] == first.json()["id"]
+    with_type_prefix = await create(client, patient, **{"If-None-Exist": "Patient?identifier=urn:mrn|123"})
+    assert with_type_prefix.json()["id"] == first.json()["id"]
     other_system = await create(client, patient, **{"If-None-Exist": "identifier=urn:other|123"})
     assert other_system.status_code == 201
     many = await create(client, patient, **{"If-None-Exist": "identifier=123"})
