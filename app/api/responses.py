@@ -33,7 +33,7 @@ def parse_etag(value: str | None, header: str) -> int | None:
     if raw.startswith("W/"):
         raw = raw[2:]
     raw = raw.strip('"')
-    if not raw.isdigit():
+    if not raw.isdigit() or len(raw) > 9:
         raise InvalidRequest(f"{header} '{value}' is not a version ETag like W/\"1\"", [header])
     return int(raw)
 

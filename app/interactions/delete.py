@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from app.errors import VersionConflict
-from app.interactions.context import FhirContext, WriteResult, utc_now
+from app.interactions.context import FhirContext, WriteResult, is_valid_id, utc_now
 from app.storage.repository import StoredVersion, read_current, replace_tokens, replace_version
 
 MAX_ATTEMPTS = 20
@@ -18,6 +18,8 @@ async def delete(
     as the spec allows ("if the resource does not exist at all, 200/204").
     """
     ctx.require_type(resource_type)
+    if not is_valid_id(resource_id):
+        return None  # such an id can never have been stored
     for _ in range(MAX_ATTEMPTS):
         async with ctx.db.write() as conn:
             current = await read_current(conn, resource_type, resource_id)

@@ -74,7 +74,10 @@ def parse_history_query(params: Mapping[str, str], default_count: int, max_count
 async def history(
     ctx: FhirContext, query: HistoryQuery, resource_type: str | None = None, resource_id: str | None = None
 ) -> HistoryPage:
-    if resource_type is not None:
+    if resource_id is not None:
+        assert resource_type is not None
+        ctx.require_known(resource_type, resource_id)
+    elif resource_type is not None:
         ctx.require_type(resource_type)
     async with ctx.db.read() as conn:
         rows = await read_history(conn, resource_type, resource_id, query.since, query.after, query.count + 1)

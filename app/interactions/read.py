@@ -8,7 +8,7 @@ from app.storage.repository import StoredVersion, read_current, read_version
 
 
 async def read(ctx: FhirContext, resource_type: str, resource_id: str) -> StoredVersion:
-    ctx.require_type(resource_type)
+    ctx.require_known(resource_type, resource_id)
     async with ctx.db.read() as conn:
         current = await read_current(conn, resource_type, resource_id)
     if current is None:
@@ -19,8 +19,8 @@ async def read(ctx: FhirContext, resource_type: str, resource_id: str) -> Stored
 
 
 async def vread(ctx: FhirContext, resource_type: str, resource_id: str, version: str) -> StoredVersion:
-    ctx.require_type(resource_type)
-    if not version.isdigit():
+    ctx.require_known(resource_type, resource_id)
+    if not version.isdigit() or len(version) > 9:  # versions are 32-bit integers in storage
         raise NotFound(f"{resource_type}/{resource_id} has no version '{version}'")
     async with ctx.db.read() as conn:
         stored = await read_version(conn, resource_type, resource_id, int(version))

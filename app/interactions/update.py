@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.errors import IdMismatch, InvalidRequest, VersionConflict
-from app.interactions.context import FhirContext, WriteResult, utc_now
+from app.errors import IdMismatch, VersionConflict
+from app.interactions.context import FhirContext, WriteResult, require_valid_id, utc_now
 from app.interactions.create import check_body_type
 from app.interactions.stamping import stamp
 from app.search.indexing import extract_index_rows
@@ -41,7 +41,7 @@ async def update(
     ctx.require_type(resource_type)
     check_body_type(resource_type, body)
     check_id(resource_id, body)
-    validate_id(resource_id)
+    require_valid_id(resource_id)
     ctx.validator.validate(resource_type, body)
     rows = extract_index_rows(body)
     for _ in range(MAX_ATTEMPTS):
@@ -75,12 +75,3 @@ async def update(
             await replace_tokens(conn, resource_type, resource_id, rows)
             return WriteResult(status=201 if current.deleted else 200, stored=version, created=current.deleted)
     raise VersionConflict(f"{resource_type}/{resource_id} is being changed too often; try again")
-
-
-ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.")
-
-
-def validate_id(resource_id: str) -> None:
-    """FHIR ids: 1-64 characters of [A-Za-z0-9-.] (hl7.org/fhir/R4/datatypes.html#id)."""
-    if not 1 <= len(resource_id) <= 64 or not set(resource_id) <= ID_CHARS:
-        raise InvalidRequest(f"'{resource_id}' is not a valid FHIR id ([A-Za-z0-9-.]{{1,64}})", ["id"])

@@ -48,6 +48,8 @@ def structural_problems(resource_type: str, body: dict[str, Any]) -> list[tuple[
         model_class(resource_type).model_validate(body)
     except ValidationError as exc:
         return [(_message(err), format_location(resource_type, err["loc"])) for err in exc.errors()]
-    except (ValueError, TypeError) as exc:
-        return [(str(exc), resource_type)]
+    except KeyError as exc:  # fhir_core looks nested resource types up in a table
+        return [(f"unknown or invalid nested resource type {exc}", resource_type)]
+    except (ValueError, TypeError, AttributeError, IndexError, RecursionError) as exc:
+        return [(f"invalid resource: {exc}", resource_type)]
     return []

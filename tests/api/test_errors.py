@@ -187,3 +187,38 @@ async def test_unexpected_errors_are_500_outcomes_without_traces(app: FastAPI, c
     assert "secret" not in response.text
     assert "Traceback" not in response.text
     assert response.headers["x-request-id"] in first["diagnostics"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "headers", "body"),
+    [
+        ("GET", "/fhir/Patient/x/_history/99999999999999999999", {}, None),
+        ("PUT", "/fhir/Patient/x", {"If-Match": 'W/"99999999999999999999"'}, b'{"resourceType":"Patient","id":"x"}'),
+        ("GET", "/fhir/Patient/" + "a" * 300, {}, None),
+        ("GET", "/fhir/_history?_count=99999999999999999999", {}, None),
+        ("POST", "/fhir/Patient", {"If-None-Exist": "identifier="}, b'{"resourceType":"Patient"}'),
+        ("POST", "/fhir/Patient", {}, b'{"resourceType":"Patient","name":"not-a-list"}'),
+        ("POST", "/fhir/Patient", {}, b'{"resourceType":"Patient","id":{"nested":true}}'),
+        ("POST", "/fhir/Patient", {}, b'{"resourceType":"Patient","contained":[{"resourceType":"Nope"}]}'),
+        ("POST", "/fhir/Patient", {}, b'{"resourceType":"Patient","birthDate":"2020-02-30"}'),
+        ("POST", "/fhir/Patient", {}, b'{"resourceType":"Patient"' + b',"x":[' * 200 + b"]" * 200 + b"}"),
+        ("POST", "/fhir/Patient", {}, b'{"resourceType":"Patient","name":[{"family":"\\u0000"}]}'),
+        ("GET", "/fhir/Patient/%00", {}, None),
+    ],
+)
+async def test_odd_requests_never_give_500(
+    client: httpx.AsyncClient, method: str, path: str, headers: dict[str, str], body: bytes | None
+) -> None:
+    response = await client.request(method, path, content=body, headers={**FHIR_JSON_HEADERS, **headers})
+    assert response.status_code < 500, response.text
+    if response.status_code >= 400:
+        assert response.json()["resourceType"] == "OperationOutcome"
+
+
+async def test_control_characters_in_strings_are_400_naming_the_element(client: httpx.AsyncClient) -> None:
+    body = b'{"resourceType":"Patient","name":[{"family":"Ab\\u0001c"}]}'
+    response = await client.post("/fhir/Patient", content=body, headers=FHIR_JSON_HEADERS)
+    assert response.status_code == 400
+    assert issue(response)["expression"] == ["Patient.name[0].family"]
+    fine = b'{"resourceType":"Patient","name":[{"family":"Tab\\there"}]}'
+    assert (await client.post("/fhir/Patient", content=fine, headers=FHIR_JSON_HEADERS)).status_code == 201
