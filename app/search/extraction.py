@@ -1,0 +1,135 @@
+"""Index values of a resource, from its search parameters' FHIRPath expressions.
+
+Each expression is compiled once (``fhirpathpy.compile`` with the R4 model,
+so choice elements such as ``Observation.value`` resolve), lazily per
+resource type on first use, and cached in the extractor. fhirpathpy has no
+``resolve()``; every R4 use of it has the form ``X.where(resolve() is T)``,
+which means "references in X whose target type is T", so such a part is
+compiled as ``X`` and its references filtered by type.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import fhirpathpy
+from fhirpathpy.models import models
+
+from app.search.converters import CONVERTERS
+from app.search.fastpath import compile_fast
+from app.search.registry import SearchParam, SearchRegistry
+from app.search.values import IndexValue, ReferenceValue
+
+_RESOLVE_IS = re.compile(r"^(?P<path>.+)\.where\(resolve\(\) is (?P<type>[A-Za-z]+)\)$")
+# R4 writes "(X as T)" where X may be a collection; FHIRPath's "as" needs a singleton,
+# and "ofType" is the collection-safe equivalent (as Medplum's definitions also rewrite it).
+_AS_OPERATOR = re.compile(r"\((?P<path>[^()]+?) as (?P<type>[A-Za-z]+)\)")
+_AS_FUNCTION = re.compile(r"\.as\((?P<type>[A-Za-z]+)\)")
+# Parameters stored on the resources table itself, not in index tables.
+COLUMN_PARAMS = frozenset({"_id", "_lastUpdated"})
+_MODEL = models["r4"]
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledPart:
+    evaluate: Callable[..., list[Any]]
+    target_type: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledParam:
+    param: SearchParam
+    parts: tuple[CompiledPart, ...]
+
+
+def split_union(expression: str) -> list[str]:
+    """``a | b`` at top level (not inside parentheses or quotes)."""
+    parts: list[str] = []
+    depth = 0
+    quoted = False
+    start = 0
+    for index, char in enumerate(expression):
+        if char == "'":
+            quoted = not quoted
+        elif quoted:
+            continue
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == "|" and depth == 0:
+            parts.append(expression[start:index].strip())
+            start = index + 1
+    parts.append(expression[start:].strip())
+    return [p for p in parts if p]
+
+
+def rewrite_as(expression: str) -> str:
+    """``(X as T)`` and ``X.as(T)`` -> ``X.ofType(T)``."""
+    expression = _AS_OPERATOR.sub(lambda m: f"{m.group('path').strip()}.ofType({m.group('type')})", expression)
+    return _AS_FUNCTION.sub(lambda m: f".ofType({m.group('type')})", expression)
+
+
+def compile_part(part: str, use_fast_path: bool = True) -> Callable[..., list[Any]]:
+    """The fast walker when the part is a plain path, else fhirpathpy's compiled form."""
+    rewritten = rewrite_as(part)
+    if use_fast_path:
+        fast = compile_fast(rewritten, _MODEL)
+        if fast is not None:
+            return fast
+    return fhirpathpy.compile(rewritten, _MODEL)
+
+
+def compile_expression(expression: str, use_fast_path: bool = True) -> tuple[CompiledPart, ...]:
+    compiled = []
+    for part in split_union(expression):
+        target = None
+        match = _RESOLVE_IS.match(part)
+        if match:
+            part, target = match.group("path"), match.group("type")
+        compiled.append(CompiledPart(compile_part(part, use_fast_path), target))
+    return tuple(compiled)
+
+
+def indexable(param: SearchParam) -> bool:
+    return param.type in CONVERTERS and bool(param.expression) and param.code not in COLUMN_PARAMS
+
+
+class Extractor:
+    """Extracts (parameter, value) pairs; holds the compiled expressions."""
+
+    def __init__(self, registry: SearchRegistry, use_fast_path: bool = True) -> None:
+        self.registry = registry
+        self.use_fast_path = use_fast_path
+        self._compiled: dict[str, tuple[CompiledParam, ...]] = {}
+
+    def compiled_for(self, resource_type: str) -> tuple[CompiledParam, ...]:
+        compiled = self._compiled.get(resource_type)
+        if compiled is None:
+            compiled = tuple(
+                CompiledParam(param, compile_expression(param.expression or "", self.use_fast_path))
+                for param in self.registry.for_type(resource_type).values()
+                if indexable(param)
+            )
+            self._compiled[resource_type] = compiled
+        return compiled
+
+    def extract(self, resource_type: str, body: dict[str, Any]) -> list[tuple[SearchParam, IndexValue]]:
+        rows: list[tuple[SearchParam, IndexValue]] = []
+        for compiled in self.compiled_for(resource_type):
+            convert = CONVERTERS[compiled.param.type]
+            seen: set[IndexValue] = set()
+            for part in compiled.parts:
+                for item in part.evaluate(body):
+                    for value in convert(item):
+                        if part.target_type and not (
+                            isinstance(value, ReferenceValue) and value.target_type == part.target_type
+                        ):
+                            continue
+                        if value not in seen:
+                            seen.add(value)
+                            rows.append((compiled.param, value))
+        return rows

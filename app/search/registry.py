@@ -1,0 +1,128 @@
+"""SearchParameter registry: the official R4 definitions, per resource type, built once.
+
+Source data: ``capability/search_parameters.json`` (regenerated from the
+spec by ``capability/build_search_parameters.py``), with each parameter's
+expression already split per base type. Parameters whose base is ``Resource``
+or ``DomainResource`` (``_id``, ``_lastUpdated``, ``_tag``, ...) apply to every
+type. A registry is immutable; adding a SearchParameter builds a new one
+(``with_parameter``) that replaces the old in whole.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from types import MappingProxyType
+from typing import Any, Literal
+
+ParamType = Literal["number", "date", "string", "token", "reference", "composite", "quantity", "uri", "special"]
+ABSTRACT_BASES = ("Resource", "DomainResource")
+
+
+@dataclass(frozen=True, slots=True)
+class Component:
+    definition: str
+    expression: str
+
+
+@dataclass(frozen=True, slots=True)
+class SearchParam:
+    """One search parameter as it applies to one resource type."""
+
+    resource_type: str
+    code: str
+    type: ParamType
+    url: str
+    description: str
+    expression: str | None
+    targets: tuple[str, ...] = ()
+    modifiers: tuple[str, ...] = ()
+    comparators: tuple[str, ...] = ()
+    components: tuple[Component, ...] = ()
+
+
+@dataclass(frozen=True)
+class SearchRegistry:
+    """Lookups by (type, code) and by URL."""
+
+    by_type: Mapping[str, Mapping[str, SearchParam]]
+    by_url: Mapping[str, Mapping[str, SearchParam]] = field(default_factory=dict)
+
+    def get(self, resource_type: str, code: str) -> SearchParam | None:
+        return self.by_type.get(resource_type, {}).get(code)
+
+    def for_type(self, resource_type: str) -> Mapping[str, SearchParam]:
+        return self.by_type.get(resource_type, MappingProxyType({}))
+
+    def with_parameter(self, definition: Mapping[str, Any], resource_types: Iterable[str]) -> SearchRegistry:
+        """A new registry with one more (or a replaced) SearchParameter."""
+        extra = _params_of(definition, frozenset(resource_types))
+        by_type = {t: dict(params) for t, params in self.by_type.items()}
+        for param in extra:
+            by_type.setdefault(param.resource_type, {})[param.code] = param
+        return _freeze(by_type)
+
+
+def _params_of(definition: Mapping[str, Any], resource_types: frozenset[str]) -> list[SearchParam]:
+    bases = definition.get("base", [])
+    expressions: Mapping[str, str] = definition.get("expressions", {})
+    applies_to = (
+        resource_types if any(b in ABSTRACT_BASES for b in bases) else [b for b in bases if b in resource_types]
+    )
+    params = []
+    for resource_type in sorted(applies_to):
+        expression = expressions.get(resource_type)
+        if expression is None:
+            for base in ABSTRACT_BASES:
+                if base in expressions:
+                    expression = expressions[base].replace(f"{base}.", f"{resource_type}.")
+        params.append(
+            SearchParam(
+                resource_type=resource_type,
+                code=definition["code"],
+                type=definition["type"],
+                url=definition["url"],
+                description=_description_for(definition.get("description", ""), resource_type),
+                expression=expression,
+                targets=tuple(definition.get("target", ())),
+                modifiers=tuple(definition.get("modifier", ())),
+                comparators=tuple(definition.get("comparator", ())),
+                components=tuple(Component(c["definition"], c["expression"]) for c in definition.get("component", ())),
+            )
+        )
+    return params
+
+
+def _description_for(description: str, resource_type: str) -> str:
+    """The type's own line of a shared parameter's "Multiple Resources" description."""
+    if not description.startswith("Multiple Resources"):
+        return description
+    marker = f"* [{resource_type}]("
+    for line in description.splitlines():
+        if line.startswith(marker):
+            return line.split("): ", 1)[-1].strip()
+    return description
+
+
+def _freeze(by_type: dict[str, dict[str, SearchParam]]) -> SearchRegistry:
+    by_url: dict[str, dict[str, SearchParam]] = {}
+    for params in by_type.values():
+        for param in params.values():
+            by_url.setdefault(param.url, {})[param.resource_type] = param
+    return SearchRegistry(
+        by_type=MappingProxyType({t: MappingProxyType(p) for t, p in by_type.items()}),
+        by_url=MappingProxyType({u: MappingProxyType(p) for u, p in by_url.items()}),
+    )
+
+
+def load_registry(resource_types: Iterable[str]) -> SearchRegistry:
+    """The registry of the official R4 parameters for the served types."""
+    types = frozenset(resource_types)
+    raw = json.loads(resources.files("capability").joinpath("search_parameters.json").read_bytes())
+    by_type: dict[str, dict[str, SearchParam]] = {t: {} for t in types}
+    for definition in raw:
+        for param in _params_of(definition, types):
+            by_type[param.resource_type][param.code] = param
+    return _freeze(by_type)

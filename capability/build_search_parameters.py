@@ -1,0 +1,93 @@
+"""Regenerate ``capability/search_parameters.json`` from the official R4 SearchParameters.
+
+Input: the spec's ``search-parameters.json`` (Bundle ``searchParams`` from the
+HL7 package hl7.fhir.r4.examples 4.0.1). Output: one entry per parameter with
+what the server needs (url, code, type, description, targets, modifiers,
+comparators, components) and its FHIRPath expression split per base resource
+type, because shared parameters such as ``patient`` carry one union
+expression for 30 types (``AllergyIntolerance.patient | CarePlan.subject...``)
+and each type should evaluate only its own part.
+
+Usage: ``python capability/build_search_parameters.py ../shared/fhir-r4/search-parameters.json``
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+OUTPUT = Path(__file__).with_name("search_parameters.json")
+KEPT = ("url", "code", "type", "description", "target", "modifier", "comparator", "multipleOr", "multipleAnd")
+
+
+def split_union(expression: str) -> list[str]:
+    """Split ``a | b | c`` at top level (not inside parentheses or quotes)."""
+    parts: list[str] = []
+    depth = 0
+    quoted = False
+    current: list[str] = []
+    for char in expression:
+        if char == "'":
+            quoted = not quoted
+        elif not quoted and char == "(":
+            depth += 1
+        elif not quoted and char == ")":
+            depth -= 1
+        elif not quoted and depth == 0 and char == "|":
+            parts.append("".join(current).strip())
+            current = []
+            continue
+        current.append(char)
+    parts.append("".join(current).strip())
+    return [p for p in parts if p]
+
+
+def root_type(part: str) -> str:
+    """The resource type an expression part starts from (``(Observation.value as X)`` -> Observation)."""
+    head = part.lstrip("(").strip()
+    name = ""
+    for char in head:
+        if char.isalnum():
+            name += char
+        else:
+            break
+    return name
+
+
+def expressions_per_base(expression: str, bases: list[str]) -> dict[str, str]:
+    parts = split_union(expression)
+    per_base: dict[str, str] = {}
+    for base in bases:
+        # a part with no type in front ("name | alias") is relative to the base
+        absolute = [p if root_type(p)[:1].isupper() else f"{base}.{p}" for p in parts]
+        own = [p for p in absolute if root_type(p) in (base, "Resource", "DomainResource")]
+        if own:
+            per_base[base] = " | ".join(own)
+    return per_base
+
+
+def reduce(parameter: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {key: parameter[key] for key in KEPT if key in parameter}
+    out["base"] = parameter["base"]
+    expression = parameter.get("expression")
+    if expression:
+        out["expressions"] = expressions_per_base(expression, parameter["base"])
+    if "component" in parameter:
+        out["component"] = [
+            {"definition": c["definition"], "expression": c["expression"]} for c in parameter["component"]
+        ]
+    return out
+
+
+def main(source: str) -> None:
+    bundle = json.loads(Path(source).read_text())
+    parameters = [reduce(entry["resource"]) for entry in bundle["entry"]]
+    parameters.sort(key=lambda p: p["url"])
+    OUTPUT.write_text(json.dumps(parameters, indent=1, ensure_ascii=False) + "\n")
+    print(f"{OUTPUT}: {len(parameters)} search parameters")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "../shared/fhir-r4/search-parameters.json")
