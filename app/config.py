@@ -28,7 +28,7 @@ class Settings(BaseSettings):
     default_page_size: int = Field(default=50, ge=1, description="_count when the client gives none")
     max_page_size: int = Field(default=1000, ge=1, description="Largest _count honoured")
     log_level: str = Field(default="info", description="Python log level of the server")
-    db_pool_size: int = Field(default=10, ge=1, description="Connections per worker (PostgreSQL)")
+    db_pool_size: int = Field(default=20, ge=1, description="Database connections per worker process")
 
     @property
     def public_base_url(self) -> str:

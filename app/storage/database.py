@@ -34,7 +34,7 @@ def _ensure_sqlite_directory(url: str) -> None:
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
 
 
-def create_engine(url: str, pool_size: int = 10, sqlite_inline: bool = False) -> AsyncEngine:
+def create_engine(url: str, pool_size: int = 20, sqlite_inline: bool = False) -> AsyncEngine:
     """Create the async engine for ``url`` with the per-backend settings.
 
     ``sqlite_inline`` runs SQLite calls on the event loop thread (see
@@ -45,13 +45,17 @@ def create_engine(url: str, pool_size: int = 10, sqlite_inline: bool = False) ->
         connect_args: dict[str, Any] = {"timeout": 30}
         if sqlite_inline:
             connect_args["async_creator_fn"] = connect_inline
-        engine = create_async_engine(url, connect_args=connect_args, pool_reset_on_return=None)
+        engine = create_async_engine(
+            url, connect_args=connect_args, pool_size=pool_size, max_overflow=0, pool_reset_on_return=None
+        )
         _configure_sqlite(engine)
         return engine
     # Every transaction is closed explicitly by Database.write/read, so the pool
-    # need not send a ROLLBACK each time a connection comes back.
+    # need not send a ROLLBACK each time a connection comes back. No overflow:
+    # connections opened and closed under load cost far more than a short wait
+    # for a pooled one.
     return create_async_engine(
-        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False, pool_reset_on_return=None
+        url, pool_size=pool_size, max_overflow=0, pool_pre_ping=False, pool_reset_on_return=None
     )
 
 
@@ -85,7 +89,7 @@ class Database:
         self._sqlite_writer = asyncio.Lock() if self.dialect == "sqlite" else None
 
     @classmethod
-    def from_url(cls, url: str, pool_size: int = 10, sqlite_inline: bool = False) -> Database:
+    def from_url(cls, url: str, pool_size: int = 20, sqlite_inline: bool = False) -> Database:
         return cls(create_engine(url, pool_size, sqlite_inline))
 
     @asynccontextmanager
