@@ -16,6 +16,8 @@ from app.api.routes import INTERACTIONS
 from app.api.system_routes import health, metadata, ready
 from app.config import Settings
 from app.interactions.context import FhirContext, utc_now
+from app.search.extraction import Extractor
+from app.search.registry import load_registry
 from app.storage.database import Database
 from app.validation.bindings import BindingTable
 from app.validation.structure import model_class
@@ -38,12 +40,25 @@ def served_resource_types() -> frozenset[str]:
     return frozenset(served)
 
 
+def build_context(database: Database, types: frozenset[str] | None = None) -> FhirContext:
+    """Everything the interactions need, built once: validator, search registry, extractor."""
+    types = types if types is not None else served_resource_types()
+    registry = load_registry(types)
+    return FhirContext(
+        db=database,
+        validator=ResourceValidator(BindingTable.load()),
+        resource_types=types,
+        registry=registry,
+        extractor=Extractor(registry),
+    )
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(message)s")
     database = Database.from_url(settings.database_url, settings.db_pool_size, sqlite_inline=settings.workers == 1)
     types = served_resource_types()
-    ctx = FhirContext(db=database, validator=ResourceValidator(BindingTable.load()), resource_types=types)
+    ctx = build_context(database, types)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -54,7 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.ctx = ctx
     app.state.capability_bytes = render(
-        build_capability_statement(types, INTERACTIONS, settings.public_base_url, utc_now())
+        build_capability_statement(types, INTERACTIONS, settings.public_base_url, utc_now(), ctx.registry)
     )
     app.add_middleware(RequestLogMiddleware)
     install_error_handlers(app)

@@ -17,6 +17,8 @@ from app import __version__
 from app.api.negotiation import FHIR_JSON
 from app.api.routes import FEATURES, InteractionRoute, ServerFeatures
 from app.interactions.context import format_instant
+from app.search.registry import SearchRegistry
+from app.search.request import supported
 
 
 def build_capability_statement(
@@ -24,10 +26,11 @@ def build_capability_statement(
     routes: Iterable[InteractionRoute],
     base_url: str,
     started_at: datetime,
+    registry: SearchRegistry,
     features: ServerFeatures = FEATURES,
 ) -> dict[str, Any]:
     routes = list(routes)
-    type_codes = [r.interaction for r in routes if r.level == "type"]
+    type_codes = list(dict.fromkeys(r.interaction for r in routes if r.level == "type"))
     system_codes = [r.interaction for r in routes if r.level == "system"]
     resources = [
         {
@@ -41,12 +44,13 @@ def build_capability_statement(
             "conditionalRead": features.conditional_read,
             "conditionalUpdate": features.conditional_update,
             "conditionalDelete": features.conditional_delete,
+            "searchParam": search_params(registry, resource_type),
         }
         for resource_type in sorted(resource_types)
     ]
     rest: dict[str, Any] = {
         "mode": "server",
-        "documentation": "Care plan repository FHIR R4 REST API. Searching is not available yet.",
+        "documentation": "Care plan repository FHIR R4 REST API.",
         "resource": resources,
     }
     if system_codes:
@@ -63,6 +67,15 @@ def build_capability_statement(
         "format": [FHIR_JSON, "application/json"],
         "rest": [rest],
     }
+
+
+def search_params(registry: SearchRegistry, resource_type: str) -> list[dict[str, Any]]:
+    """Every parameter the search engine implements for the type, with its definition."""
+    return [
+        {"name": code, "definition": param.url, "type": param.type, "documentation": param.description}
+        for code, param in sorted(registry.for_type(resource_type).items())
+        if supported(param)
+    ]
 
 
 def render(statement: dict[str, Any]) -> bytes:

@@ -11,6 +11,7 @@ import orjson
 from app.api.responses import STATUS_TEXT, etag
 from app.interactions.context import format_instant, utc_now
 from app.interactions.history import HistoryPage
+from app.interactions.search import SearchPage
 from app.storage.repository import StoredVersion
 
 
@@ -56,4 +57,41 @@ def history_bundle(page: HistoryPage, base_url: str, path: str, pretty: bool) ->
         "link": links,
         "entry": [_history_entry(v, base_url, pretty) for v in page.versions],
     }
+    return orjson.dumps(bundle, option=orjson.OPT_INDENT_2 if pretty else 0)
+
+
+def search_bundle(page: SearchPage, base_url: str, pretty: bool) -> bytes:
+    """A ``searchset`` Bundle; ``self`` shows the parameters actually applied (search.html#conformance)."""
+    resource_type = page.request.resource_type
+    params = [*page.request.applied(), ("_count", str(page.request.count))]
+    if page.request.total != "none":
+        params.append(("_total", page.request.total))
+    self_params = list(params)
+    if page.request.page_token:
+        self_params.append(("_page", page.request.page_token))
+    links = [{"relation": "self", "url": f"{base_url}/{resource_type}?{urlencode(self_params)}"}]
+    if page.next_token is not None:
+        links.append(
+            {
+                "relation": "next",
+                "url": f"{base_url}/{resource_type}?{urlencode([*params, ('_page', page.next_token)])}",
+            }
+        )
+    bundle: dict[str, Any] = {
+        "resourceType": "Bundle",
+        "id": str(uuid.uuid4()),
+        "meta": {"lastUpdated": format_instant(utc_now())},
+        "type": "searchset",
+    }
+    if page.total is not None:
+        bundle["total"] = page.total
+    bundle["link"] = links
+    bundle["entry"] = [
+        {
+            "fullUrl": f"{base_url}/{resource_type}/{resource_id}",
+            "resource": orjson.loads(body) if pretty else orjson.Fragment(body),
+            "search": {"mode": "match"},
+        }
+        for resource_id, body in page.matches
+    ]
     return orjson.dumps(bundle, option=orjson.OPT_INDENT_2 if pretty else 0)

@@ -9,12 +9,13 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
+from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from app.api.body import parse_resource, read_limited
-from app.api.bundles import history_bundle
+from app.api.bundles import history_bundle, search_bundle
 from app.api.negotiation import negotiate, require_json_body
 from app.api.outcomes import dumps, informational
 from app.api.responses import (
@@ -26,12 +27,15 @@ from app.api.responses import (
     write_response,
 )
 from app.config import Settings
+from app.errors import UnsupportedMediaType
 from app.interactions import create as create_mod
 from app.interactions import delete as delete_mod
 from app.interactions import read as read_mod
 from app.interactions import update as update_mod
 from app.interactions.context import FhirContext
 from app.interactions.history import history, parse_history_query
+from app.interactions.search import search
+from app.search.request import parse_search
 
 Endpoint = Callable[..., Awaitable[Response]]
 
@@ -159,11 +163,43 @@ async def system_history(request: Request) -> Response:
     return await _history_response(request, "_history")
 
 
+def _strict(request: Request) -> bool:
+    """``Prefer: handling=strict`` (search.html#errors); lenient is the default."""
+    return "handling=strict" in request.headers.get("prefer", "").replace(" ", "")
+
+
+async def _search_response(request: Request, resource_type: str, pairs: list[tuple[str, str]]) -> Response:
+    fmt = negotiate(request.headers, request.query_params)
+    ctx, settings = _ctx(request), _settings(request)
+    ctx.require_type(resource_type)
+    parsed = parse_search(
+        resource_type, pairs, ctx.registry, settings.default_page_size, settings.max_page_size, _strict(request)
+    )
+    page = await search(ctx, parsed)
+    return Response(search_bundle(page, settings.public_base_url, fmt.pretty), media_type=fmt.content_type)
+
+
+async def search_type(request: Request, resource_type: str) -> Response:
+    return await _search_response(request, resource_type, list(request.query_params.multi_items()))
+
+
+async def search_type_post(request: Request, resource_type: str) -> Response:
+    """``POST [type]/_search`` with a form body: same results as GET (http.html#search)."""
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type != "application/x-www-form-urlencoded":
+        raise UnsupportedMediaType("POST _search takes application/x-www-form-urlencoded parameters")
+    raw = await read_limited(request, _settings(request).max_body_bytes)
+    pairs = list(request.query_params.multi_items()) + parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True)
+    return await _search_response(request, resource_type, pairs)
+
+
 # Order matters: literal segments before path parameters.
 INTERACTIONS: tuple[InteractionRoute, ...] = (
     InteractionRoute("history-system", "system", "GET", "/_history", system_history),
     InteractionRoute("history-type", "type", "GET", "/{resource_type}/_history", type_history),
+    InteractionRoute("search-type", "type", "POST", "/{resource_type}/_search", search_type_post),
     InteractionRoute("create", "type", "POST", "/{resource_type}", create_resource),
+    InteractionRoute("search-type", "type", "GET", "/{resource_type}", search_type),
     InteractionRoute("history-instance", "type", "GET", "/{resource_type}/{resource_id}/_history", instance_history),
     InteractionRoute("vread", "type", "GET", "/{resource_type}/{resource_id}/_history/{version_id}", vread_resource),
     InteractionRoute("read", "type", "GET", "/{resource_type}/{resource_id}", read_resource),

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.errors import InvalidRequest, NotFound
+from app.search.extraction import Extractor
+from app.search.indexing import IndexRows, build_index_rows
+from app.search.registry import SearchRegistry
 from app.storage.database import Database
+from app.storage.index_writer import replace_index_rows
 from app.storage.repository import StoredVersion
 from app.validation.validator import ResourceValidator
 
@@ -28,6 +35,20 @@ class FhirContext:
     db: Database
     validator: ResourceValidator
     resource_types: frozenset[str]
+    registry: SearchRegistry
+    extractor: Extractor
+
+    def index_rows(self, resource_type: str, resource_id: str, body: dict[str, Any]) -> IndexRows:
+        """Index rows of a body; computed before the write transaction opens."""
+        return build_index_rows(resource_type, resource_id, self.extractor.extract(resource_type, body))
+
+    async def write_index(
+        self, conn: AsyncConnection, resource_type: str, resource_id: str, rows: IndexRows, is_new: bool
+    ) -> None:
+        """Replace the resource's index rows (empty for a deletion) in the write's transaction."""
+        await replace_index_rows(
+            conn, resource_type, resource_id, rows, self.extractor.tables_for(resource_type), is_new
+        )
 
     def require_type(self, resource_type: str) -> None:
         if resource_type not in self.resource_types:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import uuid
 from typing import Any
+from urllib.parse import parse_qsl
 
-from app.errors import MultipleMatches, ResourceTypeMismatch
+from app.errors import InvalidRequest, MultipleMatches, ResourceTypeMismatch
 from app.interactions.context import FhirContext, WriteResult, utc_now
+from app.interactions.search import find_ids
 from app.interactions.stamping import stamp
-from app.search.conditional import parse_criteria
-from app.search.indexing import extract_index_rows
-from app.storage.repository import StoredVersion, find_by_token, insert_first, read_current, replace_tokens
+from app.search.request import SearchRequest, parse_search
+from app.storage.repository import StoredVersion, insert_first, read_current
 
 
 def check_body_type(resource_type: str, body: dict[str, Any]) -> None:
@@ -19,6 +20,21 @@ def check_body_type(resource_type: str, body: dict[str, Any]) -> None:
             f"resourceType '{body.get('resourceType')}' does not match the URL type '{resource_type}'",
             ["resourceType"],
         )
+
+
+def conditional_criteria(ctx: FhirContext, resource_type: str, query: str, header: str) -> SearchRequest:
+    """Criteria of a conditional interaction: a search on the type, strictly parsed.
+
+    Unknown parameters are an error here rather than ignored, since dropping
+    a criterion would widen the match (http.html#ccreate).
+    """
+    if "?" in query:  # some clients send "[type]?[query]" rather than just the query
+        query = query.split("?", 1)[1]
+    pairs = parse_qsl(query, keep_blank_values=True)
+    request = parse_search(resource_type, pairs, ctx.registry, 2, 2, strict=True)
+    if not request.clauses:
+        raise InvalidRequest(f"{header} has no search criteria", [header])
+    return request
 
 
 async def create(
@@ -32,13 +48,14 @@ async def create(
     """
     ctx.require_type(resource_type)
     check_body_type(resource_type, body)
-    criteria = parse_criteria(if_none_exist) if if_none_exist is not None else None
+    criteria = conditional_criteria(ctx, resource_type, if_none_exist, "If-None-Exist") if if_none_exist else None
     ctx.validator.validate(resource_type, body)
     resource_id = str(uuid.uuid4())
+    rows = ctx.index_rows(resource_type, resource_id, body)
     async with ctx.db.write() as conn:
         if criteria is not None:
-            await ctx.db.lock_key(conn, criteria.cache_key(resource_type))
-            matches = await find_by_token(conn, resource_type, list(criteria.tokens), list(criteria.ids), 2)
+            await ctx.db.lock_key(conn, f"{resource_type}?{sorted(criteria.applied())}")
+            matches = await find_ids(conn, criteria, 2)
             if len(matches) > 1:
                 raise MultipleMatches(f"If-None-Exist criteria '{if_none_exist}' match more than one resource")
             if matches:
@@ -48,5 +65,5 @@ async def create(
         now = utc_now()
         version = StoredVersion(resource_type, resource_id, 1, now, False, stamp(body, resource_id, 1, now), "POST")
         await insert_first(conn, version)
-        await replace_tokens(conn, resource_type, resource_id, extract_index_rows(body), is_new=True)
+        await ctx.write_index(conn, resource_type, resource_id, rows, is_new=True)
     return WriteResult(status=201, stored=version, created=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from app.errors import VersionConflict
 from app.interactions.context import FhirContext, WriteResult, is_valid_id, utc_now
-from app.storage.repository import StoredVersion, read_current, replace_tokens, replace_version
+from app.storage.repository import StoredVersion, read_current, replace_version
 
 MAX_ATTEMPTS = 20
 
@@ -34,6 +34,6 @@ async def delete(
                 if if_match is not None:
                     raise VersionConflict(f"{resource_type}/{resource_id} was changed by another request")
                 continue
-            await replace_tokens(conn, resource_type, resource_id, [])
+            await ctx.write_index(conn, resource_type, resource_id, {}, is_new=False)
             return WriteResult(status=200, stored=tombstone)
     raise VersionConflict(f"{resource_type}/{resource_id} is being changed too often; try again")

@@ -8,13 +8,11 @@ from app.errors import IdMismatch, VersionConflict
 from app.interactions.context import FhirContext, WriteResult, require_valid_id, utc_now
 from app.interactions.create import check_body_type
 from app.interactions.stamping import stamp
-from app.search.indexing import extract_index_rows
 from app.storage.repository import (
     AlreadyExists,
     StoredVersion,
     insert_first,
     read_current,
-    replace_tokens,
     replace_version,
 )
 
@@ -43,7 +41,7 @@ async def update(
     check_id(resource_id, body)
     require_valid_id(resource_id)
     ctx.validator.validate(resource_type, body)
-    rows = extract_index_rows(body)
+    rows = ctx.index_rows(resource_type, resource_id, body)
     for _ in range(MAX_ATTEMPTS):
         async with ctx.db.write() as conn:
             current = await read_current(conn, resource_type, resource_id)
@@ -61,7 +59,7 @@ async def update(
                     await insert_first(conn, version)
                 except AlreadyExists:
                     continue
-                await replace_tokens(conn, resource_type, resource_id, rows, is_new=True)
+                await ctx.write_index(conn, resource_type, resource_id, rows, is_new=True)
                 return WriteResult(status=201, stored=version, created=True)
             next_id = current.version_id + 1
             now = max(now, current.last_updated)
@@ -72,6 +70,6 @@ async def update(
                 if if_match is not None:
                     raise VersionConflict(f"{resource_type}/{resource_id} was changed by another request")
                 continue
-            await replace_tokens(conn, resource_type, resource_id, rows)
+            await ctx.write_index(conn, resource_type, resource_id, rows, is_new=False)
             return WriteResult(status=201 if current.deleted else 200, stored=version, created=current.deleted)
     raise VersionConflict(f"{resource_type}/{resource_id} is being changed too often; try again")

@@ -117,6 +117,10 @@ class Extractor:
             self._compiled[resource_type] = compiled
         return compiled
 
+    def tables_for(self, resource_type: str) -> frozenset[str]:
+        """The index tables (by parameter type) a resource of this type can have rows in."""
+        return frozenset(c.param.type for c in self.compiled_for(resource_type))
+
     def extract(self, resource_type: str, body: dict[str, Any]) -> list[tuple[SearchParam, IndexValue]]:
         rows: list[tuple[SearchParam, IndexValue]] = []
         for compiled in self.compiled_for(resource_type):

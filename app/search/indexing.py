@@ -1,25 +1,66 @@
-"""Index rows extracted from a resource at write time, in the write's transaction.
+"""Rows for the typed index tables, built from extracted (parameter, value) pairs.
 
-For now the token index holds ``identifier`` (every resource type with a
-top-level ``identifier`` element), which conditional create uses; the full
-SearchParameter-driven extraction builds on this module.
+The rows are written in the same transaction as the resource version
+(``app.storage.index_writer``), so a search never sees a version without its
+index or the reverse.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from app.storage.repository import TokenRow
+from app.search.registry import SearchParam
+from app.search.values import (
+    DateValue,
+    IndexValue,
+    NumberValue,
+    QuantityValue,
+    ReferenceValue,
+    StringValue,
+    TokenValue,
+    UriValue,
+    normalize_string,
+)
+from app.storage.index_tables import MAX_INDEXED_CHARS
+
+IndexRows = dict[str, list[dict[str, Any]]]
 
 
-def extract_index_rows(body: dict[str, Any]) -> list[TokenRow]:
-    identifiers = body.get("identifier")
-    if isinstance(identifiers, dict):
-        identifiers = [identifiers]
-    if not isinstance(identifiers, list):
-        return []
-    rows = []
-    for identifier in identifiers:
-        if isinstance(identifier, dict) and (identifier.get("system") or identifier.get("value")):
-            rows.append(TokenRow("identifier", identifier.get("system"), identifier.get("value")))
+def _cut(value: str | None) -> str | None:
+    return value[:MAX_INDEXED_CHARS] if value is not None else None
+
+
+def _row(param: SearchParam, value: IndexValue) -> tuple[str, dict[str, Any]]:
+    key = {"param_hash": param.hash}
+    if isinstance(value, TokenValue):
+        display = normalize_string(value.display) if value.display else None
+        return "token", {**key, "system": _cut(value.system), "code": _cut(value.code), "display_norm": _cut(display)}
+    if isinstance(value, StringValue):
+        return "string", {**key, "value_norm": _cut(value.normalized), "value_exact": value.exact}
+    if isinstance(value, ReferenceValue):
+        return "reference", {
+            **key,
+            "target_type": value.target_type,
+            "target_id": _cut(value.target_id),
+            "url": _cut(value.url),
+        }
+    if isinstance(value, DateValue):
+        return "date", {**key, "low": value.low, "high": value.high}
+    if isinstance(value, NumberValue):
+        return "number", {**key, "value": value.value}
+    if isinstance(value, QuantityValue):
+        return "quantity", {**key, "value": value.value, "system": _cut(value.system), "code": _cut(value.code)}
+    assert isinstance(value, UriValue)
+    return "uri", {**key, "value": _cut(value.value)}
+
+
+def build_index_rows(
+    resource_type: str, resource_id: str, extracted: list[tuple[SearchParam, IndexValue]]
+) -> IndexRows:
+    rows: IndexRows = {}
+    for param, value in extracted:
+        table, row = _row(param, value)
+        row["resource_type"] = resource_type
+        row["resource_id"] = resource_id
+        rows.setdefault(table, []).append(row)
     return rows

@@ -10,6 +10,7 @@ type. A registry is immutable; adding a SearchParameter builds a new one
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -41,6 +42,13 @@ class SearchParam:
     modifiers: tuple[str, ...] = ()
     comparators: tuple[str, ...] = ()
     components: tuple[Component, ...] = ()
+    hash: int = 0
+
+
+def param_hash(resource_type: str, code: str) -> int:
+    """Signed 64-bit key of ``Type.code``: the leading column of every index table."""
+    digest = hashlib.blake2b(f"{resource_type}.{code}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 @dataclass(frozen=True)
@@ -90,6 +98,7 @@ def _params_of(definition: Mapping[str, Any], resource_types: frozenset[str]) ->
                 modifiers=tuple(definition.get("modifier", ())),
                 comparators=tuple(definition.get("comparator", ())),
                 components=tuple(Component(c["definition"], c["expression"]) for c in definition.get("component", ())),
+                hash=param_hash(resource_type, definition["code"]),
             )
         )
     return params

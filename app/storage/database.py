@@ -54,9 +54,7 @@ def create_engine(url: str, pool_size: int = 20, sqlite_inline: bool = False) ->
     # need not send a ROLLBACK each time a connection comes back. No overflow:
     # connections opened and closed under load cost far more than a short wait
     # for a pooled one.
-    return create_async_engine(
-        url, pool_size=pool_size, max_overflow=0, pool_pre_ping=False, pool_reset_on_return=None
-    )
+    return create_async_engine(url, pool_size=pool_size, max_overflow=0, pool_pre_ping=False, pool_reset_on_return=None)
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:

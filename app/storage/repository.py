@@ -13,12 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, bindparam, delete, insert, or_, select, tuple_, update
+from sqlalchemy import and_, bindparam, insert, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.storage.tables import resource_history, resources, search_token
+from app.storage.tables import resource_history, resources
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,13 +32,6 @@ class StoredVersion:
     deleted: bool
     body: bytes | None
     method: str = "PUT"
-
-
-@dataclass(frozen=True, slots=True)
-class TokenRow:
-    param: str
-    system: str | None
-    code: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +50,6 @@ class AlreadyExists(Exception):
 
 _r = resources.c
 _h = resource_history.c
-_t = search_token.c
 
 # Hot-path statements are built once with bind parameters: SQLAlchemy then
 # reuses their cache key and compiled form instead of rebuilding both per call.
@@ -78,8 +70,6 @@ _REPLACE_CURRENT = (
         body=bindparam("payload"),
     )
 )
-_DELETE_TOKENS = delete(search_token).where(_t.resource_type == bindparam("rt"), _t.resource_id == bindparam("rid"))
-_INSERT_TOKENS = insert(search_token)
 _INSERT_CURRENT = {
     "postgresql": postgresql_insert(resources).on_conflict_do_nothing(index_elements=["resource_type", "id"]),
     "sqlite": sqlite_insert(resources).on_conflict_do_nothing(index_elements=["resource_type", "id"]),
@@ -153,59 +143,6 @@ async def _insert_history(conn: AsyncConnection, version: StoredVersion) -> None
             "body": version.body,
         },
     )
-
-
-async def replace_tokens(
-    conn: AsyncConnection, resource_type: str, resource_id: str, rows: list[TokenRow], is_new: bool = False
-) -> None:
-    """Make ``rows`` the token index rows of the resource, in the write's transaction.
-
-    ``is_new`` skips the DELETE for a resource that cannot have rows yet.
-    """
-    if not is_new:
-        await conn.execute(_DELETE_TOKENS, {"rt": resource_type, "rid": resource_id})
-    if rows:
-        await conn.execute(
-            _INSERT_TOKENS,
-            [
-                {
-                    "resource_type": resource_type,
-                    "resource_id": resource_id,
-                    "param": row.param,
-                    "system": row.system,
-                    "code": row.code,
-                }
-                for row in rows
-            ],
-        )
-
-
-async def find_by_token(
-    conn: AsyncConnection,
-    resource_type: str,
-    criteria: list[tuple[str, str | None, str | None]],
-    ids: list[str],
-    limit: int,
-) -> list[str]:
-    """Ids of live resources matching every (param, system, code) criterion and id.
-
-    ``system`` None means any system, "" means no system; ``code`` None means any code.
-    """
-    r = resources.c
-    query = select(r.id).where(r.resource_type == resource_type, r.deleted.is_(False))
-    for id_value in ids:
-        query = query.where(r.id == id_value)
-    for param, system, code in criteria:
-        t = search_token.c
-        conditions = [t.resource_type == resource_type, t.resource_id == r.id, t.param == param]
-        if code is not None:
-            conditions.append(t.code == code)
-        if system == "":
-            conditions.append(t.system.is_(None))
-        elif system is not None:
-            conditions.append(t.system == system)
-        query = query.where(select(t.resource_id).where(*conditions).exists())
-    return list((await conn.execute(query.order_by(r.id).limit(limit))).scalars())
 
 
 async def read_history(

@@ -1,8 +1,8 @@
 """SQLAlchemy Core tables; alembic migrations are the only way they change.
 
 ``resources`` holds the current version of every resource (tombstones for
-deletes), ``resource_history`` every version ever written, and ``search_token``
-the token index rows (currently ``identifier``, used by conditional create).
+deletes) and ``resource_history`` every version ever written; the search
+index tables are in ``app.storage.index_tables``.
 Bodies are stored as the exact JSON bytes served on read, with ``id`` and
 ``meta`` already set, so reads never re-serialise.
 """
@@ -73,16 +73,4 @@ resource_history = Table(
     Column("body", LargeBinary, nullable=True),
     Index("ix_history_updated", "last_updated"),
     Index("ix_history_type_updated", "resource_type", "last_updated"),
-)
-
-search_token = Table(
-    "search_token",
-    metadata,
-    Column("resource_type", String(64), nullable=False),
-    Column("resource_id", String(64), nullable=False),
-    Column("param", String(64), nullable=False),
-    Column("system", String(255), nullable=True),
-    Column("code", String(255), nullable=True),
-    Index("ix_token_lookup", "resource_type", "param", "code", "system"),
-    Index("ix_token_resource", "resource_type", "resource_id"),
 )

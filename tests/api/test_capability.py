@@ -64,6 +64,15 @@ async def check_history_type(client: httpx.AsyncClient, resource_type: str, exam
     assert body["id"] in [e["resource"]["id"] for e in bundle["entry"]]
 
 
+async def check_search_type(client: httpx.AsyncClient, resource_type: str, example: dict[str, Any]) -> None:
+    body = await _create(client, resource_type, example)
+    bundle = (await client.get(f"/fhir/{resource_type}?_id={body['id']}")).json()
+    assert bundle["type"] == "searchset"
+    assert [e["resource"]["id"] for e in bundle["entry"]] == [body["id"]]
+    posted = await client.post(f"/fhir/{resource_type}/_search", data={"_id": body["id"]})
+    assert [e["resource"]["id"] for e in posted.json()["entry"]] == [body["id"]]
+
+
 CHECKS: dict[str, Check] = {
     "create": check_create,
     "read": check_read,
@@ -72,6 +81,7 @@ CHECKS: dict[str, Check] = {
     "delete": check_delete,
     "history-instance": check_history_instance,
     "history-type": check_history_type,
+    "search-type": check_search_type,
 }
 
 

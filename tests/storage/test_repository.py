@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from app.interactions.context import FhirContext, utc_now
+from app.interactions.context import utc_now
 from app.interactions.create import create
 from app.interactions.update import update
-from app.main import served_resource_types
+from app.main import build_context
 from app.storage.database import Database
 from app.storage.repository import (
     AlreadyExists,
@@ -21,8 +21,6 @@ from app.storage.repository import (
     read_version,
     replace_version,
 )
-from app.validation.bindings import BindingTable
-from app.validation.validator import ResourceValidator
 
 
 @pytest.fixture(params=["threaded", "inline"])
@@ -83,7 +81,7 @@ async def test_failed_transaction_leaves_nothing(db: Database) -> None:
 
 
 async def test_concurrent_updates_without_if_match_all_land_in_sequence(db: Database) -> None:
-    ctx = FhirContext(db, ResourceValidator(BindingTable.load()), served_resource_types())
+    ctx = build_context(db)
     task = {"resourceType": "Task", "status": "requested", "intent": "order"}
     created = await create(ctx, "Task", task)
     rid = created.stored.id

@@ -1,0 +1,268 @@
+"""``SearchRequest`` -> SQLAlchemy Core ``Select`` of matching resource ids: pure, no I/O.
+
+Each clause becomes ``resources.id IN (SELECT resource_id FROM idx_<type>
+WHERE param_hash = :h AND <value condition>)`` (one index range scan per
+value), ORed over the clause's values and ANDed over clauses. ``_id`` and
+``_lastUpdated`` are columns of ``resources`` itself. Date semantics follow
+search.html#prefix with both the index value and the search value as
+closed ranges.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+
+from sqlalchemy import ColumnElement, Select, and_, false, func, not_, or_, select, true
+
+from app.errors import InvalidRequest
+from app.search.dates import parse_date_range
+from app.search.params import split_escaped, split_prefix, unescape
+from app.search.request import Clause, SearchRequest
+from app.search.values import normalize_string
+from app.storage.index_tables import INDEX_TABLES, MAX_INDEXED_CHARS
+from app.storage.tables import resources
+
+R = resources.c
+
+
+def _bad(clause: Clause, value: str, why: str) -> InvalidRequest:
+    return InvalidRequest(f"{clause.name}={value}: {why}", [clause.name])
+
+
+def _prefix_range(column: ColumnElement[str], prefix: str) -> ColumnElement[bool]:
+    """``column`` starts with ``prefix``, as a range so a B-tree index serves it."""
+    return and_(column >= prefix, column < prefix + "\U0010ffff")
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+# --- token -----------------------------------------------------------------
+
+
+def token_condition(clause: Clause, value: str) -> ColumnElement[bool]:
+    t = INDEX_TABLES["token"].c
+    if clause.modifier == "text":
+        return _prefix_range(t.display_norm, normalize_string(unescape(value)))
+    parts = split_escaped(value, "|")
+    if len(parts) == 1:
+        return t.code == unescape(parts[0])
+    system, code = unescape(parts[0]), unescape("|".join(parts[1:]))
+    conditions = [t.system.is_(None) if system == "" else t.system == system]
+    if code:
+        conditions.append(t.code == code)
+    return and_(*conditions)
+
+
+# --- string ----------------------------------------------------------------
+
+
+def string_condition(clause: Clause, value: str) -> ColumnElement[bool]:
+    s = INDEX_TABLES["string"].c
+    text = unescape(value)
+    if clause.modifier == "exact":
+        return s.value_exact == text
+    normalized = normalize_string(text)[:MAX_INDEXED_CHARS]
+    if clause.modifier == "contains":
+        return s.value_norm.like(f"%{_like_escape(normalized)}%", escape="\\")
+    return _prefix_range(s.value_norm, normalized)
+
+
+# --- reference ---------------------------------------------------------------
+
+
+def reference_condition(clause: Clause, value: str) -> ColumnElement[bool]:
+    ref = INDEX_TABLES["reference"].c
+    text = unescape(value)
+    type_modifier = clause.modifier if clause.modifier and clause.modifier[:1].isupper() else None
+    if "://" in text or text.startswith("urn:"):
+        parts = text.rstrip("/").split("/")
+        if len(parts) >= 2 and parts[-2][:1].isupper():
+            return or_(ref.url == text, and_(ref.target_type == parts[-2], ref.target_id == parts[-1]))
+        return ref.url == text
+    if "/" in text:
+        target_type, _, target_id = text.partition("/")
+        return and_(ref.target_type == target_type, ref.target_id == target_id)
+    if type_modifier:
+        return and_(ref.target_type == type_modifier, ref.target_id == text)
+    return ref.target_id == text
+
+
+# --- uri ---------------------------------------------------------------------
+
+
+def uri_condition(clause: Clause, value: str) -> ColumnElement[bool]:
+    u = INDEX_TABLES["uri"].c
+    text = unescape(value)
+    if clause.modifier == "below":
+        return _prefix_range(u.value, text)
+    if clause.modifier == "above":
+        segments = text.split("/")
+        prefixes = ["/".join(segments[:end]) for end in range(3, len(segments) + 1)]
+        return u.value.in_(prefixes or [text])
+    return u.value == text
+
+
+# --- date --------------------------------------------------------------------
+
+
+def date_range_condition(
+    prefix: str, low: datetime, high: datetime, col_low: ColumnElement[datetime], col_high: ColumnElement[datetime]
+) -> ColumnElement[bool]:
+    """Index range [col_low, col_high] against search range [low, high] (search.html#prefix)."""
+    if prefix == "eq":
+        return and_(col_low >= low, col_high <= high)
+    if prefix == "ne":
+        return or_(col_low < low, col_high > high)
+    if prefix == "gt":
+        return col_high > high
+    if prefix == "lt":
+        return col_low < low
+    if prefix == "ge":
+        return col_high >= low
+    if prefix == "le":
+        return col_low <= high
+    if prefix == "sa":
+        return col_low > high
+    if prefix == "eb":
+        return col_high < low
+    # ap: within 10% of the distance between the value and now, as HAPI does
+    now = datetime.now(UTC)
+    margin = max(abs(now - low) * 0.1, timedelta(days=1))
+    return and_(col_low <= high + margin, col_high >= low - margin)
+
+
+def _date_value(clause: Clause, value: str) -> tuple[str, datetime, datetime]:
+    prefix, text = split_prefix(value)
+    parsed = parse_date_range(text)
+    if parsed is None:
+        raise _bad(clause, value, "not a valid date (YYYY, YYYY-MM, YYYY-MM-DD or dateTime)")
+    return prefix, parsed.low, parsed.high
+
+
+def date_condition(clause: Clause, value: str) -> ColumnElement[bool]:
+    d = INDEX_TABLES["date"].c
+    prefix, low, high = _date_value(clause, value)
+    return date_range_condition(prefix, low, high, d.low, d.high)
+
+
+# --- number and quantity -------------------------------------------------------
+
+
+def _decimal(clause: Clause, value: str, text: str) -> Decimal:
+    try:
+        number = Decimal(text)
+    except InvalidOperation:
+        raise _bad(clause, value, "not a number") from None
+    if not number.is_finite():
+        raise _bad(clause, value, "not a finite number")
+    return number
+
+
+def number_range_condition(prefix: str, number: Decimal, column: ColumnElement[Decimal]) -> ColumnElement[bool]:
+    """Implicit precision: ``100`` means [99.5, 100.5) (search.html#number)."""
+    exponent = number.as_tuple().exponent
+    half = Decimal(5).scaleb(int(exponent) - 1) if isinstance(exponent, int) else Decimal(0)
+    low, high = number - half, number + half
+    if prefix == "eq":
+        return and_(column >= low, column < high)
+    if prefix == "ne":
+        return or_(column < low, column >= high)
+    if prefix in ("gt", "sa"):
+        return column > number
+    if prefix in ("lt", "eb"):
+        return column < number
+    if prefix == "ge":
+        return column >= number
+    if prefix == "le":
+        return column <= number
+    margin = abs(number) * Decimal("0.1")  # ap: within 10%
+    return and_(column >= number - margin, column <= number + margin)
+
+
+def number_condition(clause: Clause, value: str) -> ColumnElement[bool]:
+    prefix, text = split_prefix(value)
+    return number_range_condition(prefix, _decimal(clause, value, text), INDEX_TABLES["number"].c.value)
+
+
+def quantity_condition(clause: Clause, value: str) -> ColumnElement[bool]:
+    q = INDEX_TABLES["quantity"].c
+    parts = split_escaped(value, "|")
+    prefix, text = split_prefix(parts[0])
+    conditions = [number_range_condition(prefix, _decimal(clause, value, text), q.value)]
+    if len(parts) == 3:
+        system, code = unescape(parts[1]), unescape(parts[2])
+        if system:
+            conditions.append(q.system == system)
+        if code:
+            conditions.append(q.code == code)
+    elif len(parts) != 1:
+        raise _bad(clause, value, "a quantity is [prefix]number or [prefix]number|system|code")
+    return and_(*conditions)
+
+
+VALUE_CONDITIONS: dict[str, Callable[[Clause, str], ColumnElement[bool]]] = {
+    "token": token_condition,
+    "string": string_condition,
+    "reference": reference_condition,
+    "uri": uri_condition,
+    "date": date_condition,
+    "number": number_condition,
+    "quantity": quantity_condition,
+}
+
+
+# --- clauses -------------------------------------------------------------------
+
+
+def _column_clause(clause: Clause) -> ColumnElement[bool]:
+    if clause.param.code == "_id":
+        ids = [unescape(v) for v in clause.values]
+        condition = R.id.in_(ids)
+        return not_(condition) if clause.modifier == "not" else condition
+    ranges = []
+    for value in clause.values:
+        prefix, low, high = _date_value(clause, value)
+        ranges.append(date_range_condition(prefix, low, high, R.last_updated, R.last_updated))
+    return or_(*ranges)
+
+
+def clause_condition(clause: Clause) -> ColumnElement[bool]:
+    param = clause.param
+    if param.code in ("_id", "_lastUpdated"):
+        if clause.modifier == "missing":
+            return false() if clause.values[0] == "true" else true()
+        return _column_clause(clause)
+    table = INDEX_TABLES[param.type]
+    rows_of_param = select(table.c.resource_id).where(table.c.param_hash == param.hash)
+    if clause.modifier == "missing":
+        has_rows = R.id.in_(rows_of_param)
+        return not_(has_rows) if clause.values[0] == "true" else has_rows
+    build = VALUE_CONDITIONS[param.type]
+    matches = or_(*(build(clause, value) for value in clause.values))
+    condition = R.id.in_(rows_of_param.where(matches))
+    return not_(condition) if clause.modifier == "not" else condition
+
+
+def compile_search(request: SearchRequest, after_id: str | None, limit: int) -> Select[tuple[str, bytes | None]]:
+    """Ids and bodies of live matches in id order, after the keyset cursor ``after_id``."""
+    query = select(R.id, R.body).where(R.resource_type == request.resource_type, R.deleted.is_(False))
+    for clause in request.clauses:
+        query = query.where(clause_condition(clause))
+    if after_id is not None:
+        query = query.where(R.id > after_id)
+    return query.order_by(R.id).limit(limit)
+
+
+def compile_count(request: SearchRequest) -> Select[tuple[int]]:
+    query = (
+        select(func.count())
+        .select_from(resources)
+        .where(R.resource_type == request.resource_type, R.deleted.is_(False))
+    )
+    for clause in request.clauses:
+        query = query.where(clause_condition(clause))
+    return query

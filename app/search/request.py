@@ -1,0 +1,107 @@
+"""A search query string -> ``SearchRequest``: pure, no I/O (search.html).
+
+Unknown or unsupported parameters are dropped (and left out of the ``self``
+link) unless the client asked for ``Prefer: handling=strict``, in which case
+they are a 400, as are malformed values and unknown modifiers in any mode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from app.errors import InvalidRequest
+from app.search.params import split_escaped
+from app.search.registry import SearchParam, SearchRegistry
+
+SUPPORTED_TYPES = frozenset({"token", "string", "reference", "date", "number", "quantity", "uri"})
+MODIFIERS: dict[str, frozenset[str]] = {
+    "token": frozenset({"missing", "not", "text"}),
+    "string": frozenset({"missing", "exact", "contains"}),
+    "reference": frozenset({"missing"}),
+    "date": frozenset({"missing"}),
+    "number": frozenset({"missing"}),
+    "quantity": frozenset({"missing"}),
+    "uri": frozenset({"missing", "below", "above"}),
+}
+# Parameters that shape the result rather than select resources.
+RESULT_PARAMS = frozenset({"_count", "_page", "_total", "_format", "_pretty"})
+TOTAL_MODES = frozenset({"none", "estimate", "accurate"})
+
+
+@dataclass(frozen=True, slots=True)
+class Clause:
+    """One parameter occurrence: its values are ORed; clauses are ANDed."""
+
+    param: SearchParam
+    modifier: str | None
+    values: tuple[str, ...]
+    name: str
+    raw: str
+
+
+@dataclass(frozen=True, slots=True)
+class SearchRequest:
+    resource_type: str
+    clauses: tuple[Clause, ...]
+    count: int
+    page_token: str | None
+    total: str
+
+    def applied(self) -> list[tuple[str, str]]:
+        """The parameters actually used, for the ``self`` link."""
+        return [(c.name, c.raw) for c in self.clauses]
+
+
+def supported(param: SearchParam) -> bool:
+    if param.code in ("_id", "_lastUpdated"):
+        return True
+    return param.type in SUPPORTED_TYPES and bool(param.expression)
+
+
+def _reference_type_modifier(param: SearchParam, modifier: str) -> bool:
+    return param.type == "reference" and modifier[:1].isupper() and (not param.targets or modifier in param.targets)
+
+
+def parse_search(
+    resource_type: str,
+    pairs: Sequence[tuple[str, str]],
+    registry: SearchRegistry,
+    default_count: int,
+    max_count: int,
+    strict: bool = False,
+) -> SearchRequest:
+    clauses: list[Clause] = []
+    count = default_count
+    page_token = None
+    total = "none"
+    for name, raw in pairs:
+        if name in RESULT_PARAMS:
+            if name == "_count":
+                if not raw.isdigit():
+                    raise InvalidRequest(f"_count '{raw}' is not a non-negative integer", ["_count"])
+                count = min(int(raw), max_count)
+            elif name == "_page":
+                page_token = raw
+            elif name == "_total":
+                if raw not in TOTAL_MODES:
+                    raise InvalidRequest(f"_total '{raw}' must be one of none, estimate, accurate", ["_total"])
+                total = raw
+            continue
+        code, _, modifier = name.partition(":")
+        param = registry.get(resource_type, code)
+        if param is None or not supported(param):
+            if strict:
+                raise InvalidRequest(f"unknown or unsupported search parameter '{code}' for {resource_type}", [name])
+            continue
+        if modifier:
+            allowed = MODIFIERS.get(param.type, frozenset({"missing"}))
+            if modifier not in allowed and not _reference_type_modifier(param, modifier):
+                raise InvalidRequest(f"modifier ':{modifier}' is not supported for parameter '{code}'", [name])
+        if modifier == "missing" and raw not in ("true", "false"):
+            raise InvalidRequest(f"{name} must be true or false", [name])
+        values = tuple(v for v in split_escaped(raw, ",") if v != "")
+        if not values:
+            raise InvalidRequest(f"parameter '{name}' has no value", [name])
+        clauses.append(Clause(param, modifier or None, values, name, raw))
+    return SearchRequest(resource_type, tuple(clauses), count, page_token, total)

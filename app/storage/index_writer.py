@@ -1,0 +1,37 @@
+"""Replace a resource's search-index rows inside the write's transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import bindparam, delete, insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.storage.index_tables import INDEX_TABLES
+
+_DELETES = {
+    name: delete(table).where(table.c.resource_type == bindparam("rt"), table.c.resource_id == bindparam("rid"))
+    for name, table in INDEX_TABLES.items()
+}
+_INSERTS = {name: insert(table) for name, table in INDEX_TABLES.items()}
+
+
+async def replace_index_rows(
+    conn: AsyncConnection,
+    resource_type: str,
+    resource_id: str,
+    rows: dict[str, list[dict[str, Any]]],
+    tables: Iterable[str] = INDEX_TABLES,
+    is_new: bool = False,
+) -> None:
+    """Delete the old rows from ``tables`` (the tables the type can use) and insert ``rows``.
+
+    ``is_new`` skips the deletes for a resource that cannot have rows yet.
+    """
+    if not is_new:
+        for name in tables:
+            await conn.execute(_DELETES[name], {"rt": resource_type, "rid": resource_id})
+    for name, table_rows in rows.items():
+        if table_rows:
+            await conn.execute(_INSERTS[name], table_rows)
