@@ -8,7 +8,8 @@ type, because shared parameters such as ``patient`` carry one union
 expression for 30 types (``AllergyIntolerance.patient | CarePlan.subject...``)
 and each type should evaluate only its own part.
 
-Usage: ``python capability/build_search_parameters.py ../shared/fhir-r4/search-parameters.json``
+Usage (with the project installed, e.g. ``.venv/bin/python``):
+``python capability/build_search_parameters.py ../shared/fhir-r4/search-parameters.json``
 """
 
 from __future__ import annotations
@@ -18,30 +19,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from app.search.extraction import split_union  # the same top-level split the server uses
+
 OUTPUT = Path(__file__).with_name("search_parameters.json")
 KEPT = ("url", "code", "type", "description", "target", "modifier", "comparator", "multipleOr", "multipleAnd")
-
-
-def split_union(expression: str) -> list[str]:
-    """Split ``a | b | c`` at top level (not inside parentheses or quotes)."""
-    parts: list[str] = []
-    depth = 0
-    quoted = False
-    current: list[str] = []
-    for char in expression:
-        if char == "'":
-            quoted = not quoted
-        elif not quoted and char == "(":
-            depth += 1
-        elif not quoted and char == ")":
-            depth -= 1
-        elif not quoted and depth == 0 and char == "|":
-            parts.append("".join(current).strip())
-            current = []
-            continue
-        current.append(char)
-    parts.append("".join(current).strip())
-    return [p for p in parts if p]
 
 
 def root_type(part: str) -> str:

@@ -16,7 +16,7 @@ from starlette.responses import Response
 
 from app.api.body import parse_resource, read_limited
 from app.api.bundles import history_bundle, search_bundle
-from app.api.negotiation import negotiate, require_json_body
+from app.api.negotiation import ResponseFormat, negotiate, require_json_body
 from app.api.outcomes import dumps, informational
 from app.api.responses import (
     parse_etag,
@@ -32,7 +32,7 @@ from app.interactions import create as create_mod
 from app.interactions import delete as delete_mod
 from app.interactions import read as read_mod
 from app.interactions import update as update_mod
-from app.interactions.context import FhirContext
+from app.interactions.context import FhirContext, WriteResult
 from app.interactions.history import history, parse_history_query
 from app.interactions.search import search
 from app.search.request import parse_search
@@ -82,16 +82,21 @@ async def _body(request: Request) -> dict[str, object]:
     return parse_resource(await read_limited(request, _settings(request).max_body_bytes))
 
 
+def _written(request: Request, result: WriteResult, fmt: ResponseFormat, message: str) -> Response:
+    """Response to a create or update, with ``Location`` of the version written or matched."""
+    stored = result.stored
+    base = _settings(request).public_base_url
+    location = f"{base}/{stored.resource_type}/{stored.id}/_history/{stored.version_id}"
+    return write_response(stored, result.status, fmt, prefer_return(request.headers), message, location)
+
+
 async def create_resource(request: Request, resource_type: str) -> Response:
     fmt = negotiate(request.headers, request.query_params)
     _ctx(request).require_type(resource_type)
     body = await _body(request)
     result = await create_mod.create(_ctx(request), resource_type, body, request.headers.get("if-none-exist"))
-    stored = result.stored
-    base = _settings(request).public_base_url
-    location = f"{base}/{resource_type}/{stored.id}/_history/{stored.version_id}"
     message = "Created" if result.created else "An existing resource matched If-None-Exist; nothing was created"
-    return write_response(stored, result.status, fmt, prefer_return(request.headers), message, location)
+    return _written(request, result, fmt, message)
 
 
 async def read_resource(request: Request, resource_type: str, resource_id: str) -> Response:
@@ -119,11 +124,7 @@ async def update_resource(request: Request, resource_type: str, resource_id: str
     if_match = parse_etag(request.headers.get("if-match"), "If-Match")
     body = await _body(request)
     result = await update_mod.update(_ctx(request), resource_type, resource_id, body, if_match)
-    stored = result.stored
-    base = _settings(request).public_base_url
-    location = f"{base}/{resource_type}/{stored.id}/_history/{stored.version_id}"
-    message = "Created" if result.created else "Updated"
-    return write_response(stored, result.status, fmt, prefer_return(request.headers), message, location)
+    return _written(request, result, fmt, "Created" if result.created else "Updated")
 
 
 async def delete_resource(request: Request, resource_type: str, resource_id: str) -> Response:
