@@ -30,6 +30,7 @@ def build_capability_statement(
     features: ServerFeatures = FEATURES,
 ) -> dict[str, Any]:
     routes = list(routes)
+    rev_includes = search_rev_includes(registry)
     type_codes = list(dict.fromkeys(r.interaction for r in routes if r.level == "type"))
     system_codes = [r.interaction for r in routes if r.level == "system"]
     resources = [
@@ -44,6 +45,8 @@ def build_capability_statement(
             "conditionalRead": features.conditional_read,
             "conditionalUpdate": features.conditional_update,
             "conditionalDelete": features.conditional_delete,
+            "searchInclude": [*search_includes(registry, resource_type), "*"],
+            "searchRevInclude": rev_includes.get(resource_type, []),
             "searchParam": search_params(registry, resource_type),
         }
         for resource_type in sorted(resource_types)
@@ -76,6 +79,26 @@ def search_params(registry: SearchRegistry, resource_type: str) -> list[dict[str
         for code, param in sorted(registry.for_type(resource_type).items())
         if supported(param)
     ]
+
+
+def search_includes(registry: SearchRegistry, resource_type: str) -> list[str]:
+    """``_include`` values: every reference parameter of the type."""
+    return [
+        f"{resource_type}:{code}"
+        for code, param in sorted(registry.for_type(resource_type).items())
+        if param.type == "reference" and param.expression
+    ]
+
+
+def search_rev_includes(registry: SearchRegistry) -> dict[str, list[str]]:
+    """``_revinclude`` values per target type: reference parameters of any type that may point at it."""
+    by_target: dict[str, list[str]] = {}
+    for source_type, params in sorted(registry.by_type.items()):
+        for code, param in sorted(params.items()):
+            if param.type == "reference" and param.expression:
+                for target in param.targets:
+                    by_target.setdefault(target, []).append(f"{source_type}:{code}")
+    return by_target
 
 
 def render(statement: dict[str, Any]) -> bytes:

@@ -93,5 +93,12 @@ def search_bundle(page: SearchPage, base_url: str, pretty: bool) -> bytes:
             "search": {"mode": "match"},
         }
         for resource_id, body in page.matches
+    ] + [
+        {
+            "fullUrl": f"{base_url}/{included_type}/{resource_id}",
+            "resource": orjson.loads(body) if pretty else orjson.Fragment(body),
+            "search": {"mode": "include"},
+        }
+        for included_type, resource_id, body in page.included
     ]
     return orjson.dumps(bundle, option=orjson.OPT_INDENT_2 if pretty else 0)

@@ -7,14 +7,17 @@ following ``next`` visits every match once even while others write.
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.errors import InvalidRequest
 from app.interactions.context import FhirContext, is_valid_id
 from app.search.compiler import compile_count, compile_search
-from app.search.request import SearchRequest
+from app.search.includes import MAX_ITERATIONS, forward_targets, load_live, reverse_sources
+from app.search.request import Include, SearchRequest
+
+MAX_INCLUDED = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +26,7 @@ class SearchPage:
     matches: list[tuple[str, bytes]]
     next_token: str | None
     total: int | None
+    included: list[tuple[str, str, bytes]] = field(default_factory=list)
 
 
 def encode_page_token(last_id: str) -> str:
@@ -52,6 +56,49 @@ async def search(ctx: FhirContext, request: SearchRequest) -> SearchPage:
         total = None
         if request.total != "none":
             total = (await conn.execute(compile_count(request))).scalar_one()
-    matches = [(row[0], row[1]) for row in rows[: request.count] if row[1] is not None]
+        matches = [(row[0], row[1]) for row in rows[: request.count] if row[1] is not None]
+        included = await resolve_includes(conn, request, [m[0] for m in matches]) if request.includes else []
     next_token = encode_page_token(matches[-1][0]) if len(rows) > request.count and matches else None
-    return SearchPage(request, matches, next_token, total)
+    return SearchPage(request, matches, next_token, total, included)
+
+
+async def _one_round(
+    conn: AsyncConnection, includes: tuple[Include, ...], frontier: dict[str, list[str]]
+) -> set[tuple[str, str]]:
+    """Keys reached from the frontier (type -> ids) by one application of each include."""
+    reached: set[tuple[str, str]] = set()
+    for include in includes:
+        if not include.params:
+            continue
+        if include.reverse:
+            for target_type, ids in frontier.items():
+                rows = await conn.execute(reverse_sources(include, target_type, ids))
+                reached.update((row[0], row[1]) for row in rows)
+        elif include.source_type in frontier:
+            rows = await conn.execute(forward_targets(include, frontier[include.source_type]))
+            reached.update((row[0], row[1]) for row in rows if row[0] and row[1])
+    return reached
+
+
+async def resolve_includes(
+    conn: AsyncConnection, request: SearchRequest, match_ids: list[str]
+) -> list[tuple[str, str, bytes]]:
+    """Resources added by ``_include``/``_revinclude``; ``:iterate`` ones repeat on what they add."""
+    seen = {(request.resource_type, rid) for rid in match_ids}
+    included: list[tuple[str, str, bytes]] = []
+    frontier: dict[str, list[str]] = {request.resource_type: match_ids} if match_ids else {}
+    includes = request.includes
+    for _ in range(MAX_ITERATIONS):
+        if not frontier or not includes:
+            break
+        keys = [key for key in await _one_round(conn, includes, frontier) if key not in seen]
+        frontier = {}
+        for offset in range(0, len(keys), 500):
+            for resource_type, resource_id, body in await conn.execute(load_live(keys[offset : offset + 500])):
+                if body is None or len(included) >= MAX_INCLUDED:
+                    continue
+                seen.add((resource_type, resource_id))
+                included.append((resource_type, resource_id, body))
+                frontier.setdefault(resource_type, []).append(resource_id)
+        includes = tuple(i for i in request.includes if i.iterate)
+    return included

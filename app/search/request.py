@@ -41,16 +41,58 @@ class Clause:
 
 
 @dataclass(frozen=True, slots=True)
+class Include:
+    """``_include=Source:param[:Target]`` or ``_revinclude=Source:param[:Target]`` (search.html#include).
+
+    ``params`` are the reference parameters of ``source_type`` it follows
+    (all of them for ``*``).
+    """
+
+    source_type: str
+    params: tuple[SearchParam, ...]
+    target_type: str | None
+    reverse: bool
+    iterate: bool
+    name: str
+    raw: str
+
+
+@dataclass(frozen=True, slots=True)
 class SearchRequest:
     resource_type: str
     clauses: tuple[Clause, ...]
     count: int
     page_token: str | None
     total: str
+    includes: tuple[Include, ...] = ()
 
     def applied(self) -> list[tuple[str, str]]:
         """The parameters actually used, for the ``self`` link."""
-        return [(c.name, c.raw) for c in self.clauses]
+        return [(c.name, c.raw) for c in self.clauses] + [(i.name, i.raw) for i in self.includes]
+
+
+INCLUDE_PARAMS = frozenset({"_include", "_revinclude", "_include:iterate", "_revinclude:iterate"})
+
+
+def parse_include(name: str, raw: str, registry: SearchRegistry) -> Include:
+    """``Source:param[:Target]`` or ``Source:*``; malformed or unknown is a 400 naming the parameter."""
+    parts = raw.split(":")
+    if len(parts) not in (2, 3):
+        raise InvalidRequest(f"{name}={raw}: expected [type]:[parameter] or [type]:[parameter]:[target type]", [name])
+    source_type, code = parts[0], parts[1]
+    target_type = parts[2] if len(parts) == 3 else None
+    references = {c: p for c, p in registry.for_type(source_type).items() if p.type == "reference" and p.expression}
+    if code == "*":
+        params = tuple(references[c] for c in sorted(references))
+    elif code in references:
+        params = (references[code],)
+    else:
+        raise InvalidRequest(f"{name}={raw}: '{code}' is not a reference parameter of '{source_type}'", [name])
+    narrows_wrongly = target_type is not None and len(params) == 1 and target_type not in params[0].targets
+    if narrows_wrongly and params[0].targets and "Any" not in params[0].targets:
+        raise InvalidRequest(f"{name}={raw}: '{source_type}:{code}' cannot point to '{target_type}'", [name])
+    base, _, modifier = name.partition(":")
+    return Include(source_type, params, target_type, base == "_revinclude", modifier == "iterate", name, raw)
 
 
 def supported(param: SearchParam) -> bool:
@@ -75,7 +117,11 @@ def parse_search(
     count = default_count
     page_token = None
     total = "none"
+    includes: list[Include] = []
     for name, raw in pairs:
+        if name in INCLUDE_PARAMS:
+            includes.append(parse_include(name, raw, registry))
+            continue
         if name in RESULT_PARAMS:
             if name == "_count":
                 if not raw.isdigit():
@@ -104,4 +150,4 @@ def parse_search(
         if not values:
             raise InvalidRequest(f"parameter '{name}' has no value", [name])
         clauses.append(Clause(param, modifier or None, values, name, raw))
-    return SearchRequest(resource_type, tuple(clauses), count, page_token, total)
+    return SearchRequest(resource_type, tuple(clauses), count, page_token, total, tuple(includes))
