@@ -58,6 +58,10 @@ def build_capability_statement(
     }
     if system_codes:
         rest["interaction"] = [{"code": code} for code in system_codes]
+    if any(r.level == "compartment" for r in routes):
+        rest["compartment"] = [
+            f"http://hl7.org/fhir/CompartmentDefinition/{code.lower()}" for code in sorted(registry.compartments)
+        ]
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",

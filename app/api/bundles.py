@@ -69,12 +69,13 @@ def search_bundle(page: SearchPage, base_url: str, pretty: bool) -> bytes:
     self_params = list(params)
     if page.request.page_token:
         self_params.append(("_page", page.request.page_token))
-    links = [{"relation": "self", "url": f"{base_url}/{resource_type}?{urlencode(self_params)}"}]
+    path = page.request.path
+    links = [{"relation": "self", "url": f"{base_url}/{path}?{urlencode(self_params)}"}]
     if page.next_token is not None:
         links.append(
             {
                 "relation": "next",
-                "url": f"{base_url}/{resource_type}?{urlencode([*params, ('_page', page.next_token)])}",
+                "url": f"{base_url}/{path}?{urlencode([*params, ('_page', page.next_token)])}",
             }
         )
     bundle: dict[str, Any] = {

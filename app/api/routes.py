@@ -27,7 +27,7 @@ from app.api.responses import (
     write_response,
 )
 from app.config import Settings
-from app.errors import UnsupportedMediaType
+from app.errors import NotFound, UnsupportedMediaType
 from app.interactions import create as create_mod
 from app.interactions import delete as delete_mod
 from app.interactions import read as read_mod
@@ -45,7 +45,7 @@ class InteractionRoute:
     """One FHIR interaction served at one path (hl7.org/fhir/R4/http.html)."""
 
     interaction: str
-    level: Literal["type", "system"]
+    level: Literal["type", "system", "compartment"]
     method: str
     path: str
     endpoint: Endpoint
@@ -169,12 +169,20 @@ def _strict(request: Request) -> bool:
     return "handling=strict" in request.headers.get("prefer", "").replace(" ", "")
 
 
-async def _search_response(request: Request, resource_type: str, pairs: list[tuple[str, str]]) -> Response:
+async def _search_response(
+    request: Request, resource_type: str, pairs: list[tuple[str, str]], compartment: tuple[str, str] | None = None
+) -> Response:
     fmt = negotiate(request.headers, request.query_params)
     ctx, settings = _ctx(request), _settings(request)
     ctx.require_type(resource_type)
     parsed = parse_search(
-        resource_type, pairs, ctx.registry, settings.default_page_size, settings.max_page_size, _strict(request)
+        resource_type,
+        pairs,
+        ctx.registry,
+        settings.default_page_size,
+        settings.max_page_size,
+        _strict(request),
+        compartment,
     )
     page = await search(ctx, parsed)
     return Response(search_bundle(page, settings.public_base_url, fmt.pretty), media_type=fmt.content_type)
@@ -182,6 +190,16 @@ async def _search_response(request: Request, resource_type: str, pairs: list[tup
 
 async def search_type(request: Request, resource_type: str) -> Response:
     return await _search_response(request, resource_type, list(request.query_params.multi_items()))
+
+
+async def search_compartment(
+    request: Request, compartment_type: str, compartment_id: str, resource_type: str
+) -> Response:
+    """``GET [base]/Patient/123/CarePlan?...`` (http.html#search, compartmentdefinition.html)."""
+    if compartment_type not in _ctx(request).registry.compartments:
+        raise NotFound(f"'{compartment_type[:80]}' is not a compartment")
+    pairs = list(request.query_params.multi_items())
+    return await _search_response(request, resource_type, pairs, (compartment_type, compartment_id))
 
 
 async def search_type_post(request: Request, resource_type: str) -> Response:
@@ -204,6 +222,13 @@ INTERACTIONS: tuple[InteractionRoute, ...] = (
     InteractionRoute("history-instance", "type", "GET", "/{resource_type}/{resource_id}/_history", instance_history),
     InteractionRoute("vread", "type", "GET", "/{resource_type}/{resource_id}/_history/{version_id}", vread_resource),
     InteractionRoute("read", "type", "GET", "/{resource_type}/{resource_id}", read_resource),
+    InteractionRoute(
+        "search-compartment",
+        "compartment",
+        "GET",
+        "/{compartment_type}/{compartment_id}/{resource_type}",
+        search_compartment,
+    ),
     InteractionRoute("update", "type", "PUT", "/{resource_type}/{resource_id}", update_resource),
     InteractionRoute("delete", "type", "DELETE", "/{resource_type}/{resource_id}", delete_resource),
 )

@@ -247,11 +247,32 @@ def clause_condition(clause: Clause) -> ColumnElement[bool]:
     return not_(condition) if clause.modifier == "not" else condition
 
 
+def compartment_condition(request: SearchRequest) -> ColumnElement[bool]:
+    """Referencing the compartment's resource through any of its parameters (compartmentdefinition.html)."""
+    compartment = request.compartment
+    if compartment is None:
+        return true()
+    ref = INDEX_TABLES["reference"].c
+    linked = select(ref.resource_id).where(
+        ref.param_hash.in_([p.hash for p in compartment.params]),
+        ref.target_type == compartment.type,
+        ref.target_id == compartment.id,
+    )
+    return R.id.in_(linked)
+
+
+def _filtered(query: Select, request: SearchRequest) -> Select:  # type: ignore[type-arg]
+    for clause in request.clauses:
+        query = query.where(clause_condition(clause))
+    if request.compartment is not None:
+        query = query.where(compartment_condition(request))
+    return query
+
+
 def compile_search(request: SearchRequest, after_id: str | None, limit: int) -> Select[tuple[str, bytes | None]]:
     """Ids and bodies of live matches in id order, after the keyset cursor ``after_id``."""
     query = select(R.id, R.body).where(R.resource_type == request.resource_type, R.deleted.is_(False))
-    for clause in request.clauses:
-        query = query.where(clause_condition(clause))
+    query = _filtered(query, request)
     if after_id is not None:
         query = query.where(R.id > after_id)
     return query.order_by(R.id).limit(limit)

@@ -57,6 +57,8 @@ class SearchRegistry:
 
     by_type: Mapping[str, Mapping[str, SearchParam]]
     by_url: Mapping[str, Mapping[str, SearchParam]] = field(default_factory=dict)
+    # compartment type -> member resource type -> parameter codes (compartmentdefinition.html)
+    compartments: Mapping[str, Mapping[str, tuple[str, ...]]] = field(default_factory=dict)
 
     def get(self, resource_type: str, code: str) -> SearchParam | None:
         return self.by_type.get(resource_type, {}).get(code)
@@ -70,7 +72,7 @@ class SearchRegistry:
         by_type = {t: dict(params) for t, params in self.by_type.items()}
         for param in extra:
             by_type.setdefault(param.resource_type, {})[param.code] = param
-        return _freeze(by_type)
+        return _freeze(by_type, self.compartments)
 
 
 def _params_of(definition: Mapping[str, Any], resource_types: frozenset[str]) -> list[SearchParam]:
@@ -115,7 +117,9 @@ def _description_for(description: str, resource_type: str) -> str:
     return description
 
 
-def _freeze(by_type: dict[str, dict[str, SearchParam]]) -> SearchRegistry:
+def _freeze(
+    by_type: dict[str, dict[str, SearchParam]], compartments: Mapping[str, Mapping[str, tuple[str, ...]]]
+) -> SearchRegistry:
     by_url: dict[str, dict[str, SearchParam]] = {}
     for params in by_type.values():
         for param in params.values():
@@ -123,6 +127,7 @@ def _freeze(by_type: dict[str, dict[str, SearchParam]]) -> SearchRegistry:
     return SearchRegistry(
         by_type=MappingProxyType({t: MappingProxyType(p) for t, p in by_type.items()}),
         by_url=MappingProxyType({u: MappingProxyType(p) for u, p in by_url.items()}),
+        compartments=compartments,
     )
 
 
@@ -134,4 +139,11 @@ def load_registry(resource_types: Iterable[str]) -> SearchRegistry:
     for definition in raw:
         for param in _params_of(definition, types):
             by_type[param.resource_type][param.code] = param
-    return _freeze(by_type)
+    raw_compartments = json.loads(resources.files("capability").joinpath("compartments.json").read_bytes())
+    compartments = MappingProxyType(
+        {
+            compartment: MappingProxyType({t: tuple(codes) for t, codes in members.items() if t in types})
+            for compartment, members in raw_compartments.items()
+        }
+    )
+    return _freeze(by_type, compartments)

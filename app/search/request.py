@@ -58,6 +58,15 @@ class Include:
 
 
 @dataclass(frozen=True, slots=True)
+class Compartment:
+    """``[base]/Patient/123/CarePlan``: matches must reference Patient/123 through one of ``params``."""
+
+    type: str
+    id: str
+    params: tuple[SearchParam, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class SearchRequest:
     resource_type: str
     clauses: tuple[Clause, ...]
@@ -65,6 +74,14 @@ class SearchRequest:
     page_token: str | None
     total: str
     includes: tuple[Include, ...] = ()
+    compartment: Compartment | None = None
+
+    @property
+    def path(self) -> str:
+        """Path of the search relative to the base, for links."""
+        if self.compartment is None:
+            return self.resource_type
+        return f"{self.compartment.type}/{self.compartment.id}/{self.resource_type}"
 
     def applied(self) -> list[tuple[str, str]]:
         """The parameters actually used, for the ``self`` link."""
@@ -112,6 +129,7 @@ def parse_search(
     default_count: int,
     max_count: int,
     strict: bool = False,
+    compartment: tuple[str, str] | None = None,
 ) -> SearchRequest:
     clauses: list[Clause] = []
     count = default_count
@@ -150,4 +168,19 @@ def parse_search(
         if not values:
             raise InvalidRequest(f"parameter '{name}' has no value", [name])
         clauses.append(Clause(param, modifier or None, values, name, raw))
-    return SearchRequest(resource_type, tuple(clauses), count, page_token, total, tuple(includes))
+    resolved = resolve_compartment(resource_type, compartment, registry) if compartment else None
+    return SearchRequest(resource_type, tuple(clauses), count, page_token, total, tuple(includes), resolved)
+
+
+def resolve_compartment(resource_type: str, compartment: tuple[str, str], registry: SearchRegistry) -> Compartment:
+    compartment_type, compartment_id = compartment
+    members = registry.compartments.get(compartment_type)
+    if members is None:
+        raise InvalidRequest(f"'{compartment_type}' is not a compartment")
+    codes = members.get(resource_type, ())
+    params = tuple(
+        p for code in codes if (p := registry.get(resource_type, code)) is not None and p.type == "reference"
+    )
+    if not params:
+        raise InvalidRequest(f"{resource_type} is not in the {compartment_type} compartment")
+    return Compartment(compartment_type, compartment_id, params)
