@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
 
+import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.errors import InvalidRequest
@@ -29,18 +33,37 @@ class SearchPage:
     included: list[tuple[str, str, bytes]] = field(default_factory=list)
 
 
-def encode_page_token(last_id: str) -> str:
-    return base64.urlsafe_b64encode(last_id.encode()).decode().rstrip("=")
+def _encode_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return {"t": value.isoformat()}
+    if isinstance(value, Decimal):
+        return {"n": str(value)}
+    return value
 
 
-def decode_page_token(token: str) -> str:
+def _decode_value(value: Any) -> Any:
+    if isinstance(value, dict):
+        if "t" in value:
+            return datetime.fromisoformat(value["t"])
+        return Decimal(value["n"])
+    return value
+
+
+def encode_page_token(sort_values: list[Any], last_id: str) -> str:
+    """The keyset cursor: the last row's sort values and id."""
+    raw = orjson.dumps([*map(_encode_value, sort_values), last_id])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_page_token(token: str, sort_keys: int) -> list[Any]:
     try:
-        last_id = base64.b64decode(token + "=" * (-len(token) % 4), altchars=b"-_", validate=True).decode()
-    except (ValueError, UnicodeDecodeError):
-        last_id = ""
-    if not is_valid_id(last_id):
-        raise InvalidRequest(f"_page '{token}' is not a valid paging cursor", ["_page"])
-    return last_id
+        raw = base64.b64decode(token + "=" * (-len(token) % 4), altchars=b"-_", validate=True)
+        values = [_decode_value(v) for v in orjson.loads(raw)]
+    except (ValueError, TypeError, KeyError, ArithmeticError, orjson.JSONDecodeError):
+        values = []
+    if len(values) != sort_keys + 1 or not isinstance(values[-1], str) or not is_valid_id(values[-1]):
+        raise InvalidRequest(f"_page '{token}' is not a valid paging cursor for this search", ["_page"])
+    return values
 
 
 async def find_ids(conn: AsyncConnection, request: SearchRequest, limit: int) -> list[str]:
@@ -50,7 +73,7 @@ async def find_ids(conn: AsyncConnection, request: SearchRequest, limit: int) ->
 
 async def search(ctx: FhirContext, request: SearchRequest) -> SearchPage:
     ctx.require_type(request.resource_type)
-    after = decode_page_token(request.page_token) if request.page_token else None
+    after = decode_page_token(request.page_token, len(request.sort)) if request.page_token else None
     async with ctx.db.read() as conn:
         rows = list(await conn.execute(compile_search(request, after, request.count + 1)))
         total = None
@@ -58,7 +81,10 @@ async def search(ctx: FhirContext, request: SearchRequest) -> SearchPage:
             total = (await conn.execute(compile_count(request))).scalar_one()
         matches = [(row[0], row[1]) for row in rows[: request.count] if row[1] is not None]
         included = await resolve_includes(conn, request, [m[0] for m in matches]) if request.includes else []
-    next_token = encode_page_token(matches[-1][0]) if len(rows) > request.count and matches else None
+    next_token = None
+    if len(rows) > request.count and matches:
+        last = rows[request.count - 1]
+        next_token = encode_page_token(list(last[2:]), last[0])
     return SearchPage(request, matches, next_token, total, included)
 
 

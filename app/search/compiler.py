@@ -13,13 +13,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
 from sqlalchemy import ColumnElement, Select, and_, false, func, not_, or_, select, true
 
 from app.errors import InvalidRequest
 from app.search.dates import parse_date_range
 from app.search.params import split_escaped, split_prefix, unescape
-from app.search.request import Clause, SearchRequest
+from app.search.request import Clause, SearchRequest, SortKey
 from app.search.values import normalize_string
 from app.storage.index_tables import INDEX_TABLES, MAX_INDEXED_CHARS
 from app.storage.tables import resources
@@ -269,13 +270,65 @@ def _filtered(query: Select, request: SearchRequest) -> Select:  # type: ignore[
     return query
 
 
-def compile_search(request: SearchRequest, after_id: str | None, limit: int) -> Select[tuple[str, bytes | None]]:
-    """Ids and bodies of live matches in id order, after the keyset cursor ``after_id``."""
-    query = select(R.id, R.body).where(R.resource_type == request.resource_type, R.deleted.is_(False))
-    query = _filtered(query, request)
-    if after_id is not None:
-        query = query.where(R.id > after_id)
-    return query.order_by(R.id).limit(limit)
+_SORT_COLUMN = {
+    "string": "value_norm",
+    "token": "code",
+    "reference": "target_id",
+    "number": "value",
+    "quantity": "value",
+    "uri": "value",
+}
+
+
+def sort_expression(key: SortKey) -> ColumnElement[Any]:
+    """The value a resource sorts by: lowest for ascending, highest for descending (search.html#_sort)."""
+    if key.param.code == "_id":
+        return R.id
+    if key.param.code == "_lastUpdated":
+        return R.last_updated
+    table = INDEX_TABLES[key.param.type]
+    if key.param.type == "date":
+        column = table.c.high if key.descending else table.c.low
+    else:
+        column = table.c[_SORT_COLUMN[key.param.type]]
+    aggregate = func.max(column) if key.descending else func.min(column)
+    return select(aggregate).where(table.c.param_hash == key.param.hash, table.c.resource_id == R.id).scalar_subquery()
+
+
+def _after(columns: list[Any], keys: tuple[SortKey, ...], values: list[Any], id_column: Any, last_id: str) -> Any:
+    """Rows after the cursor in (sort keys, nulls last, id) order."""
+    alternatives = []
+    equal_so_far: list[Any] = []
+    for column, key, value in zip(columns, keys, values, strict=True):
+        if value is None:  # in the nulls: only equal (null) values can follow
+            equal_so_far.append(column.is_(None))
+            continue
+        beyond = column < value if key.descending else column > value
+        alternatives.append(and_(*equal_so_far, or_(beyond, column.is_(None))))
+        equal_so_far.append(column == value)
+    alternatives.append(and_(*equal_so_far, id_column > last_id))
+    return or_(*alternatives)
+
+
+def compile_search(request: SearchRequest, cursor: list[Any] | None, limit: int) -> Select[Any]:
+    """(id, body, sort values...) of live matches in sort order, after the keyset ``cursor``.
+
+    The cursor holds the last row's sort values and id, so paging stays exact
+    under concurrent writes without OFFSET.
+    """
+    sort_columns = [sort_expression(key).label(f"sort_{i}") for i, key in enumerate(request.sort)]
+    inner = _filtered(
+        select(R.id, R.body, *sort_columns).where(R.resource_type == request.resource_type, R.deleted.is_(False)),
+        request,
+    ).subquery()
+    columns = [inner.c[f"sort_{i}"] for i in range(len(sort_columns))]
+    query = select(inner.c.id, inner.c.body, *columns)
+    if cursor is not None:
+        query = query.where(_after(columns, request.sort, cursor[:-1], inner.c.id, cursor[-1]))
+    order = []
+    for column, key in zip(columns, request.sort, strict=True):
+        order.append(column.desc().nulls_last() if key.descending else column.asc().nulls_last())
+    return query.order_by(*order, inner.c.id).limit(limit)
 
 
 def compile_count(request: SearchRequest) -> Select[tuple[int]]:

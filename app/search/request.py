@@ -25,7 +25,8 @@ MODIFIERS: dict[str, frozenset[str]] = {
     "uri": frozenset({"missing", "below", "above"}),
 }
 # Parameters that shape the result rather than select resources.
-RESULT_PARAMS = frozenset({"_count", "_page", "_total", "_format", "_pretty"})
+RESULT_PARAMS = frozenset({"_count", "_page", "_total", "_format", "_pretty", "_sort"})
+SORTABLE_TYPES = frozenset({"token", "string", "reference", "date", "number", "quantity", "uri"})
 TOTAL_MODES = frozenset({"none", "estimate", "accurate"})
 
 
@@ -58,6 +59,18 @@ class Include:
 
 
 @dataclass(frozen=True, slots=True)
+class SortKey:
+    """One ``_sort`` key; ``-code`` sorts descending (search.html#_sort)."""
+
+    param: SearchParam
+    descending: bool
+
+    @property
+    def text(self) -> str:
+        return f"-{self.param.code}" if self.descending else self.param.code
+
+
+@dataclass(frozen=True, slots=True)
 class Compartment:
     """``[base]/Patient/123/CarePlan``: matches must reference Patient/123 through one of ``params``."""
 
@@ -75,6 +88,7 @@ class SearchRequest:
     total: str
     includes: tuple[Include, ...] = ()
     compartment: Compartment | None = None
+    sort: tuple[SortKey, ...] = ()
 
     @property
     def path(self) -> str:
@@ -85,7 +99,10 @@ class SearchRequest:
 
     def applied(self) -> list[tuple[str, str]]:
         """The parameters actually used, for the ``self`` link."""
-        return [(c.name, c.raw) for c in self.clauses] + [(i.name, i.raw) for i in self.includes]
+        applied = [(c.name, c.raw) for c in self.clauses] + [(i.name, i.raw) for i in self.includes]
+        if self.sort:
+            applied.append(("_sort", ",".join(key.text for key in self.sort)))
+        return applied
 
 
 INCLUDE_PARAMS = frozenset({"_include", "_revinclude", "_include:iterate", "_revinclude:iterate"})
@@ -136,6 +153,7 @@ def parse_search(
     page_token = None
     total = "none"
     includes: list[Include] = []
+    sort: tuple[SortKey, ...] = ()
     for name, raw in pairs:
         if name in INCLUDE_PARAMS:
             includes.append(parse_include(name, raw, registry))
@@ -147,6 +165,8 @@ def parse_search(
                 count = min(int(raw), max_count)
             elif name == "_page":
                 page_token = raw
+            elif name == "_sort":
+                sort = parse_sort(resource_type, raw, registry, strict)
             elif name == "_total":
                 if raw not in TOTAL_MODES:
                     raise InvalidRequest(f"_total '{raw}' must be one of none, estimate, accurate", ["_total"])
@@ -169,7 +189,29 @@ def parse_search(
             raise InvalidRequest(f"parameter '{name}' has no value", [name])
         clauses.append(Clause(param, modifier or None, values, name, raw))
     resolved = resolve_compartment(resource_type, compartment, registry) if compartment else None
-    return SearchRequest(resource_type, tuple(clauses), count, page_token, total, tuple(includes), resolved)
+    return SearchRequest(resource_type, tuple(clauses), count, page_token, total, tuple(includes), resolved, sort)
+
+
+def parse_sort(resource_type: str, raw: str, registry: SearchRegistry, strict: bool) -> tuple[SortKey, ...]:
+    """``_sort=status,-date``: unknown keys are dropped (400 under strict handling)."""
+    keys: list[SortKey] = []
+    for item in raw.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        descending = item.startswith("-")
+        code = item.lstrip("-")
+        param = registry.get(resource_type, code)
+        usable = param is not None and (
+            code in ("_id", "_lastUpdated") or (param.type in SORTABLE_TYPES and supported(param))
+        )
+        if not usable:
+            if strict:
+                raise InvalidRequest(f"cannot sort {resource_type} by '{code}'", ["_sort"])
+            continue
+        assert param is not None
+        keys.append(SortKey(param, descending))
+    return tuple(keys)
 
 
 def resolve_compartment(resource_type: str, compartment: tuple[str, str], registry: SearchRegistry) -> Compartment:

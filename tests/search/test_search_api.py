@@ -267,3 +267,50 @@ async def test_conditional_create_uses_full_search(data: httpx.AsyncClient) -> N
     assert response.json()["id"] == "p3"
     headers["If-None-Exist"] = "family=smith"
     assert (await data.post("/fhir/Patient", json={"resourceType": "Patient"}, headers=headers)).status_code == 412
+
+
+async def ordered(client: httpx.AsyncClient, query: str) -> list[str]:
+    """Ids in the order served, following ``next`` links one match per page."""
+    seen: list[str] = []
+    url: str | None = f"/fhir/{query}"
+    while url:
+        response = await client.get(url)
+        assert response.status_code == 200, response.text
+        bundle = response.json()
+        seen += [e["resource"]["id"] for e in bundle["entry"]]
+        nxt = [link["url"] for link in bundle["link"] if link["relation"] == "next"]
+        url = "/fhir" + nxt[0][len(TEST_BASE_URL) :] if nxt else None
+    return seen
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("Patient?_sort=birthdate", ["p1", "p2", "p3"]),
+        ("Patient?_sort=-birthdate", ["p2", "p1", "p3"]),
+        ("Patient?_sort=family", ["p1", "p2", "p3"]),
+        ("Patient?_sort=-family", ["p3", "p2", "p1"]),
+        ("Patient?_sort=gender,-_id", ["p1", "p3", "p2"]),
+        ("Patient?_sort=-_id", ["p3", "p2", "p1"]),
+        ("CarePlan?_sort=-date", ["cp2", "cp1", "cp3"]),  # cp2 has an open end
+        ("CarePlan?_sort=status,date", ["cp1", "cp3", "cp2"]),
+        ("Observation?_sort=-value-quantity", ["o3", "o2", "o1"]),
+    ],
+)
+async def test_sort_orders_and_pages_by_keyset(data: httpx.AsyncClient, query: str, expected: list[str]) -> None:
+    assert await ordered(data, f"{query}&_count=1") == expected
+    assert await ordered(data, f"{query}&_count=2") == expected
+    first = (await data.get(f"/fhir/{query}")).json()
+    assert [e["resource"]["id"] for e in first["entry"]] == expected
+
+
+async def test_sort_by_last_updated_and_bad_sort(data: httpx.AsyncClient) -> None:
+    assert await ordered(data, "Patient?_sort=-_lastUpdated&_count=1") == ["p3", "p2", "p1"]
+    self_link = (await data.get("/fhir/Patient?_sort=nope,-birthdate")).json()["link"][0]["url"]
+    assert "_sort=-birthdate" in self_link
+    strict = await data.get("/fhir/Patient?_sort=nope", headers={"Prefer": "handling=strict"})
+    assert strict.status_code == 400
+    assert strict.json()["issue"][0]["expression"] == ["_sort"]
+    other_cursor = (await data.get("/fhir/Patient?_count=1")).json()["link"][1]["url"].split("_page=")[1]
+    mismatched = await data.get(f"/fhir/Patient?_sort=birthdate&_count=1&_page={other_cursor}")
+    assert mismatched.status_code == 400
