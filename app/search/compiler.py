@@ -20,7 +20,7 @@ from sqlalchemy import ColumnElement, Select, and_, false, func, not_, or_, sele
 from app.errors import InvalidRequest
 from app.search.dates import parse_date_range
 from app.search.params import split_escaped, split_prefix, unescape
-from app.search.request import Clause, SearchRequest, SortKey
+from app.search.request import AnyClause, ChainClause, Clause, HasClause, SearchRequest, SortKey
 from app.search.values import normalize_string
 from app.storage.index_tables import INDEX_TABLES, MAX_INDEXED_CHARS
 from app.storage.tables import resources
@@ -219,32 +219,67 @@ VALUE_CONDITIONS: dict[str, Callable[[Clause, str], ColumnElement[bool]]] = {
 # --- clauses -------------------------------------------------------------------
 
 
-def _column_clause(clause: Clause) -> ColumnElement[bool]:
+def _column_clause(clause: Clause, r: Any) -> ColumnElement[bool]:
     if clause.param.code == "_id":
         ids = [unescape(v) for v in clause.values]
-        condition = R.id.in_(ids)
+        condition = r.id.in_(ids)
         return not_(condition) if clause.modifier == "not" else condition
     ranges = []
     for value in clause.values:
         prefix, low, high = _date_value(clause, value)
-        ranges.append(date_range_condition(prefix, low, high, R.last_updated, R.last_updated))
+        ranges.append(date_range_condition(prefix, low, high, r.last_updated, r.last_updated))
     return or_(*ranges)
 
 
-def clause_condition(clause: Clause) -> ColumnElement[bool]:
+def _matching_ids(resource_type: str, clause: AnyClause) -> Select[tuple[str]]:
+    """Ids of live ``resource_type`` resources matching ``clause`` (for chains and _has)."""
+    other = resources.alias()
+    return (
+        select(other.c.id)
+        .where(
+            other.c.resource_type == resource_type,
+            other.c.deleted.is_(False),
+            clause_condition(clause, other.c, resource_type),
+        )
+        .correlate(None)
+    )
+
+
+def clause_condition(clause: AnyClause, r: Any = R, resource_type: str | None = None) -> ColumnElement[bool]:
+    """The condition on resource columns ``r`` (the main table or an alias) for one clause.
+
+    Every subquery is uncorrelated (``IN (SELECT ...)``) and says so, because a
+    chain or _has nests selects from the same index table, which SQLAlchemy
+    would otherwise correlate to the enclosing one.
+    """
+    ref = INDEX_TABLES["reference"].c
+    if isinstance(clause, ChainClause):
+        targets = [
+            and_(ref.target_type == target_type, ref.target_id.in_(_matching_ids(target_type, inner)))
+            for target_type, inner in clause.alternatives
+        ]
+        linked = select(ref.resource_id).where(ref.param_hash == clause.param.hash, or_(*targets))
+        return r.id.in_(linked.correlate(None))
+    if isinstance(clause, HasClause):
+        sources = select(ref.target_id).where(
+            ref.param_hash == clause.param.hash,
+            ref.target_type == (resource_type or clause.target_type),
+            ref.resource_id.in_(_matching_ids(clause.source_type, clause.inner)),
+        )
+        return r.id.in_(sources.correlate(None))
     param = clause.param
     if param.code in ("_id", "_lastUpdated"):
         if clause.modifier == "missing":
             return false() if clause.values[0] == "true" else true()
-        return _column_clause(clause)
+        return _column_clause(clause, r)
     table = INDEX_TABLES[param.type]
-    rows_of_param = select(table.c.resource_id).where(table.c.param_hash == param.hash)
+    rows_of_param = select(table.c.resource_id).where(table.c.param_hash == param.hash).correlate(None)
     if clause.modifier == "missing":
-        has_rows = R.id.in_(rows_of_param)
+        has_rows = r.id.in_(rows_of_param)
         return not_(has_rows) if clause.values[0] == "true" else has_rows
     build = VALUE_CONDITIONS[param.type]
     matches = or_(*(build(clause, value) for value in clause.values))
-    condition = R.id.in_(rows_of_param.where(matches))
+    condition = r.id.in_(rows_of_param.where(matches))
     return not_(condition) if clause.modifier == "not" else condition
 
 
@@ -264,7 +299,7 @@ def compartment_condition(request: SearchRequest) -> ColumnElement[bool]:
 
 def _filtered(query: Select, request: SearchRequest) -> Select:  # type: ignore[type-arg]
     for clause in request.clauses:
-        query = query.where(clause_condition(clause))
+        query = query.where(clause_condition(clause, R, request.resource_type))
     if request.compartment is not None:
         query = query.where(compartment_condition(request))
     return query
@@ -337,6 +372,4 @@ def compile_count(request: SearchRequest) -> Select[tuple[int]]:
         .select_from(resources)
         .where(R.resource_type == request.resource_type, R.deleted.is_(False))
     )
-    for clause in request.clauses:
-        query = query.where(clause_condition(clause))
-    return query
+    return _filtered(query, request)

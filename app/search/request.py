@@ -42,6 +42,31 @@ class Clause:
 
 
 @dataclass(frozen=True, slots=True)
+class ChainClause:
+    """``ref.param=value``: the reference points at a resource (of one of the types) matching ``inner``."""
+
+    param: SearchParam
+    alternatives: tuple[tuple[str, AnyClause], ...]
+    name: str
+    raw: str
+
+
+@dataclass(frozen=True, slots=True)
+class HasClause:
+    """``_has:Source:ref:param=value``: some ``Source`` matching ``inner`` references this resource."""
+
+    source_type: str
+    param: SearchParam
+    inner: AnyClause
+    name: str
+    raw: str
+    target_type: str = ""
+
+
+AnyClause = Clause | ChainClause | HasClause
+
+
+@dataclass(frozen=True, slots=True)
 class Include:
     """``_include=Source:param[:Target]`` or ``_revinclude=Source:param[:Target]`` (search.html#include).
 
@@ -82,7 +107,7 @@ class Compartment:
 @dataclass(frozen=True, slots=True)
 class SearchRequest:
     resource_type: str
-    clauses: tuple[Clause, ...]
+    clauses: tuple[AnyClause, ...]
     count: int
     page_token: str | None
     total: str
@@ -148,7 +173,7 @@ def parse_search(
     strict: bool = False,
     compartment: tuple[str, str] | None = None,
 ) -> SearchRequest:
-    clauses: list[Clause] = []
+    clauses: list[AnyClause] = []
     count = default_count
     page_token = None
     total = "none"
@@ -172,24 +197,92 @@ def parse_search(
                     raise InvalidRequest(f"_total '{raw}' must be one of none, estimate, accurate", ["_total"])
                 total = raw
             continue
-        code, _, modifier = name.partition(":")
-        param = registry.get(resource_type, code)
-        if param is None or not supported(param):
-            if strict:
-                raise InvalidRequest(f"unknown or unsupported search parameter '{code}' for {resource_type}", [name])
-            continue
-        if modifier:
-            allowed = MODIFIERS.get(param.type, frozenset({"missing"}))
-            if modifier not in allowed and not _reference_type_modifier(param, modifier):
-                raise InvalidRequest(f"modifier ':{modifier}' is not supported for parameter '{code}'", [name])
-        if modifier == "missing" and raw not in ("true", "false"):
-            raise InvalidRequest(f"{name} must be true or false", [name])
-        values = tuple(v for v in split_escaped(raw, ",") if v != "")
-        if not values:
-            raise InvalidRequest(f"parameter '{name}' has no value", [name])
-        clauses.append(Clause(param, modifier or None, values, name, raw))
+        clause = parse_clause(resource_type, name, name, raw, registry, strict)
+        if clause is not None:
+            clauses.append(clause)
     resolved = resolve_compartment(resource_type, compartment, registry) if compartment else None
     return SearchRequest(resource_type, tuple(clauses), count, page_token, total, tuple(includes), resolved, sort)
+
+
+class _Unknown(Exception):
+    """A parameter this server does not know: dropped, or a 400 under strict handling."""
+
+
+def parse_clause(
+    resource_type: str, key: str, name: str, raw: str, registry: SearchRegistry, strict: bool
+) -> AnyClause | None:
+    """One ``key=raw`` on ``resource_type``; ``name`` is the full parameter name for messages and links."""
+    try:
+        return _parse_clause(resource_type, key, name, raw, registry)
+    except _Unknown as exc:
+        if strict:
+            raise InvalidRequest(str(exc), [name]) from None
+        return None
+
+
+def _parse_clause(resource_type: str, key: str, name: str, raw: str, registry: SearchRegistry) -> AnyClause:
+    if key.startswith("_has:"):
+        return _parse_has(resource_type, key, name, raw, registry)
+    head, dot, rest = key.partition(".")
+    if dot:
+        return _parse_chain(resource_type, head, rest, name, raw, registry)
+    code, _, modifier = key.partition(":")
+    param = registry.get(resource_type, code)
+    if param is None or not supported(param):
+        raise _Unknown(f"unknown or unsupported search parameter '{code}' for {resource_type}")
+    if modifier:
+        allowed = MODIFIERS.get(param.type, frozenset({"missing"}))
+        if modifier not in allowed and not _reference_type_modifier(param, modifier):
+            raise InvalidRequest(f"modifier ':{modifier}' is not supported for parameter '{code}'", [name])
+    if modifier == "missing" and raw not in ("true", "false"):
+        raise InvalidRequest(f"{name} must be true or false", [name])
+    values = tuple(v for v in split_escaped(raw, ",") if v != "")
+    if not values:
+        raise InvalidRequest(f"parameter '{name}' has no value", [name])
+    return Clause(param, modifier or None, values, name, raw)
+
+
+def _reference_param(resource_type: str, code: str, registry: SearchRegistry) -> SearchParam:
+    param = registry.get(resource_type, code)
+    if param is None or param.type != "reference" or not param.expression:
+        raise _Unknown(f"'{code}' is not a reference search parameter of {resource_type}")
+    return param
+
+
+def _parse_chain(
+    resource_type: str, head: str, rest: str, name: str, raw: str, registry: SearchRegistry
+) -> ChainClause:
+    """``subject:Patient.name=x`` (search.html#chaining); without a type, every target type that has the
+    chained parameter is searched, as HAPI does."""
+    code, _, type_modifier = head.partition(":")
+    param = _reference_param(resource_type, code, registry)
+    candidates = [type_modifier] if type_modifier else [t for t in param.targets if t in registry.by_type]
+    if type_modifier and param.targets and type_modifier not in param.targets:
+        raise InvalidRequest(f"{code} cannot point to {type_modifier}", [name])
+    chained_code = rest.partition(".")[0].partition(":")[0]
+    alternatives = []
+    for target_type in candidates:
+        if rest.startswith("_has:") or registry.get(target_type, chained_code) is not None:
+            inner = _parse_clause(target_type, rest, name, raw, registry)
+            alternatives.append((target_type, inner))
+    if not alternatives:
+        raise _Unknown(f"no target of {resource_type}.{code} has a search parameter '{chained_code}'")
+    return ChainClause(param, tuple(alternatives), name, raw)
+
+
+def _parse_has(resource_type: str, key: str, name: str, raw: str, registry: SearchRegistry) -> HasClause:
+    """``_has:Task:patient:status=requested`` (search.html#has): referenced by a matching resource."""
+    parts = key.split(":", 3)
+    if len(parts) != 4 or not all(parts[1:]):
+        raise InvalidRequest(f"{name}: expected _has:[type]:[reference parameter]:[parameter]", [name])
+    _, source_type, code, rest = parts
+    if source_type not in registry.by_type:
+        raise _Unknown(f"unknown resource type '{source_type}' in {name}")
+    param = _reference_param(source_type, code, registry)
+    if param.targets and resource_type not in param.targets:
+        raise InvalidRequest(f"{source_type}.{code} cannot point to {resource_type}", [name])
+    inner = _parse_clause(source_type, rest, name, raw, registry)
+    return HasClause(source_type, param, inner, name, raw, resource_type)
 
 
 def parse_sort(resource_type: str, raw: str, registry: SearchRegistry, strict: bool) -> tuple[SortKey, ...]:

@@ -129,3 +129,46 @@ async def test_capability_statement_lists_include_values(data: httpx.AsyncClient
     assert "ServiceRequest:subject" in entry["searchInclude"]
     assert "*" in entry["searchInclude"]
     assert "Task:based-on" in entry["searchRevInclude"]
+
+
+async def count(client: httpx.AsyncClient, query: str) -> int:
+    bundle = (await client.get(f"/fhir/{query}&_total=accurate")).json()
+    return int(bundle["total"])
+
+
+async def test_chaining_through_references(data: httpx.AsyncClient) -> None:
+    matches, _ = await entries(data, "ServiceRequest?subject.name=rivera")
+    assert matches == ["ServiceRequest/ref1", "ServiceRequest/ref2"]
+    matches, _ = await entries(data, "ServiceRequest?subject:Patient.name=rivera&requester.family=cardio")
+    assert matches == ["ServiceRequest/ref1"]
+    matches, _ = await entries(data, "Task?based-on:ServiceRequest.subject.name=rivera")
+    assert matches == ["Task/task1", "Task/task2"]
+    matches, _ = await entries(data, "Task?based-on:ServiceRequest.requester:Practitioner.name=cardio")
+    assert matches == ["Task/task1", "Task/task2"]
+    matches, _ = await entries(data, "ServiceRequest?subject.name=nobody")
+    assert matches == []
+    assert await count(data, "ServiceRequest?subject.name=rivera") == 2
+
+
+async def test_reverse_chaining_with_has(data: httpx.AsyncClient) -> None:
+    matches, _ = await entries(data, "ServiceRequest?_has:Task:based-on:status=requested")
+    assert matches == ["ServiceRequest/ref1"]
+    matches, _ = await entries(data, "ServiceRequest?_has:Task:based-on:status=cancelled")
+    assert matches == []
+    matches, _ = await entries(data, "Patient?_has:ServiceRequest:subject:_has:Task:based-on:status=completed")
+    assert matches == ["Patient/pat1"]
+    matches, _ = await entries(data, "Practitioner?_has:Task:owner:based-on.subject.name=rivera")
+    assert matches == ["Practitioner/doc1"]
+
+
+async def test_bad_chains_and_has(data: httpx.AsyncClient) -> None:
+    for query, name in [
+        ("ServiceRequest?status.name=x", "status.name"),
+        ("ServiceRequest?_has:Task:based-on=x", "_has:Task:based-on"),
+        ("ServiceRequest?subject:Device.name=x", "subject:Device.name"),
+    ]:
+        response = await data.get(f"/fhir/{query}", headers={"Prefer": "handling=strict"})
+        assert response.status_code == 400, query
+        assert response.json()["issue"][0]["expression"] == [name]
+    lenient = (await data.get("/fhir/ServiceRequest?subject.colour=x")).json()
+    assert len(lenient["entry"]) == 2  # an unknown chained parameter is ignored
