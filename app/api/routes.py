@@ -27,7 +27,8 @@ from app.api.responses import (
     write_response,
 )
 from app.config import Settings
-from app.errors import NotFound, UnsupportedMediaType
+from app.errors import InvalidRequest, NotFound, UnsupportedMediaType
+from app.interactions import conditional
 from app.interactions import create as create_mod
 from app.interactions import delete as delete_mod
 from app.interactions import read as read_mod
@@ -59,8 +60,8 @@ class ServerFeatures:
     read_history: bool = True
     update_create: bool = True
     conditional_create: bool = True
-    conditional_update: bool = False
-    conditional_delete: str = "not-supported"
+    conditional_update: bool = True
+    conditional_delete: str = "multiple"
     conditional_read: str = "not-supported"
 
 
@@ -125,6 +126,34 @@ async def update_resource(request: Request, resource_type: str, resource_id: str
     body = await _body(request)
     result = await update_mod.update(_ctx(request), resource_type, resource_id, body, if_match)
     return _written(request, result, fmt, "Created" if result.created else "Updated")
+
+
+def _criteria(request: Request) -> str:
+    query = request.url.query
+    if not query:
+        raise InvalidRequest("a conditional update or delete needs search criteria in the URL")
+    return query
+
+
+async def conditional_update_resource(request: Request, resource_type: str) -> Response:
+    """``PUT [type]?criteria`` (http.html#cond-update)."""
+    fmt = negotiate(request.headers, request.query_params)
+    _ctx(request).require_type(resource_type)
+    if_match = parse_etag(request.headers.get("if-match"), "If-Match")
+    body = await _body(request)
+    result = await conditional.conditional_update(_ctx(request), resource_type, _criteria(request), body, if_match)
+    return _written(request, result, fmt, "Created" if result.created else "Updated")
+
+
+async def conditional_delete_resource(request: Request, resource_type: str) -> Response:
+    """``DELETE [type]?criteria``: every match is deleted (conditionalDelete = multiple)."""
+    fmt = negotiate(request.headers, request.query_params)
+    deleted = await conditional.conditional_delete(_ctx(request), resource_type, _criteria(request))
+    if prefer_return(request.headers) == "minimal":
+        return Response(status_code=204)
+    names = ", ".join(f"{r.stored.resource_type}/{r.stored.id}" for r in deleted) or "nothing matched"
+    text = f"Deleted {len(deleted)} resource(s): {names}"
+    return Response(dumps(informational(text), fmt.pretty), 200, media_type=fmt.content_type)
 
 
 async def delete_resource(request: Request, resource_type: str, resource_id: str) -> Response:
@@ -219,6 +248,8 @@ INTERACTIONS: tuple[InteractionRoute, ...] = (
     InteractionRoute("search-type", "type", "POST", "/{resource_type}/_search", search_type_post),
     InteractionRoute("create", "type", "POST", "/{resource_type}", create_resource),
     InteractionRoute("search-type", "type", "GET", "/{resource_type}", search_type),
+    InteractionRoute("update", "type", "PUT", "/{resource_type}", conditional_update_resource),
+    InteractionRoute("delete", "type", "DELETE", "/{resource_type}", conditional_delete_resource),
     InteractionRoute("history-instance", "type", "GET", "/{resource_type}/{resource_id}/_history", instance_history),
     InteractionRoute("vread", "type", "GET", "/{resource_type}/{resource_id}/_history/{version_id}", vread_resource),
     InteractionRoute("read", "type", "GET", "/{resource_type}/{resource_id}", read_resource),

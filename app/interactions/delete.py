@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from app.errors import VersionConflict
 from app.interactions.context import FhirContext, WriteResult, is_valid_id, utc_now
 from app.storage.repository import StoredVersion, read_current, replace_version
@@ -22,18 +24,30 @@ async def delete(
         return None  # such an id can never have been stored
     for _ in range(MAX_ATTEMPTS):
         async with ctx.db.write() as conn:
-            current = await read_current(conn, resource_type, resource_id)
-            if if_match is not None and (current is None or current.version_id != if_match):
-                raise VersionConflict(f"If-Match expects version {if_match} of {resource_type}/{resource_id}")
-            if current is None or current.deleted:
-                return None
-            next_id = current.version_id + 1
-            now = max(utc_now(), current.last_updated)
-            tombstone = StoredVersion(resource_type, resource_id, next_id, now, True, None, "DELETE")
-            if not await replace_version(conn, current.version_id, tombstone):
-                if if_match is not None:
-                    raise VersionConflict(f"{resource_type}/{resource_id} was changed by another request")
-                continue
-            await ctx.write_index(conn, resource_type, resource_id, {}, is_new=False)
-            return WriteResult(status=200, stored=tombstone)
+            outcome = await write_tombstone(ctx, conn, resource_type, resource_id, if_match)
+            if outcome is not RETRY:
+                return outcome  # type: ignore[return-value]
     raise VersionConflict(f"{resource_type}/{resource_id} is being changed too often; try again")
+
+
+RETRY = object()
+
+
+async def write_tombstone(
+    ctx: FhirContext, conn: AsyncConnection, resource_type: str, resource_id: str, if_match: int | None
+) -> WriteResult | object | None:
+    """One attempt inside the caller's transaction: the result, None (nothing live) or RETRY."""
+    current = await read_current(conn, resource_type, resource_id)
+    if if_match is not None and (current is None or current.version_id != if_match):
+        raise VersionConflict(f"If-Match expects version {if_match} of {resource_type}/{resource_id}")
+    if current is None or current.deleted:
+        return None
+    next_id = current.version_id + 1
+    now = max(utc_now(), current.last_updated)
+    tombstone = StoredVersion(resource_type, resource_id, next_id, now, True, None, "DELETE")
+    if not await replace_version(conn, current.version_id, tombstone):
+        if if_match is not None:
+            raise VersionConflict(f"{resource_type}/{resource_id} was changed by another request")
+        return RETRY
+    await ctx.write_index(conn, resource_type, resource_id, {}, is_new=False)
+    return WriteResult(status=200, stored=tombstone)

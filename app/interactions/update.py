@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from app.errors import IdMismatch, VersionConflict
 from app.interactions.context import FhirContext, WriteResult, require_valid_id, utc_now
 from app.interactions.create import check_body_type
 from app.interactions.stamping import stamp
+from app.search.indexing import IndexRows
 from app.storage.repository import (
     AlreadyExists,
     StoredVersion,
@@ -44,32 +47,43 @@ async def update(
     rows = ctx.index_rows(resource_type, resource_id, body)
     for _ in range(MAX_ATTEMPTS):
         async with ctx.db.write() as conn:
-            current = await read_current(conn, resource_type, resource_id)
-            if if_match is not None and (current is None or current.version_id != if_match):
-                have = "no version" if current is None else f"version {current.version_id}"
-                raise VersionConflict(
-                    f"If-Match expects version {if_match} but {resource_type}/{resource_id} has {have}"
-                )
-            now = utc_now()
-            if current is None:
-                version = StoredVersion(
-                    resource_type, resource_id, 1, now, False, stamp(body, resource_id, 1, now), "PUT"
-                )
-                try:
-                    await insert_first(conn, version)
-                except AlreadyExists:
-                    continue
-                await ctx.write_index(conn, resource_type, resource_id, rows, is_new=True)
-                return WriteResult(status=201, stored=version, created=True)
-            next_id = current.version_id + 1
-            now = max(now, current.last_updated)
-            version = StoredVersion(
-                resource_type, resource_id, next_id, now, False, stamp(body, resource_id, next_id, now), "PUT"
-            )
-            if not await replace_version(conn, current.version_id, version):
-                if if_match is not None:
-                    raise VersionConflict(f"{resource_type}/{resource_id} was changed by another request")
-                continue
-            await ctx.write_index(conn, resource_type, resource_id, rows, is_new=False)
-            return WriteResult(status=201 if current.deleted else 200, stored=version, created=current.deleted)
+            result = await write_version(ctx, conn, resource_type, resource_id, body, rows, if_match)
+            if result is not None:
+                return result
     raise VersionConflict(f"{resource_type}/{resource_id} is being changed too often; try again")
+
+
+async def write_version(
+    ctx: FhirContext,
+    conn: AsyncConnection,
+    resource_type: str,
+    resource_id: str,
+    body: dict[str, Any],
+    rows: IndexRows,
+    if_match: int | None,
+) -> WriteResult | None:
+    """One attempt inside the caller's transaction; None when a concurrent writer won (retry)."""
+    current = await read_current(conn, resource_type, resource_id)
+    if if_match is not None and (current is None or current.version_id != if_match):
+        have = "no version" if current is None else f"version {current.version_id}"
+        raise VersionConflict(f"If-Match expects version {if_match} but {resource_type}/{resource_id} has {have}")
+    now = utc_now()
+    if current is None:
+        version = StoredVersion(resource_type, resource_id, 1, now, False, stamp(body, resource_id, 1, now), "PUT")
+        try:
+            await insert_first(conn, version)
+        except AlreadyExists:
+            return None
+        await ctx.write_index(conn, resource_type, resource_id, rows, is_new=True)
+        return WriteResult(status=201, stored=version, created=True)
+    next_id = current.version_id + 1
+    now = max(now, current.last_updated)
+    version = StoredVersion(
+        resource_type, resource_id, next_id, now, False, stamp(body, resource_id, next_id, now), "PUT"
+    )
+    if not await replace_version(conn, current.version_id, version):
+        if if_match is not None:
+            raise VersionConflict(f"{resource_type}/{resource_id} was changed by another request")
+        return None
+    await ctx.write_index(conn, resource_type, resource_id, rows, is_new=False)
+    return WriteResult(status=201 if current.deleted else 200, stored=version, created=current.deleted)

@@ -125,8 +125,19 @@ async def test_every_listed_interaction_works(client: httpx.AsyncClient, resourc
         second = await client.post(f"/fhir/{resource_type}", json=marked, headers=headers)
         assert (first.status_code, second.status_code) == (201, 200)
         assert first.json()["id"] == second.json()["id"]
-    assert entry["conditionalUpdate"] is False
-    assert entry["conditionalDelete"] == "not-supported"
+    marker = f"identifier=urn:capability-test|{resource_type}"
+    if entry["conditionalUpdate"]:
+        changed = {
+            **{k: v for k, v in example.items() if k != "id"},
+            "identifier": [{"system": "urn:capability-test", "value": resource_type}],
+            "language": "fr",
+        }
+        put = await client.put(f"/fhir/{resource_type}?{marker}", json=changed, headers=FHIR_JSON_HEADERS)
+        assert put.status_code == 200, put.text
+        assert put.json()["language"] == "fr"
+    if entry["conditionalDelete"] in ("single", "multiple"):
+        assert (await client.delete(f"/fhir/{resource_type}?{marker}")).status_code == 200
+        assert (await client.get(f"/fhir/{resource_type}?{marker}")).json()["entry"] == []
 
 
 async def test_system_history_listed_and_works(client: httpx.AsyncClient) -> None:

@@ -1,0 +1,68 @@
+"""Conditional update and delete (hl7.org/fhir/R4/http.html#cond-update, #3.1.0.7.1).
+
+The criteria are a search on the type, locked for the transaction (as for
+conditional create), searched and acted on in that one transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from app.errors import IdMismatch, MultipleMatches, VersionConflict
+from app.interactions.context import FhirContext, WriteResult, require_valid_id
+from app.interactions.create import check_body_type, conditional_criteria
+from app.interactions.delete import RETRY, write_tombstone
+from app.interactions.search import find_ids
+from app.interactions.update import write_version
+
+MAX_CONDITIONAL_DELETES = 1000
+
+
+async def conditional_update(
+    ctx: FhirContext, resource_type: str, query: str, body: dict[str, Any], if_match: int | None = None
+) -> WriteResult:
+    """``PUT [type]?query``: no match creates (the body's id, or a new one), one match is updated
+    (a differing body id is 400), several are 412."""
+    ctx.require_type(resource_type)
+    check_body_type(resource_type, body)
+    criteria = conditional_criteria(ctx, resource_type, query, "criteria")
+    ctx.validator.validate(resource_type, body)
+    async with ctx.db.write() as conn:
+        await ctx.db.lock_key(conn, f"{resource_type}?{sorted(criteria.applied())}")
+        matches = await find_ids(conn, criteria, 2)
+        if len(matches) > 1:
+            raise MultipleMatches(f"the criteria '{query}' match more than one {resource_type}")
+        body_id = body.get("id")
+        if matches:
+            resource_id = matches[0]
+            if body_id is not None and body_id != resource_id:
+                raise IdMismatch(f"id '{body_id}' differs from the matching resource {resource_type}/{resource_id}")
+        else:
+            resource_id = body_id if isinstance(body_id, str) else str(uuid.uuid4())
+            require_valid_id(resource_id)
+        stored_body = {**body, "id": resource_id}
+        rows = ctx.index_rows(resource_type, resource_id, stored_body)
+        result = await write_version(ctx, conn, resource_type, resource_id, stored_body, rows, if_match)
+        if result is None:
+            raise VersionConflict(f"{resource_type}/{resource_id} was changed by another request; try again")
+        return result
+
+
+async def conditional_delete(ctx: FhirContext, resource_type: str, query: str) -> list[WriteResult]:
+    """``DELETE [type]?query``: deletes every match (conditionalDelete ``multiple``), up to a limit."""
+    ctx.require_type(resource_type)
+    criteria = conditional_criteria(ctx, resource_type, query, "criteria")
+    async with ctx.db.write() as conn:
+        await ctx.db.lock_key(conn, f"{resource_type}?{sorted(criteria.applied())}")
+        matches = await find_ids(conn, criteria, MAX_CONDITIONAL_DELETES + 1)
+        if len(matches) > MAX_CONDITIONAL_DELETES:
+            raise MultipleMatches(f"the criteria match more than {MAX_CONDITIONAL_DELETES} resources; narrow them")
+        deleted = []
+        for resource_id in matches:
+            outcome = await write_tombstone(ctx, conn, resource_type, resource_id, None)
+            if outcome is RETRY:
+                raise VersionConflict(f"{resource_type}/{resource_id} was changed by another request; try again")
+            if isinstance(outcome, WriteResult):
+                deleted.append(outcome)
+        return deleted
