@@ -12,6 +12,7 @@ from app.api.responses import STATUS_TEXT, etag
 from app.interactions.context import format_instant, utc_now
 from app.interactions.history import HistoryPage
 from app.interactions.search import SearchPage
+from app.interactions.subsetting import subset
 from app.storage.repository import StoredVersion
 
 
@@ -87,17 +88,24 @@ def search_bundle(page: SearchPage, base_url: str, pretty: bool) -> bytes:
     if page.total is not None:
         bundle["total"] = page.total
     bundle["link"] = links
+    subsetting = page.request.subsetting
+
+    def shown(body: bytes) -> Any:
+        if subsetting.changes_bodies:
+            body = subset(body, subsetting)
+        return orjson.loads(body) if pretty else orjson.Fragment(body)
+
     bundle["entry"] = [
         {
             "fullUrl": f"{base_url}/{resource_type}/{resource_id}",
-            "resource": orjson.loads(body) if pretty else orjson.Fragment(body),
+            "resource": shown(body),
             "search": {"mode": "match"},
         }
         for resource_id, body in page.matches
     ] + [
         {
             "fullUrl": f"{base_url}/{included_type}/{resource_id}",
-            "resource": orjson.loads(body) if pretty else orjson.Fragment(body),
+            "resource": shown(body),
             "search": {"mode": "include"},
         }
         for included_type, resource_id, body in page.included

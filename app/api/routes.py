@@ -6,6 +6,7 @@ CapabilityStatement are built, so /metadata lists exactly what is served.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -36,7 +37,9 @@ from app.interactions import update as update_mod
 from app.interactions.context import FhirContext, WriteResult
 from app.interactions.history import history, parse_history_query
 from app.interactions.search import search
+from app.interactions.subsetting import parse_subsetting, subset
 from app.search.request import parse_search
+from app.storage.repository import StoredVersion
 
 Endpoint = Callable[..., Awaitable[Response]]
 
@@ -100,6 +103,14 @@ async def create_resource(request: Request, resource_type: str) -> Response:
     return _written(request, result, fmt, message)
 
 
+def _subsetted(request: Request, stored: StoredVersion) -> StoredVersion:
+    """Apply ``_summary``/``_elements`` to a read (search.html#summary); the stored bytes otherwise."""
+    subsetting = parse_subsetting(request.query_params)
+    if not subsetting.changes_bodies or stored.body is None:
+        return stored
+    return dataclasses.replace(stored, body=subset(stored.body, subsetting))
+
+
 async def read_resource(request: Request, resource_type: str, resource_id: str) -> Response:
     fmt = negotiate(request.headers, request.query_params)
     stored = await read_mod.read(_ctx(request), resource_type, resource_id)
@@ -110,13 +121,13 @@ async def read_resource(request: Request, resource_type: str, resource_id: str) 
     unchanged_since = modified_since is not None and stored.last_updated.replace(microsecond=0) <= modified_since
     if if_none_match is None and unchanged_since:
         return Response(status_code=304, headers=version_headers(stored))
-    return resource_response(stored, 200, fmt)
+    return resource_response(_subsetted(request, stored), 200, fmt)
 
 
 async def vread_resource(request: Request, resource_type: str, resource_id: str, version_id: str) -> Response:
     fmt = negotiate(request.headers, request.query_params)
     stored = await read_mod.vread(_ctx(request), resource_type, resource_id, version_id)
-    return resource_response(stored, 200, fmt)
+    return resource_response(_subsetted(request, stored), 200, fmt)
 
 
 async def update_resource(request: Request, resource_type: str, resource_id: str) -> Response:

@@ -75,6 +75,9 @@ async def search(ctx: FhirContext, request: SearchRequest) -> SearchPage:
     ctx.require_type(request.resource_type)
     after = decode_page_token(request.page_token, len(request.sort)) if request.page_token else None
     async with ctx.db.read() as conn:
+        if request.subsetting.summary == "count":  # the count only (search.html#summary)
+            total = (await conn.execute(compile_count(request))).scalar_one()
+            return SearchPage(request, [], None, total)
         rows = list(await conn.execute(compile_search(request, after, request.count + 1)))
         total = None
         if request.total != "none":

@@ -8,9 +8,10 @@ they are a 400, as are malformed values and unknown modifiers in any mode.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from app.errors import InvalidRequest
+from app.interactions.subsetting import Subsetting, parse_subsetting
 from app.search.params import split_escaped
 from app.search.registry import SearchParam, SearchRegistry
 
@@ -25,7 +26,7 @@ MODIFIERS: dict[str, frozenset[str]] = {
     "uri": frozenset({"missing", "below", "above"}),
 }
 # Parameters that shape the result rather than select resources.
-RESULT_PARAMS = frozenset({"_count", "_page", "_total", "_format", "_pretty", "_sort"})
+RESULT_PARAMS = frozenset({"_count", "_page", "_total", "_format", "_pretty", "_sort", "_summary", "_elements"})
 SORTABLE_TYPES = frozenset({"token", "string", "reference", "date", "number", "quantity", "uri"})
 TOTAL_MODES = frozenset({"none", "estimate", "accurate"})
 
@@ -114,6 +115,7 @@ class SearchRequest:
     includes: tuple[Include, ...] = ()
     compartment: Compartment | None = None
     sort: tuple[SortKey, ...] = ()
+    subsetting: Subsetting = field(default_factory=Subsetting)
 
     @property
     def path(self) -> str:
@@ -127,6 +129,10 @@ class SearchRequest:
         applied = [(c.name, c.raw) for c in self.clauses] + [(i.name, i.raw) for i in self.includes]
         if self.sort:
             applied.append(("_sort", ",".join(key.text for key in self.sort)))
+        if self.subsetting.summary is not None:
+            applied.append(("_summary", self.subsetting.summary))
+        if self.subsetting.elements:
+            applied.append(("_elements", ",".join(self.subsetting.elements)))
         return applied
 
 
@@ -201,7 +207,10 @@ def parse_search(
         if clause is not None:
             clauses.append(clause)
     resolved = resolve_compartment(resource_type, compartment, registry) if compartment else None
-    return SearchRequest(resource_type, tuple(clauses), count, page_token, total, tuple(includes), resolved, sort)
+    subsetting = parse_subsetting(dict(pairs))
+    return SearchRequest(
+        resource_type, tuple(clauses), count, page_token, total, tuple(includes), resolved, sort, subsetting
+    )
 
 
 class _Unknown(Exception):
