@@ -13,6 +13,7 @@ from app.interactions.context import format_instant, utc_now
 from app.interactions.history import HistoryPage
 from app.interactions.search import SearchPage
 from app.interactions.subsetting import subset
+from app.interactions.system_search import SystemSearchPage
 from app.storage.repository import StoredVersion
 
 
@@ -109,5 +110,35 @@ def search_bundle(page: SearchPage, base_url: str, pretty: bool) -> bytes:
             "search": {"mode": "include"},
         }
         for included_type, resource_id, body in page.included
+    ]
+    return orjson.dumps(bundle, option=orjson.OPT_INDENT_2 if pretty else 0)
+
+
+def system_search_bundle(page: SystemSearchPage, base_url: str, pretty: bool, explicit_types: bool) -> bytes:
+    """A ``searchset`` Bundle across types, ``self`` showing what was applied."""
+    params = list(page.applied)
+    if explicit_types:
+        params.insert(0, ("_type", ",".join(page.types)))
+    params.append(("_count", str(page.count)))
+    self_params = [*params, ("_page", page.page_token)] if page.page_token else params
+    links = [{"relation": "self", "url": f"{base_url}?{urlencode(self_params)}"}]
+    if page.next_token is not None:
+        links.append({"relation": "next", "url": f"{base_url}?{urlencode([*params, ('_page', page.next_token)])}"})
+    bundle: dict[str, Any] = {
+        "resourceType": "Bundle",
+        "id": str(uuid.uuid4()),
+        "meta": {"lastUpdated": format_instant(utc_now())},
+        "type": "searchset",
+    }
+    if page.total is not None:
+        bundle["total"] = page.total
+    bundle["link"] = links
+    bundle["entry"] = [
+        {
+            "fullUrl": f"{base_url}/{resource_type}/{resource_id}",
+            "resource": orjson.loads(body) if pretty else orjson.Fragment(body),
+            "search": {"mode": "match"},
+        }
+        for resource_type, resource_id, body in page.matches
     ]
     return orjson.dumps(bundle, option=orjson.OPT_INDENT_2 if pretty else 0)

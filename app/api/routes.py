@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from app.api.body import parse_resource, read_limited
-from app.api.bundles import history_bundle, search_bundle
+from app.api.bundles import history_bundle, search_bundle, system_search_bundle
 from app.api.negotiation import ResponseFormat, negotiate, require_json_body
 from app.api.outcomes import dumps, informational
 from app.api.responses import (
@@ -38,6 +38,7 @@ from app.interactions.context import FhirContext, WriteResult
 from app.interactions.history import history, parse_history_query
 from app.interactions.search import search
 from app.interactions.subsetting import parse_subsetting, subset
+from app.interactions.system_search import plan_system_search, system_search
 from app.search.request import parse_search
 from app.storage.repository import StoredVersion
 
@@ -232,6 +233,20 @@ async def search_type(request: Request, resource_type: str) -> Response:
     return await _search_response(request, resource_type, list(request.query_params.multi_items()))
 
 
+async def search_system(request: Request) -> Response:
+    """``GET [base]?_type=...`` across resource types."""
+    fmt = negotiate(request.headers, request.query_params)
+    ctx, settings = _ctx(request), _settings(request)
+    pairs = list(request.query_params.multi_items())
+    requests, page_token = plan_system_search(
+        ctx, pairs, settings.default_page_size, settings.max_page_size, _strict(request)
+    )
+    page = await system_search(ctx, requests, page_token)
+    explicit = any(k == "_type" for k, _ in pairs)
+    body = system_search_bundle(page, settings.public_base_url, fmt.pretty, explicit)
+    return Response(body, media_type=fmt.content_type)
+
+
 async def search_compartment(
     request: Request, compartment_type: str, compartment_id: str, resource_type: str
 ) -> Response:
@@ -255,6 +270,7 @@ async def search_type_post(request: Request, resource_type: str) -> Response:
 # Order matters: literal segments before path parameters.
 INTERACTIONS: tuple[InteractionRoute, ...] = (
     InteractionRoute("history-system", "system", "GET", "/_history", system_history),
+    InteractionRoute("search-system", "system", "GET", "", search_system),
     InteractionRoute("history-type", "type", "GET", "/{resource_type}/_history", type_history),
     InteractionRoute("search-type", "type", "POST", "/{resource_type}/_search", search_type_post),
     InteractionRoute("create", "type", "POST", "/{resource_type}", create_resource),

@@ -96,7 +96,7 @@ async def test_metadata_is_a_valid_r4_capability_statement(client: httpx.AsyncCl
     types = {r["type"] for r in statement["rest"][0]["resource"]}
     assert set(CARE_COORDINATION_TYPES) <= types
     assert {"Patient", "Practitioner", "Organization", "Encounter", "Condition"} <= types
-    assert [i["code"] for i in statement["rest"][0]["interaction"]] == ["history-system"]
+    assert [i["code"] for i in statement["rest"][0]["interaction"]] == ["history-system", "search-system"]
 
 
 @pytest.mark.parametrize("resource_type", CARE_COORDINATION_TYPES)
