@@ -12,7 +12,7 @@ from app.api.responses import STATUS_TEXT, etag
 from app.interactions.context import format_instant, utc_now
 from app.interactions.history import HistoryPage
 from app.interactions.search import SearchPage
-from app.interactions.subsetting import subset
+from app.interactions.subsetting import Subsetting, subset
 from app.interactions.system_search import SystemSearchPage
 from app.storage.repository import StoredVersion
 
@@ -62,83 +62,72 @@ def history_bundle(page: HistoryPage, base_url: str, path: str, pretty: bool) ->
     return orjson.dumps(bundle, option=orjson.OPT_INDENT_2 if pretty else 0)
 
 
-def search_bundle(page: SearchPage, base_url: str, pretty: bool) -> bytes:
-    """A ``searchset`` Bundle; ``self`` shows the parameters actually applied (search.html#conformance)."""
-    resource_type = page.request.resource_type
-    params = [*page.request.applied(), ("_count", str(page.request.count))]
-    if page.request.total != "none":
-        params.append(("_total", page.request.total))
-    self_params = list(params)
-    if page.request.page_token:
-        self_params.append(("_page", page.request.page_token))
-    path = page.request.path
-    links = [{"relation": "self", "url": f"{base_url}/{path}?{urlencode(self_params)}"}]
-    if page.next_token is not None:
-        links.append(
-            {
-                "relation": "next",
-                "url": f"{base_url}/{path}?{urlencode([*params, ('_page', page.next_token)])}",
-            }
-        )
+def _searchset(
+    base_url: str,
+    path: str,
+    params: list[tuple[str, str]],
+    page_token: str | None,
+    next_token: str | None,
+    total: int | None,
+    entries: list[tuple[str, str, bytes, str]],
+    pretty: bool,
+    subsetting: Subsetting | None = None,
+) -> bytes:
+    """A ``searchset`` Bundle; ``self`` shows the parameters actually applied (search.html#conformance).
+
+    ``entries`` are (type, id, stored bytes, search mode); ``path`` is the search path below the base.
+    """
+    url = f"{base_url}/{path}" if path else base_url
+    self_params = [*params, ("_page", page_token)] if page_token else params
+    links = [{"relation": "self", "url": f"{url}?{urlencode(self_params)}"}]
+    if next_token is not None:
+        links.append({"relation": "next", "url": f"{url}?{urlencode([*params, ('_page', next_token)])}"})
     bundle: dict[str, Any] = {
         "resourceType": "Bundle",
         "id": str(uuid.uuid4()),
         "meta": {"lastUpdated": format_instant(utc_now())},
         "type": "searchset",
     }
-    if page.total is not None:
-        bundle["total"] = page.total
+    if total is not None:
+        bundle["total"] = total
     bundle["link"] = links
-    subsetting = page.request.subsetting
 
     def shown(body: bytes) -> Any:
-        if subsetting.changes_bodies:
+        if subsetting is not None and subsetting.changes_bodies:
             body = subset(body, subsetting)
         return orjson.loads(body) if pretty else orjson.Fragment(body)
 
     bundle["entry"] = [
-        {
-            "fullUrl": f"{base_url}/{resource_type}/{resource_id}",
-            "resource": shown(body),
-            "search": {"mode": "match"},
-        }
-        for resource_id, body in page.matches
-    ] + [
-        {
-            "fullUrl": f"{base_url}/{included_type}/{resource_id}",
-            "resource": shown(body),
-            "search": {"mode": "include"},
-        }
-        for included_type, resource_id, body in page.included
+        {"fullUrl": f"{base_url}/{resource_type}/{resource_id}", "resource": shown(body), "search": {"mode": mode}}
+        for resource_type, resource_id, body, mode in entries
     ]
     return orjson.dumps(bundle, option=orjson.OPT_INDENT_2 if pretty else 0)
 
 
+def search_bundle(page: SearchPage, base_url: str, pretty: bool) -> bytes:
+    request = page.request
+    params = [*request.applied(), ("_count", str(request.count))]
+    if request.total != "none":
+        params.append(("_total", request.total))
+    entries = [(request.resource_type, rid, body, "match") for rid, body in page.matches]
+    entries += [(rtype, rid, body, "include") for rtype, rid, body in page.included]
+    return _searchset(
+        base_url,
+        request.path,
+        params,
+        request.page_token,
+        page.next_token,
+        page.total,
+        entries,
+        pretty,
+        request.subsetting,
+    )
+
+
 def system_search_bundle(page: SystemSearchPage, base_url: str, pretty: bool, explicit_types: bool) -> bytes:
-    """A ``searchset`` Bundle across types, ``self`` showing what was applied."""
     params = list(page.applied)
     if explicit_types:
         params.insert(0, ("_type", ",".join(page.types)))
     params.append(("_count", str(page.count)))
-    self_params = [*params, ("_page", page.page_token)] if page.page_token else params
-    links = [{"relation": "self", "url": f"{base_url}?{urlencode(self_params)}"}]
-    if page.next_token is not None:
-        links.append({"relation": "next", "url": f"{base_url}?{urlencode([*params, ('_page', page.next_token)])}"})
-    bundle: dict[str, Any] = {
-        "resourceType": "Bundle",
-        "id": str(uuid.uuid4()),
-        "meta": {"lastUpdated": format_instant(utc_now())},
-        "type": "searchset",
-    }
-    if page.total is not None:
-        bundle["total"] = page.total
-    bundle["link"] = links
-    bundle["entry"] = [
-        {
-            "fullUrl": f"{base_url}/{resource_type}/{resource_id}",
-            "resource": orjson.loads(body) if pretty else orjson.Fragment(body),
-            "search": {"mode": "match"},
-        }
-        for resource_type, resource_id, body in page.matches
-    ]
-    return orjson.dumps(bundle, option=orjson.OPT_INDENT_2 if pretty else 0)
+    entries = [(rtype, rid, body, "match") for rtype, rid, body in page.matches]
+    return _searchset(base_url, "", params, page.page_token, page.next_token, page.total, entries, pretty)
