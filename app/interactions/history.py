@@ -7,15 +7,13 @@ while others write.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import orjson
-
 from app.errors import InvalidRequest, NotFound
-from app.interactions.context import FhirContext, format_instant
+from app.interactions.context import FhirContext
+from app.interactions.cursors import decode_cursor, encode_cursor
 from app.storage.repository import HistoryCursor, StoredVersion, read_current, read_history
 
 
@@ -44,18 +42,11 @@ def parse_instant(value: str, name: str) -> datetime:
     return parsed.astimezone(UTC)
 
 
-def encode_cursor(version: StoredVersion) -> str:
-    raw = orjson.dumps([format_instant(version.last_updated), version.resource_type, version.id, version.version_id])
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(token: str) -> HistoryCursor:
-    try:
-        raw = orjson.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        instant, resource_type, resource_id, version_id = raw
-        return HistoryCursor(parse_instant(instant, "_page"), str(resource_type), str(resource_id), int(version_id))
-    except (ValueError, TypeError, orjson.JSONDecodeError):
-        raise InvalidRequest(f"_page '{token}' is not a valid paging cursor", ["_page"]) from None
+def history_cursor(token: str) -> HistoryCursor:
+    instant, resource_type, resource_id, version_id = decode_cursor(token, 4)
+    if not (isinstance(instant, datetime) and isinstance(version_id, int)):
+        raise InvalidRequest(f"_page '{token}' is not a valid paging cursor", ["_page"])
+    return HistoryCursor(instant, str(resource_type), str(resource_id), version_id)
 
 
 def parse_history_query(params: Mapping[str, str], default_count: int, max_count: int) -> HistoryQuery:
@@ -67,7 +58,7 @@ def parse_history_query(params: Mapping[str, str], default_count: int, max_count
         count = min(int(raw), max_count)
     since = parse_instant(params["_since"], "_since") if "_since" in params else None
     token = params.get("_page")
-    after = decode_cursor(token) if token is not None else None
+    after = history_cursor(token) if token is not None else None
     return HistoryQuery(count, since, after, token)
 
 
@@ -86,5 +77,8 @@ async def history(
             if await read_current(conn, resource_type, resource_id) is None:
                 raise NotFound(f"{resource_type}/{resource_id} is not known")
     versions = rows[: query.count]
-    next_cursor = encode_cursor(versions[-1]) if len(rows) > query.count and versions else None
+    last = versions[-1] if versions else None
+    next_cursor = None
+    if len(rows) > query.count and last is not None:
+        next_cursor = encode_cursor([last.last_updated, last.resource_type, last.id, last.version_id])
     return HistoryPage(versions, next_cursor, query)

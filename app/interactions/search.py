@@ -6,17 +6,14 @@ following ``next`` visits every match once even while others write.
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass, field
-from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
-import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.errors import InvalidRequest
 from app.interactions.context import FhirContext, is_valid_id
+from app.interactions.cursors import decode_cursor, encode_cursor
 from app.search.compiler import compile_count, compile_search
 from app.search.includes import MAX_ITERATIONS, forward_targets, load_live, reverse_sources
 from app.search.request import Include, SearchRequest
@@ -33,35 +30,10 @@ class SearchPage:
     included: list[tuple[str, str, bytes]] = field(default_factory=list)
 
 
-def _encode_value(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return {"t": value.isoformat()}
-    if isinstance(value, Decimal):
-        return {"n": str(value)}
-    return value
-
-
-def _decode_value(value: Any) -> Any:
-    if isinstance(value, dict):
-        if "t" in value:
-            return datetime.fromisoformat(value["t"])
-        return Decimal(value["n"])
-    return value
-
-
-def encode_page_token(sort_values: list[Any], last_id: str) -> str:
-    """The keyset cursor: the last row's sort values and id."""
-    raw = orjson.dumps([*map(_encode_value, sort_values), last_id])
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
 def decode_page_token(token: str, sort_keys: int) -> list[Any]:
-    try:
-        raw = base64.b64decode(token + "=" * (-len(token) % 4), altchars=b"-_", validate=True)
-        values = [_decode_value(v) for v in orjson.loads(raw)]
-    except (ValueError, TypeError, KeyError, ArithmeticError, orjson.JSONDecodeError):
-        values = []
-    if len(values) != sort_keys + 1 or not isinstance(values[-1], str) or not is_valid_id(values[-1]):
+    """Sort values of the last row, then its id."""
+    values = decode_cursor(token, sort_keys + 1)
+    if not isinstance(values[-1], str) or not is_valid_id(values[-1]):
         raise InvalidRequest(f"_page '{token}' is not a valid paging cursor for this search", ["_page"])
     return values
 
@@ -87,7 +59,7 @@ async def search(ctx: FhirContext, request: SearchRequest) -> SearchPage:
     next_token = None
     if len(rows) > request.count and matches:
         last = rows[request.count - 1]
-        next_token = encode_page_token(list(last[2:]), last[0])
+        next_token = encode_cursor([*last[2:], last[0]])
     return SearchPage(request, matches, next_token, total, included)
 
 

@@ -8,14 +8,12 @@ and ``_revinclude`` are not applied at this level.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import orjson
-
 from app.errors import InvalidRequest
 from app.interactions.context import FhirContext, is_valid_id
+from app.interactions.cursors import decode_cursor, encode_cursor
 from app.search.compiler import compile_count, compile_search
 from app.search.request import SearchRequest, parse_search
 
@@ -33,18 +31,11 @@ class SystemSearchPage:
     total: int | None
 
 
-def _decode(token: str) -> tuple[str, str]:
-    try:
-        resource_type, resource_id = orjson.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-    except (ValueError, TypeError, orjson.JSONDecodeError):
-        raise InvalidRequest(f"_page '{token}' is not a valid paging cursor", ["_page"]) from None
+def _after(token: str) -> tuple[str, str]:
+    resource_type, resource_id = decode_cursor(token, 2)
     if not isinstance(resource_type, str) or not isinstance(resource_id, str) or not is_valid_id(resource_id):
         raise InvalidRequest(f"_page '{token}' is not a valid paging cursor", ["_page"])
     return resource_type, resource_id
-
-
-def _encode(resource_type: str, resource_id: str) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps([resource_type, resource_id])).decode().rstrip("=")
 
 
 def plan_system_search(
@@ -75,7 +66,7 @@ def plan_system_search(
 
 async def system_search(ctx: FhirContext, requests: list[SearchRequest], page_token: str | None) -> SystemSearchPage:
     count = requests[0].count if requests else 0
-    after = _decode(page_token) if page_token else None
+    after = _after(page_token) if page_token else None
     matches: list[tuple[str, str, bytes]] = []
     more = False
     total: int | None = None
@@ -95,7 +86,7 @@ async def system_search(ctx: FhirContext, requests: list[SearchRequest], page_to
             total = 0
             for request in requests:
                 total += (await conn.execute(compile_count(request))).scalar_one()
-    next_token = _encode(matches[-1][0], matches[-1][1]) if more and matches else None
+    next_token = encode_cursor([matches[-1][0], matches[-1][1]]) if more and matches else None
     applied = requests[0].applied() if requests else []
     types = tuple(r.resource_type for r in requests)
     return SystemSearchPage(types, applied, count, page_token, matches, next_token, total)

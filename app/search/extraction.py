@@ -105,6 +105,7 @@ class Extractor:
         self.registry = registry
         self.use_fast_path = use_fast_path
         self._compiled: dict[str, tuple[CompiledParam, ...]] = {}
+        self._tables: dict[str, frozenset[str]] = {}
 
     def compiled_for(self, resource_type: str) -> tuple[CompiledParam, ...]:
         compiled = self._compiled.get(resource_type)
@@ -119,7 +120,11 @@ class Extractor:
 
     def tables_for(self, resource_type: str) -> frozenset[str]:
         """The index tables (by parameter type) a resource of this type can have rows in."""
-        return frozenset(c.param.type for c in self.compiled_for(resource_type))
+        tables = self._tables.get(resource_type)
+        if tables is None:  # asked on every write: computed once per type
+            tables = frozenset(c.param.type for c in self.compiled_for(resource_type))
+            self._tables[resource_type] = tables
+        return tables
 
     def extract(self, resource_type: str, body: dict[str, Any]) -> list[tuple[SearchParam, IndexValue]]:
         rows: list[tuple[SearchParam, IndexValue]] = []

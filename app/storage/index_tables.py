@@ -10,7 +10,7 @@ Values longer than ``MAX_INDEXED_CHARS`` are cut to fit a B-tree entry.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Index, MetaData, Numeric, String, Table, Text
+from sqlalchemy import BigInteger, Column, Index, Numeric, String, Table, Text
 
 from app.storage.tables import UTCDateTime, metadata
 
@@ -18,10 +18,10 @@ MAX_INDEXED_CHARS = 512
 CText = Text().with_variant(Text(collation="C"), "postgresql")
 
 
-def _index_table(name: str, *columns: Column, value_index: tuple[str, ...], md: MetaData = metadata) -> Table:
+def _index_table(name: str, *columns: Column, value_index: tuple[str, ...]) -> Table:
     return Table(
         name,
-        md,
+        metadata,
         Column("resource_type", String(64), nullable=False),
         Column("resource_id", String(64), nullable=False),
         Column("param_hash", BigInteger, nullable=False),

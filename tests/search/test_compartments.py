@@ -7,7 +7,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import FHIR_JSON_HEADERS, TEST_BASE_URL
+from tests.conftest import TEST_BASE_URL
+from tests.search.loading import put_all
 
 RESOURCES: list[dict[str, Any]] = [
     {
@@ -43,10 +44,7 @@ RESOURCES: list[dict[str, Any]] = [
 
 @pytest.fixture
 async def data(client: httpx.AsyncClient) -> httpx.AsyncClient:
-    for resource in RESOURCES:
-        url = f"/fhir/{resource['resourceType']}/{resource['id']}"
-        assert (await client.put(url, json=resource, headers=FHIR_JSON_HEADERS)).status_code == 201
-    return client
+    return await put_all(client, RESOURCES)
 
 
 async def ids(client: httpx.AsyncClient, path: str) -> list[str]:

@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import httpx
 import pytest
 
 from tests.conftest import FHIR_JSON_HEADERS, TEST_BASE_URL
-
-
-async def put(client: httpx.AsyncClient, resource: dict[str, Any]) -> None:
-    url = f"/fhir/{resource['resourceType']}/{resource['id']}"
-    response = await client.put(url, json=resource, headers=FHIR_JSON_HEADERS)
-    assert response.status_code == 201, response.text
+from tests.search.loading import put_all
 
 
 async def ids(client: httpx.AsyncClient, query: str, **headers: str) -> list[str]:
@@ -91,9 +84,7 @@ OBSERVATIONS = [
 
 @pytest.fixture
 async def data(client: httpx.AsyncClient) -> httpx.AsyncClient:
-    for resource in [*PATIENTS, *PLANS, *OBSERVATIONS]:
-        await put(client, resource)
-    return client
+    return await put_all(client, [*PATIENTS, *PLANS, *OBSERVATIONS])
 
 
 async def test_token_forms(data: httpx.AsyncClient) -> None:
@@ -200,17 +191,17 @@ async def test_updates_and_deletes_change_what_is_found(data: httpx.AsyncClient)
 
 
 async def test_paging_walks_every_match_once_and_self_shows_applied(data: httpx.AsyncClient) -> None:
-    for n in range(7):
-        await put(
-            data,
-            {
-                "resourceType": "Goal",
-                "id": f"g{n}",
-                "lifecycleStatus": "active",
-                "description": {"text": "walk"},
-                "subject": {"reference": "Patient/p1"},
-            },
-        )
+    goals = [
+        {
+            "resourceType": "Goal",
+            "id": f"g{n}",
+            "lifecycleStatus": "active",
+            "description": {"text": "walk"},
+            "subject": {"reference": "Patient/p1"},
+        }
+        for n in range(7)
+    ]
+    await put_all(data, goals)
     seen: list[str] = []
     url: str | None = "/fhir/Goal?lifecycle-status=active&_count=3&bogus=1&_total=accurate"
     first = True

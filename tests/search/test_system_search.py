@@ -5,7 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.conftest import FHIR_JSON_HEADERS, TEST_BASE_URL
+from tests.conftest import TEST_BASE_URL
+from tests.search.loading import put_all
 
 
 @pytest.fixture
@@ -36,10 +37,7 @@ async def data(client: httpx.AsyncClient) -> httpx.AsyncClient:
             "meta": {"tag": [{"system": "urn:t", "code": "hf"}]},
         },
     ]
-    for resource in resources:
-        url = f"/fhir/{resource['resourceType']}/{resource['id']}"
-        assert (await client.put(url, json=resource, headers=FHIR_JSON_HEADERS)).status_code == 201
-    return client
+    return await put_all(client, resources)
 
 
 def refs(bundle: dict) -> list[str]:
