@@ -22,6 +22,14 @@ from typing import Any
 from app.search.extraction import split_union  # the same top-level split the server uses
 
 OUTPUT = Path(__file__).with_name("search_parameters.json")
+# Known errors in the 4.0.1 definitions, corrected as R4B/R5 did: DocumentReference-relationship
+# gives "code" to the reference component and "target" to the token one.
+COMPONENT_ERRATA = {
+    "http://hl7.org/fhir/SearchParameter/DocumentReference-relationship": [
+        {"definition": "http://hl7.org/fhir/SearchParameter/DocumentReference-relatesto", "expression": "target"},
+        {"definition": "http://hl7.org/fhir/SearchParameter/DocumentReference-relation", "expression": "code"},
+    ]
+}
 KEPT = ("url", "code", "type", "description", "target", "modifier", "comparator", "multipleOr", "multipleAnd")
 
 
@@ -56,7 +64,7 @@ def reduce(parameter: dict[str, Any]) -> dict[str, Any]:
     if expression:
         out["expressions"] = expressions_per_base(expression, parameter["base"])
     if "component" in parameter:
-        out["component"] = [
+        out["component"] = COMPONENT_ERRATA.get(parameter["url"]) or [
             {"definition": c["definition"], "expression": c["expression"]} for c in parameter["component"]
         ]
     return out

@@ -40,7 +40,12 @@ class FhirContext:
 
     def index_rows(self, resource_type: str, resource_id: str, body: dict[str, Any]) -> IndexRows:
         """Index rows of a body; computed before the write transaction opens."""
-        return build_index_rows(resource_type, resource_id, self.extractor.extract(resource_type, body))
+        return build_index_rows(
+            resource_type,
+            resource_id,
+            self.extractor.extract(resource_type, body),
+            self.extractor.extract_composites(resource_type, body),
+        )
 
     async def write_index(
         self, conn: AsyncConnection, resource_type: str, resource_id: str, rows: IndexRows, is_new: bool

@@ -44,8 +44,7 @@ def _like_escape(text: str) -> str:
 # --- token -----------------------------------------------------------------
 
 
-def token_condition(clause: Clause, value: str) -> ColumnElement[bool]:
-    t = INDEX_TABLES["token"].c
+def token_condition(clause: Clause, value: str, t: Any) -> ColumnElement[bool]:
     if clause.modifier == "text":
         return _prefix_range(t.display_norm, normalize_string(unescape(value)))
     parts = split_escaped(value, "|")
@@ -61,8 +60,7 @@ def token_condition(clause: Clause, value: str) -> ColumnElement[bool]:
 # --- string ----------------------------------------------------------------
 
 
-def string_condition(clause: Clause, value: str) -> ColumnElement[bool]:
-    s = INDEX_TABLES["string"].c
+def string_condition(clause: Clause, value: str, s: Any) -> ColumnElement[bool]:
     text = unescape(value)
     if clause.modifier == "exact":
         return s.value_exact == text
@@ -75,8 +73,9 @@ def string_condition(clause: Clause, value: str) -> ColumnElement[bool]:
 # --- reference ---------------------------------------------------------------
 
 
-def reference_condition(clause: Clause, value: str) -> ColumnElement[bool]:
-    ref = INDEX_TABLES["reference"].c
+def reference_condition(clause: Clause, value: str, ref: Any) -> ColumnElement[bool]:
+    if clause.modifier == "identifier":
+        return identifier_condition(clause, value, ref)
     text = unescape(value)
     type_modifier = clause.modifier if clause.modifier and clause.modifier[:1].isupper() else None
     if "://" in text or text.startswith("urn:"):
@@ -92,11 +91,24 @@ def reference_condition(clause: Clause, value: str) -> ColumnElement[bool]:
     return ref.target_id == text
 
 
+def identifier_condition(clause: Clause, value: str, ref: Any) -> ColumnElement[bool]:
+    """``subject:identifier=system|value`` matches ``Reference.identifier`` (search.html#reference)."""
+    parts = split_escaped(value, "|")
+    if len(parts) == 1:
+        return ref.identifier_value == unescape(parts[0])
+    system, code = unescape(parts[0]), unescape("|".join(parts[1:]))
+    conditions = [ref.identifier_system.is_(None) if system == "" else ref.identifier_system == system]
+    if code:
+        conditions.append(ref.identifier_value == code)
+    else:
+        conditions.append(ref.identifier_value.is_not(None))
+    return and_(*conditions)
+
+
 # --- uri ---------------------------------------------------------------------
 
 
-def uri_condition(clause: Clause, value: str) -> ColumnElement[bool]:
-    u = INDEX_TABLES["uri"].c
+def uri_condition(clause: Clause, value: str, u: Any) -> ColumnElement[bool]:
     text = unescape(value)
     if clause.modifier == "below":
         return _prefix_range(u.value, text)
@@ -144,8 +156,7 @@ def _date_value(clause: Clause, value: str) -> tuple[str, datetime, datetime]:
     return prefix, parsed.low, parsed.high
 
 
-def date_condition(clause: Clause, value: str) -> ColumnElement[bool]:
-    d = INDEX_TABLES["date"].c
+def date_condition(clause: Clause, value: str, d: Any) -> ColumnElement[bool]:
     prefix, low, high = _date_value(clause, value)
     return date_range_condition(prefix, low, high, d.low, d.high)
 
@@ -168,10 +179,13 @@ def number_range_condition(prefix: str, number: Decimal, column: ColumnElement[D
     exponent = number.as_tuple().exponent
     half = Decimal(5).scaleb(int(exponent) - 1) if isinstance(exponent, int) else Decimal(0)
     low, high = number - half, number + half
+    beyond_double = float(low) == float(high)  # SQLite compares as REAL: make the range closed
     if prefix == "eq":
+        if beyond_double:
+            return and_(column >= low, column <= high)
         return and_(column >= low, column < high)
     if prefix == "ne":
-        return or_(column < low, column >= high)
+        return or_(column < low, column > high) if beyond_double else or_(column < low, column >= high)
     if prefix in ("gt", "sa"):
         return column > number
     if prefix in ("lt", "eb"):
@@ -184,13 +198,12 @@ def number_range_condition(prefix: str, number: Decimal, column: ColumnElement[D
     return and_(column >= number - margin, column <= number + margin)
 
 
-def number_condition(clause: Clause, value: str) -> ColumnElement[bool]:
+def number_condition(clause: Clause, value: str, n: Any) -> ColumnElement[bool]:
     prefix, text = split_prefix(value)
-    return number_range_condition(prefix, _decimal(clause, value, text), INDEX_TABLES["number"].c.value)
+    return number_range_condition(prefix, _decimal(clause, value, text), n.value)
 
 
-def quantity_condition(clause: Clause, value: str) -> ColumnElement[bool]:
-    q = INDEX_TABLES["quantity"].c
+def quantity_condition(clause: Clause, value: str, q: Any) -> ColumnElement[bool]:
     parts = split_escaped(value, "|")
     prefix, text = split_prefix(parts[0])
     conditions = [number_range_condition(prefix, _decimal(clause, value, text), q.value)]
@@ -205,7 +218,8 @@ def quantity_condition(clause: Clause, value: str) -> ColumnElement[bool]:
     return and_(*conditions)
 
 
-VALUE_CONDITIONS: dict[str, Callable[[Clause, str], ColumnElement[bool]]] = {
+# (clause, one value, the index table's columns) -> condition on that table
+VALUE_CONDITIONS: dict[str, Callable[[Clause, str, Any], ColumnElement[bool]]] = {
     "token": token_condition,
     "string": string_condition,
     "reference": reference_condition,
@@ -214,6 +228,32 @@ VALUE_CONDITIONS: dict[str, Callable[[Clause, str], ColumnElement[bool]]] = {
     "number": number_condition,
     "quantity": quantity_condition,
 }
+
+
+# --- composite -----------------------------------------------------------------
+
+
+def composite_ids(clause: Clause, value: str) -> Select[tuple[str]]:
+    """Ids with one combination matching every ``$``-separated part (search.html#composite).
+
+    Each component's rows are in its type's table; rows of one combination
+    share ``combo``, so the parts join on (resource_id, combo).
+    """
+    components = clause.param.components
+    parts = split_escaped(value, "$")
+    if len(parts) != len(components):
+        raise _bad(clause, value, f"a value of this composite has {len(components)} parts separated by '$'")
+    tables = [INDEX_TABLES[c.type].alias(f"composite_{i}") for i, c in enumerate(components)]
+    first = tables[0].c
+    conditions: list[ColumnElement[bool]] = []
+    for index, (component, table, part) in enumerate(zip(components, tables, parts, strict=True)):
+        if part == "":
+            raise _bad(clause, value, f"part {index + 1} of the composite value is empty")
+        conditions.append(table.c.param_hash == component.hash)
+        conditions.append(VALUE_CONDITIONS[component.type](clause, part, table.c))
+        if index:
+            conditions += [table.c.resource_id == first.resource_id, table.c.combo == first.combo]
+    return select(first.resource_id).where(*conditions).correlate(None)
 
 
 # --- clauses -------------------------------------------------------------------
@@ -272,13 +312,19 @@ def clause_condition(clause: AnyClause, r: Any = R, resource_type: str | None = 
         if clause.modifier == "missing":
             return false() if clause.values[0] == "true" else true()
         return _column_clause(clause, r)
+    if param.type == "composite":
+        if clause.modifier == "missing":
+            first = INDEX_TABLES[param.components[0].type].c
+            has_rows = r.id.in_(select(first.resource_id).where(first.param_hash == param.components[0].hash))
+            return not_(has_rows) if clause.values[0] == "true" else has_rows
+        return or_(*(r.id.in_(composite_ids(clause, value)) for value in clause.values))
     table = INDEX_TABLES[param.type]
     rows_of_param = select(table.c.resource_id).where(table.c.param_hash == param.hash).correlate(None)
     if clause.modifier == "missing":
         has_rows = r.id.in_(rows_of_param)
         return not_(has_rows) if clause.values[0] == "true" else has_rows
     build = VALUE_CONDITIONS[param.type]
-    matches = or_(*(build(clause, value) for value in clause.values))
+    matches = or_(*(build(clause, value, table.c) for value in clause.values))
     condition = r.id.in_(rows_of_param.where(matches))
     return not_(condition) if clause.modifier == "not" else condition
 

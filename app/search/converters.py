@@ -9,6 +9,7 @@ ContactPoint, code, boolean, uri or string).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -81,6 +82,15 @@ def to_references(item: Any) -> list[IndexValue]:
     if not isinstance(item, dict):
         return []
     reference = item.get("reference")
+    identifier = item.get("identifier")
+    if isinstance(identifier, dict) and isinstance(identifier.get("value"), str):
+        system = identifier.get("system") if isinstance(identifier.get("system"), str) else None
+        target = (
+            _reference_from_text(reference)
+            if isinstance(reference, str) and not reference.startswith("#")
+            else ReferenceValue(item.get("type") if isinstance(item.get("type"), str) else None, None)
+        )
+        return [dataclasses.replace(target, identifier_system=system, identifier_value=identifier["value"])]
     if isinstance(reference, str) and not reference.startswith("#"):
         return [_reference_from_text(reference)]
     return []

@@ -18,6 +18,7 @@ from typing import Any
 import fhirpathpy
 from fhirpathpy.models import models
 
+from app.search.composite import CompiledComposite, compile_composite, extract_composite, indexable_composite
 from app.search.converters import CONVERTERS
 from app.search.fastpath import compile_fast
 from app.search.registry import SearchParam, SearchRegistry
@@ -94,6 +95,10 @@ def compile_expression(expression: str, use_fast_path: bool = True) -> tuple[Com
     return tuple(compiled)
 
 
+def _evaluate_all(parts: tuple[CompiledPart, ...]) -> Callable[[dict[str, Any]], list[Any]]:
+    return lambda body: [item for part in parts for item in part.evaluate(body)]
+
+
 def indexable(param: SearchParam) -> bool:
     return param.type in CONVERTERS and bool(param.expression) and param.code not in COLUMN_PARAMS
 
@@ -105,6 +110,7 @@ class Extractor:
         self.registry = registry
         self.use_fast_path = use_fast_path
         self._compiled: dict[str, tuple[CompiledParam, ...]] = {}
+        self._composites: dict[str, tuple[CompiledComposite, ...]] = {}
         self._tables: dict[str, frozenset[str]] = {}
 
     def compiled_for(self, resource_type: str) -> tuple[CompiledParam, ...]:
@@ -118,13 +124,30 @@ class Extractor:
             self._compiled[resource_type] = compiled
         return compiled
 
+    def composites_for(self, resource_type: str) -> tuple[CompiledComposite, ...]:
+        composites = self._composites.get(resource_type)
+        if composites is None:
+            composites = tuple(
+                compile_composite(param, _evaluate_all(compile_expression(param.expression or "", self.use_fast_path)))
+                for param in self.registry.for_type(resource_type).values()
+                if indexable_composite(param)
+            )
+            self._composites[resource_type] = composites
+        return composites
+
     def tables_for(self, resource_type: str) -> frozenset[str]:
         """The index tables (by parameter type) a resource of this type can have rows in."""
         tables = self._tables.get(resource_type)
         if tables is None:  # asked on every write: computed once per type
-            tables = frozenset(c.param.type for c in self.compiled_for(resource_type))
+            tables = frozenset(c.param.type for c in self.compiled_for(resource_type)) | frozenset(
+                component.type for c in self.composites_for(resource_type) for component in c.param.components
+            )
             self._tables[resource_type] = tables
         return tables
+
+    def extract_composites(self, resource_type: str, body: dict[str, Any]) -> list[tuple[int, IndexValue, int]]:
+        """(component hash, value, combo) rows of every composite parameter of the type."""
+        return [row for compiled in self.composites_for(resource_type) for row in extract_composite(compiled, body)]
 
     def extract(self, resource_type: str, body: dict[str, Any]) -> list[tuple[SearchParam, IndexValue]]:
         rows: list[tuple[SearchParam, IndexValue]] = []

@@ -30,8 +30,8 @@ def _cut(value: str | None) -> str | None:
     return value[:MAX_INDEXED_CHARS] if value is not None else None
 
 
-def _row(param: SearchParam, value: IndexValue) -> tuple[str, dict[str, Any]]:
-    key = {"param_hash": param.hash}
+def _row(param_hash: int, value: IndexValue) -> tuple[str, dict[str, Any]]:
+    key: dict[str, Any] = {"param_hash": param_hash}
     if isinstance(value, TokenValue):
         display = normalize_string(value.display) if value.display else None
         return "token", {**key, "system": _cut(value.system), "code": _cut(value.code), "display_norm": _cut(display)}
@@ -43,6 +43,8 @@ def _row(param: SearchParam, value: IndexValue) -> tuple[str, dict[str, Any]]:
             "target_type": value.target_type,
             "target_id": _cut(value.target_id),
             "url": _cut(value.url),
+            "identifier_system": _cut(value.identifier_system),
+            "identifier_value": _cut(value.identifier_value),
         }
     if isinstance(value, DateValue):
         return "date", {**key, "low": value.low, "high": value.high}
@@ -55,12 +57,23 @@ def _row(param: SearchParam, value: IndexValue) -> tuple[str, dict[str, Any]]:
 
 
 def build_index_rows(
-    resource_type: str, resource_id: str, extracted: list[tuple[SearchParam, IndexValue]]
+    resource_type: str,
+    resource_id: str,
+    extracted: list[tuple[SearchParam, IndexValue]],
+    composites: list[tuple[int, IndexValue, int]] = (),  # type: ignore[assignment]
 ) -> IndexRows:
+    """Rows per table; every table's rows have the same keys so they insert as one batch."""
     rows: IndexRows = {}
     for param, value in extracted:
-        table, row = _row(param, value)
+        table, row = _row(param.hash, value)
         row["resource_type"] = resource_type
         row["resource_id"] = resource_id
+        row["combo"] = None
+        rows.setdefault(table, []).append(row)
+    for component_hash, value, combo in composites:
+        table, row = _row(component_hash, value)
+        row["resource_type"] = resource_type
+        row["resource_id"] = resource_id
+        row["combo"] = combo
         rows.setdefault(table, []).append(row)
     return rows

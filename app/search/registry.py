@@ -10,6 +10,7 @@ type. A registry is immutable; adding a SearchParameter builds a new one
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
@@ -24,8 +25,17 @@ ABSTRACT_BASES = ("Resource", "DomainResource")
 
 @dataclass(frozen=True, slots=True)
 class Component:
+    """One part of a composite parameter (search.html#composite).
+
+    ``type`` comes from the component's own definition and ``hash`` keys its
+    index rows (``Type.code$index``), which carry a ``combo`` number shared by
+    the values taken from the same element.
+    """
+
     definition: str
     expression: str
+    type: str = ""
+    hash: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +127,23 @@ def _description_for(description: str, resource_type: str) -> str:
     return description
 
 
+def _resolve_components(param: SearchParam, by_url: Mapping[str, Mapping[str, SearchParam]]) -> SearchParam:
+    """A composite with each component's type looked up from its definition (unknown: left empty)."""
+    resolved = []
+    for index, component in enumerate(param.components):
+        definitions = by_url.get(component.definition, {})
+        target = definitions.get(param.resource_type) or next(iter(definitions.values()), None)
+        resolved.append(
+            Component(
+                component.definition,
+                component.expression,
+                target.type if target else "",
+                param_hash(param.resource_type, f"{param.code}${index}"),
+            )
+        )
+    return dataclasses.replace(param, components=tuple(resolved))
+
+
 def _freeze(
     by_type: dict[str, dict[str, SearchParam]], compartments: Mapping[str, Mapping[str, tuple[str, ...]]]
 ) -> SearchRegistry:
@@ -124,6 +151,10 @@ def _freeze(
     for params in by_type.values():
         for param in params.values():
             by_url.setdefault(param.url, {})[param.resource_type] = param
+    for params in by_type.values():
+        for code, param in params.items():
+            if param.type == "composite":
+                params[code] = by_url[param.url][param.resource_type] = _resolve_components(param, by_url)
     return SearchRegistry(
         by_type=MappingProxyType({t: MappingProxyType(p) for t, p in by_type.items()}),
         by_url=MappingProxyType({u: MappingProxyType(p) for u, p in by_url.items()}),

@@ -19,7 +19,8 @@ SUPPORTED_TYPES = frozenset({"token", "string", "reference", "date", "number", "
 MODIFIERS: dict[str, frozenset[str]] = {
     "token": frozenset({"missing", "not", "text"}),
     "string": frozenset({"missing", "exact", "contains"}),
-    "reference": frozenset({"missing"}),
+    "reference": frozenset({"missing", "identifier"}),
+    "composite": frozenset({"missing"}),
     "date": frozenset({"missing"}),
     "number": frozenset({"missing"}),
     "quantity": frozenset({"missing"}),
@@ -163,6 +164,12 @@ def parse_include(name: str, raw: str, registry: SearchRegistry) -> Include:
 def supported(param: SearchParam) -> bool:
     if param.code in ("_id", "_lastUpdated"):
         return True
+    if param.type == "composite":
+        return (
+            bool(param.expression)
+            and bool(param.components)
+            and all(c.type in SUPPORTED_TYPES for c in param.components)
+        )
     return param.type in SUPPORTED_TYPES and bool(param.expression)
 
 

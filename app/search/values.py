@@ -28,11 +28,14 @@ class TokenValue:
 
 @dataclass(frozen=True, slots=True)
 class ReferenceValue:
-    """``Type/id`` references fill type and id; absolute or canonical URLs fill ``url``."""
+    """``Type/id`` references fill type and id; absolute or canonical URLs fill ``url``;
+    ``Reference.identifier`` fills the identifier pair (for ``:identifier``)."""
 
     target_type: str | None
     target_id: str | None
     url: str | None = None
+    identifier_system: str | None = None
+    identifier_value: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ Values longer than ``MAX_INDEXED_CHARS`` are cut to fit a B-tree entry.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Index, Numeric, String, Table, Text
+from sqlalchemy import BigInteger, Column, Index, Integer, Numeric, String, Table, Text
 
 from app.storage.tables import UTCDateTime, metadata
 
@@ -18,7 +18,7 @@ MAX_INDEXED_CHARS = 512
 CText = Text().with_variant(Text(collation="C"), "postgresql")
 
 
-def _index_table(name: str, *columns: Column, value_index: tuple[str, ...]) -> Table:
+def _index_table(name: str, *columns: Column | Index, value_index: tuple[str, ...]) -> Table:
     return Table(
         name,
         metadata,
@@ -26,6 +26,8 @@ def _index_table(name: str, *columns: Column, value_index: tuple[str, ...]) -> T
         Column("resource_id", String(64), nullable=False),
         Column("param_hash", BigInteger, nullable=False),
         *columns,
+        # rows of one composite-parameter combination share this number (NULL otherwise)
+        Column("combo", Integer, nullable=True),
         Index(f"ix_{name}_value", "param_hash", *value_index),
         Index(f"ix_{name}_resource", "resource_type", "resource_id"),
     )
@@ -49,6 +51,9 @@ idx_reference = _index_table(
     Column("target_type", String(64), nullable=True),
     Column("target_id", CText, nullable=True),
     Column("url", CText, nullable=True),
+    Column("identifier_system", CText, nullable=True),
+    Column("identifier_value", CText, nullable=True),
+    Index("ix_idx_reference_identifier", "param_hash", "identifier_value", "identifier_system"),
     value_index=("target_id", "target_type"),
 )
 idx_date = _index_table(

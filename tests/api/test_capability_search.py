@@ -39,7 +39,7 @@ def query_value(value: IndexValue) -> str | None:
             return f"{value.target_type}/{escape(value.target_id)}"
         return escape(value.url) if value.url else None
     if isinstance(value, DateValue):
-        return "ge" + format_instant(value.low).replace("+", "%2B") if value.low.year > 1 else None
+        return "ge" + format_instant(value.low) if value.low.year > 1 else None
     if isinstance(value, NumberValue | QuantityValue):
         return str(value.value)
     if isinstance(value, UriValue):
@@ -47,7 +47,25 @@ def query_value(value: IndexValue) -> str | None:
     return None
 
 
-@pytest.mark.parametrize("resource_type", CARE_COORDINATION_TYPES)
+def composite_values(app: Any, resource_type: str, body: dict[str, Any]) -> list[tuple[str, str]]:
+    """(code, ``a$b`` value) for each indexed combination of each composite parameter."""
+    owners = {
+        component.hash: (param.code, index)
+        for param in app.state.ctx.registry.for_type(resource_type).values()
+        for index, component in enumerate(param.components)
+    }
+    combos: dict[tuple[str, int], dict[int, str | None]] = {}
+    for component_hash, value, combo in app.state.ctx.extractor.extract_composites(resource_type, body):
+        code, index = owners[component_hash]
+        combos.setdefault((code, combo), {})[index] = query_value(value)
+    return [
+        (code, "$".join(parts[i] for i in sorted(parts)))  # type: ignore[misc]
+        for (code, _), parts in combos.items()
+        if None not in parts.values()
+    ]
+
+
+@pytest.mark.parametrize("resource_type", [*CARE_COORDINATION_TYPES, "Observation", "DocumentReference"])
 async def test_each_declared_parameter_finds_its_resource(
     client: httpx.AsyncClient, app: Any, resource_type: str
 ) -> None:
@@ -67,10 +85,15 @@ async def test_each_declared_parameter_finds_its_resource(
             wanted = query_value(value)
             if wanted is None:
                 continue
-            bundle = (await client.get(f"/fhir/{resource_type}?{param.code}={wanted}&_count=1000")).json()
+            query = {param.code: wanted, "_count": "1000"}
+            bundle = (await client.get(f"/fhir/{resource_type}", params=query)).json()
             ids = [e["resource"]["id"] for e in bundle.get("entry", [])]
             assert rid in ids, f"{resource_type}?{param.code}={wanted} did not find {rid}"
             exercised.add(param.code)
+        for code, value in composite_values(app, resource_type, created.json()):
+            bundle = (await client.get(f"/fhir/{resource_type}", params={code: value, "_count": "1000"})).json()
+            assert rid in [e["resource"]["id"] for e in bundle.get("entry", [])], f"{code}={value} missed {rid}"
+            exercised.add(code)
         missing_false = (await client.get(f"/fhir/{resource_type}?_id={rid}&_lastUpdated=ge2000")).json()
         assert [e["resource"]["id"] for e in missing_false["entry"]] == [rid]
     assert exercised, "no declared parameter was exercised"
