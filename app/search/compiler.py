@@ -1,8 +1,13 @@
 """``SearchRequest`` -> SQLAlchemy Core ``Select`` of matching resource ids: pure, no I/O.
 
 Each clause becomes ``resources.id IN (SELECT resource_id FROM idx_<type>
-WHERE param_hash = :h AND <value condition>)`` (one index range scan per
-value), ORed over the clause's values and ANDed over clauses. ``_id`` and
+WHERE param_hash = :h AND resource_type = :t AND <value condition>)`` (one
+index range scan per value), ORed over the clause's values and ANDed over
+clauses. ``resource_type`` is implied by the hash but spelled out so that
+PostgreSQL can also probe a clause per candidate row through the
+``(resource_type, resource_id)`` index: when its estimates are off (skewed
+codes such as ``status=requested``), that probe keeps a misjudged nested
+loop cheap instead of rescanning every matching row. ``_id`` and
 ``_lastUpdated`` are columns of ``resources`` itself. Date semantics follow
 search.html#prefix with both the index value and the search value as
 closed ranges.
@@ -249,7 +254,7 @@ def composite_ids(clause: Clause, value: str) -> Select[tuple[str]]:
     for index, (component, table, part) in enumerate(zip(components, tables, parts, strict=True)):
         if part == "":
             raise _bad(clause, value, f"part {index + 1} of the composite value is empty")
-        conditions.append(table.c.param_hash == component.hash)
+        conditions += [table.c.param_hash == component.hash, table.c.resource_type == clause.param.resource_type]
         conditions.append(VALUE_CONDITIONS[component.type](clause, part, table.c))
         if index:
             conditions += [table.c.resource_id == first.resource_id, table.c.combo == first.combo]
@@ -272,7 +277,14 @@ def _column_clause(clause: Clause, r: Any) -> ColumnElement[bool]:
 
 
 def _matching_ids(resource_type: str, clause: AnyClause) -> Select[tuple[str]]:
-    """Ids of live ``resource_type`` resources matching ``clause`` (for chains and _has)."""
+    """Ids of live ``resource_type`` resources matching ``clause`` (for chains and _has).
+
+    Index rows exist only for live resources (a delete removes them), so a
+    clause answered by the index alone needs no join to ``resources``.
+    """
+    direct = _indexed_ids(clause)
+    if direct is not None:
+        return direct
     other = resources.alias()
     return (
         select(other.c.id)
@@ -285,6 +297,36 @@ def _matching_ids(resource_type: str, clause: AnyClause) -> Select[tuple[str]]:
     )
 
 
+def _indexed_ids(clause: AnyClause) -> Select[tuple[str]] | None:
+    """The ids matching a positive clause, from the index tables alone; None when that is not possible."""
+    ref = INDEX_TABLES["reference"].c
+    if isinstance(clause, ChainClause):
+        targets = [
+            and_(ref.target_type == target_type, ref.target_id.in_(_matching_ids(target_type, inner)))
+            for target_type, inner in clause.alternatives
+        ]
+        linked = select(ref.resource_id).where(
+            ref.param_hash == clause.param.hash, ref.resource_type == clause.param.resource_type, or_(*targets)
+        )
+        return linked.correlate(None)
+    if isinstance(clause, HasClause):
+        return None  # yields reference targets, which need not exist
+    param = clause.param
+    if param.code in ("_id", "_lastUpdated") or param.type == "composite" or clause.modifier in ("missing", "not"):
+        return None
+    table = INDEX_TABLES[param.type]
+    build = VALUE_CONDITIONS[param.type]
+    return (
+        select(table.c.resource_id)
+        .where(
+            table.c.param_hash == param.hash,
+            table.c.resource_type == param.resource_type,
+            or_(*(build(clause, value, table.c) for value in clause.values)),
+        )
+        .correlate(None)
+    )
+
+
 def clause_condition(clause: AnyClause, r: Any = R, resource_type: str | None = None) -> ColumnElement[bool]:
     """The condition on resource columns ``r`` (the main table or an alias) for one clause.
 
@@ -292,21 +334,19 @@ def clause_condition(clause: AnyClause, r: Any = R, resource_type: str | None = 
     chain or _has nests selects from the same index table, which SQLAlchemy
     would otherwise correlate to the enclosing one.
     """
-    ref = INDEX_TABLES["reference"].c
-    if isinstance(clause, ChainClause):
-        targets = [
-            and_(ref.target_type == target_type, ref.target_id.in_(_matching_ids(target_type, inner)))
-            for target_type, inner in clause.alternatives
-        ]
-        linked = select(ref.resource_id).where(ref.param_hash == clause.param.hash, or_(*targets))
-        return r.id.in_(linked.correlate(None))
+    direct = _indexed_ids(clause)
+    if direct is not None:
+        return r.id.in_(direct)
     if isinstance(clause, HasClause):
+        ref = INDEX_TABLES["reference"].c
         sources = select(ref.target_id).where(
             ref.param_hash == clause.param.hash,
+            ref.resource_type == clause.source_type,
             ref.target_type == (resource_type or clause.target_type),
             ref.resource_id.in_(_matching_ids(clause.source_type, clause.inner)),
         )
         return r.id.in_(sources.correlate(None))
+    assert isinstance(clause, Clause)
     param = clause.param
     if param.code in ("_id", "_lastUpdated"):
         if clause.modifier == "missing":
@@ -315,18 +355,25 @@ def clause_condition(clause: AnyClause, r: Any = R, resource_type: str | None = 
     if param.type == "composite":
         if clause.modifier == "missing":
             first = INDEX_TABLES[param.components[0].type].c
-            has_rows = r.id.in_(select(first.resource_id).where(first.param_hash == param.components[0].hash))
+            has_rows = r.id.in_(
+                select(first.resource_id).where(
+                    first.param_hash == param.components[0].hash, first.resource_type == param.resource_type
+                )
+            )
             return not_(has_rows) if clause.values[0] == "true" else has_rows
         return or_(*(r.id.in_(composite_ids(clause, value)) for value in clause.values))
     table = INDEX_TABLES[param.type]
-    rows_of_param = select(table.c.resource_id).where(table.c.param_hash == param.hash).correlate(None)
+    rows_of_param = (
+        select(table.c.resource_id)
+        .where(table.c.param_hash == param.hash, table.c.resource_type == param.resource_type)
+        .correlate(None)
+    )
     if clause.modifier == "missing":
         has_rows = r.id.in_(rows_of_param)
         return not_(has_rows) if clause.values[0] == "true" else has_rows
     build = VALUE_CONDITIONS[param.type]
     matches = or_(*(build(clause, value, table.c) for value in clause.values))
-    condition = r.id.in_(rows_of_param.where(matches))
-    return not_(condition) if clause.modifier == "not" else condition
+    return not_(r.id.in_(rows_of_param.where(matches)))  # the :not modifier
 
 
 def compartment_condition(request: SearchRequest) -> ColumnElement[bool]:
@@ -337,6 +384,7 @@ def compartment_condition(request: SearchRequest) -> ColumnElement[bool]:
     ref = INDEX_TABLES["reference"].c
     linked = select(ref.resource_id).where(
         ref.param_hash.in_([p.hash for p in compartment.params]),
+        ref.resource_type == request.resource_type,
         ref.target_type == compartment.type,
         ref.target_id == compartment.id,
     )
@@ -373,7 +421,13 @@ def sort_expression(key: SortKey) -> ColumnElement[Any]:
     else:
         column = table.c[_SORT_COLUMN[key.param.type]]
     aggregate = func.max(column) if key.descending else func.min(column)
-    return select(aggregate).where(table.c.param_hash == key.param.hash, table.c.resource_id == R.id).scalar_subquery()
+    return (
+        select(aggregate)
+        .where(
+            table.c.param_hash == key.param.hash, table.c.resource_type == R.resource_type, table.c.resource_id == R.id
+        )
+        .scalar_subquery()
+    )
 
 
 def _after(columns: list[Any], keys: tuple[SortKey, ...], values: list[Any], id_column: Any, last_id: str) -> Any:

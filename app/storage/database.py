@@ -54,7 +54,19 @@ def create_engine(url: str, pool_size: int = 20, sqlite_inline: bool = False) ->
     # need not send a ROLLBACK each time a connection comes back. No overflow:
     # connections opened and closed under load cost far more than a short wait
     # for a pooled one.
-    return create_async_engine(url, pool_size=pool_size, max_overflow=0, pool_pre_ping=False, pool_reset_on_return=None)
+    #
+    # asyncpg prepares every statement, and after five runs PostgreSQL may switch
+    # a prepared search to a generic plan that ignores the values: with skewed
+    # data (one practitioner owning thousands of tasks, another none) such a
+    # plan can be a hundred times slower. Searches are planned per execution.
+    return create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=0,
+        pool_pre_ping=False,
+        pool_reset_on_return=None,
+        connect_args={"server_settings": {"plan_cache_mode": "force_custom_plan"}},
+    )
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import bindparam, delete, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app.storage.batch_insert import insert_rows
 from app.storage.index_tables import INDEX_TABLES
 
 _DELETES = {
@@ -35,3 +36,20 @@ async def replace_index_rows(
     for name, table_rows in rows.items():
         if table_rows:
             await conn.execute(_INSERTS[name], table_rows)
+
+
+async def insert_index_rows(conn: AsyncConnection, rows: dict[str, list[dict[str, Any]]]) -> None:
+    """Insert rows of any number of new resources: one batch per table."""
+    for name, table_rows in rows.items():
+        await insert_rows(conn, INDEX_TABLES[name], table_rows)
+
+
+async def delete_index_rows_many(
+    conn: AsyncConnection, resource_type: str, resource_ids: list[str], tables: Iterable[str] = INDEX_TABLES
+) -> None:
+    """Remove every index row of these resources (one statement per table)."""
+    for name in tables:
+        table = INDEX_TABLES[name]
+        await conn.execute(
+            delete(table).where(table.c.resource_type == resource_type, table.c.resource_id.in_(resource_ids))
+        )

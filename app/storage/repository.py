@@ -10,6 +10,7 @@ re-read and retry without).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -18,6 +19,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app.storage.batch_insert import insert_rows
 from app.storage.tables import resource_history, resources
 
 
@@ -108,6 +110,45 @@ async def insert_first(conn: AsyncConnection, version: StoredVersion) -> None:
     if result.rowcount != 1:
         raise AlreadyExists(f"{version.resource_type}/{version.id}")
     await _insert_history(conn, version)
+
+
+async def insert_new_many(conn: AsyncConnection, versions: Sequence[StoredVersion]) -> None:
+    """Version 1 of many new resources with fresh server-assigned ids: two batched statements.
+
+    For ids that cannot be taken yet (UUIDs made in this process); a clash is
+    an integrity error that rolls the whole transaction back.
+    """
+    await insert_rows(
+        conn,
+        resources,
+        [
+            {
+                "resource_type": v.resource_type,
+                "id": v.id,
+                "version_id": v.version_id,
+                "last_updated": v.last_updated,
+                "deleted": v.deleted,
+                "body": v.body,
+            }
+            for v in versions
+        ],
+    )
+    await insert_rows(
+        conn,
+        resource_history,
+        [
+            {
+                "resource_type": v.resource_type,
+                "id": v.id,
+                "version_id": v.version_id,
+                "last_updated": v.last_updated,
+                "deleted": v.deleted,
+                "method": v.method,
+                "body": v.body,
+            }
+            for v in versions
+        ],
+    )
 
 
 async def replace_version(conn: AsyncConnection, expected_version: int, version: StoredVersion) -> bool:

@@ -1,0 +1,79 @@
+"""Load a generated population through the server's own bulk create path.
+
+Each batch of patients is prepared by ``app.interactions.bulk.prepare_create``
+(stamp, id, search-index rows: the same code a POST runs) and stored by
+``store_creates`` in one transaction. Generated resources are known valid
+(``tests/bench/test_population.py`` validates a sample), so schema validation
+is skipped here; everything else is what a create does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from app.interactions.bulk import PreparedCreate, prepare_create, store_creates
+from app.interactions.context import utc_now
+from app.interactions.stamping import stamp
+from app.main import build_context, served_resource_types
+from app.storage.database import Database
+from app.storage.repository import StoredVersion
+from bench.population import Population
+
+
+async def load_records(database_url: str, batches: Iterable[list[dict[str, Any]]], index: bool = True) -> int:
+    """Store every batch in its own transaction; ``index=False`` leaves the search index empty (baseline)."""
+    database = Database.from_url(database_url, pool_size=1)
+    ctx = build_context(database, served_resource_types())
+    stored = 0
+    try:
+        for batch in batches:
+            prepared = [
+                prepare_create(ctx, r["resourceType"], r, resource_id=r["id"], validate=False)
+                if index
+                else _unindexed(r)
+                for r in batch
+            ]
+            async with database.write() as conn:
+                await store_creates(conn, prepared)
+            stored += len(prepared)
+    finally:
+        await database.dispose()
+    return stored
+
+
+def _unindexed(body: dict[str, Any]) -> PreparedCreate:
+    """The baseline: what a create stores without extracting or storing search-index rows."""
+    now = utc_now()
+    stamped = stamp(body, body["id"], 1, now)
+    return PreparedCreate(StoredVersion(body["resourceType"], body["id"], 1, now, False, stamped, "POST"), {})
+
+
+def _patient_batches(population: Population, start: int, stop: int, size: int) -> Iterable[list[dict[str, Any]]]:
+    for first in range(start, stop, size):
+        yield [r for index in range(first, min(first + size, stop)) for r in population.patient_record(index)]
+
+
+def _load_share(args: tuple[str, Population, int, int, int, bool]) -> int:
+    database_url, population, start, stop, size, index = args
+    return asyncio.run(load_records(database_url, _patient_batches(population, start, stop, size), index))
+
+
+def load_population(
+    database_url: str, population: Population, jobs: int = 2, batch_patients: int = 50, index: bool = True
+) -> tuple[int, float]:
+    """(resources stored, seconds): shared resources first, then patients split over ``jobs`` processes."""
+    started = time.perf_counter()
+    shared = list(population.shared())
+    stored = asyncio.run(load_records(database_url, [shared[i : i + 1000] for i in range(0, len(shared), 1000)], index))
+    step = -(-population.patients // jobs)
+    shares = [
+        (database_url, population, start, min(start + step, population.patients), batch_patients, index)
+        for start in range(0, population.patients, step)
+    ]
+    with multiprocessing.get_context("spawn").Pool(jobs) as pool:
+        stored += sum(pool.map(_load_share, shares))
+    return stored, time.perf_counter() - started
