@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     max_page_size: int = Field(default=1000, ge=1, description="Largest _count honoured")
     log_level: str = Field(default="info", description="Python log level of the server")
     db_pool_size: int = Field(default=20, ge=1, description="Database connections per worker process")
+    search_parameter_refresh_seconds: float = Field(
+        default=10, gt=0, description="How often each worker checks for SearchParameters stored by another worker"
+    )
 
     @property
     def public_base_url(self) -> str:

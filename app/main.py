@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -16,8 +17,9 @@ from app.api.routes import INTERACTIONS
 from app.api.system_routes import health, metadata, ready
 from app.config import Settings
 from app.interactions.context import FhirContext, utc_now
+from app.interactions.search_parameters import check_search_parameter, refresh_if_changed, reload_search_parameters
 from app.search.extraction import Extractor
-from app.search.registry import load_registry
+from app.search.registry import SearchRegistry, load_registry
 from app.storage.database import Database
 from app.validation.bindings import BindingTable
 from app.validation.structure import model_class
@@ -44,13 +46,25 @@ def build_context(database: Database, types: frozenset[str] | None = None) -> Fh
     """Everything the interactions need, built once: validator, search registry, extractor."""
     types = types if types is not None else served_resource_types()
     registry = load_registry(types)
+    rules = {"SearchParameter": lambda body: check_search_parameter(body, types)}
     return FhirContext(
         db=database,
-        validator=ResourceValidator(BindingTable.load()),
+        validator=ResourceValidator(BindingTable.load(), rules),
         resource_types=types,
         registry=registry,
         extractor=Extractor(registry),
+        base_registry=registry,
     )
+
+
+async def _watch_search_parameters(ctx: FhirContext, interval: float) -> None:
+    """Pick up SearchParameters stored through other worker processes."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await refresh_if_changed(ctx)
+        except Exception:  # a database hiccup must not end the watcher
+            logging.getLogger("fhir.search_parameters").exception("SearchParameter refresh failed")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -62,15 +76,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await reload_search_parameters(ctx)
+        watcher = asyncio.create_task(_watch_search_parameters(ctx, settings.search_parameter_refresh_seconds))
         yield
+        watcher.cancel()
         await database.dispose()
 
     app = FastAPI(title="Care plan repository", lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None)
     app.state.settings = settings
     app.state.ctx = ctx
-    app.state.capability_bytes = render(
-        build_capability_statement(types, INTERACTIONS, settings.public_base_url, utc_now(), ctx.registry)
-    )
+    started = utc_now()
+
+    def capability_bytes(registry: SearchRegistry) -> bytes:
+        return render(build_capability_statement(types, INTERACTIONS, settings.public_base_url, started, registry))
+
+    app.state.capability_for = capability_bytes  # metadata re-renders when the registry changes
+    app.state.capability = (ctx.registry, capability_bytes(ctx.registry))
     app.add_middleware(RequestLogMiddleware)
     install_error_handlers(app)
     app.add_api_route("/health", health, methods=["GET"], include_in_schema=False)

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from app.search.extraction import split_union  # the same top-level split the server uses
+from app.search.definitions import reduce as reduce_definition  # the same reduction the server applies
 
 OUTPUT = Path(__file__).with_name("search_parameters.json")
 # Known errors in the 4.0.1 definitions, corrected as R4B/R5 did: DocumentReference-relationship
@@ -30,43 +30,12 @@ COMPONENT_ERRATA = {
         {"definition": "http://hl7.org/fhir/SearchParameter/DocumentReference-relation", "expression": "code"},
     ]
 }
-KEPT = ("url", "code", "type", "description", "target", "modifier", "comparator", "multipleOr", "multipleAnd")
-
-
-def root_type(part: str) -> str:
-    """The resource type an expression part starts from (``(Observation.value as X)`` -> Observation)."""
-    head = part.lstrip("(").strip()
-    name = ""
-    for char in head:
-        if char.isalnum():
-            name += char
-        else:
-            break
-    return name
-
-
-def expressions_per_base(expression: str, bases: list[str]) -> dict[str, str]:
-    parts = split_union(expression)
-    per_base: dict[str, str] = {}
-    for base in bases:
-        # a part with no type in front ("name | alias") is relative to the base
-        absolute = [p if root_type(p)[:1].isupper() else f"{base}.{p}" for p in parts]
-        own = [p for p in absolute if root_type(p) in (base, "Resource", "DomainResource")]
-        if own:
-            per_base[base] = " | ".join(own)
-    return per_base
 
 
 def reduce(parameter: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {key: parameter[key] for key in KEPT if key in parameter}
-    out["base"] = parameter["base"]
-    expression = parameter.get("expression")
-    if expression:
-        out["expressions"] = expressions_per_base(expression, parameter["base"])
-    if "component" in parameter:
-        out["component"] = COMPONENT_ERRATA.get(parameter["url"]) or [
-            {"definition": c["definition"], "expression": c["expression"]} for c in parameter["component"]
-        ]
+    out = reduce_definition(parameter)
+    if parameter["url"] in COMPONENT_ERRATA:
+        out["component"] = COMPONENT_ERRATA[parameter["url"]]
     return out
 
 

@@ -15,7 +15,7 @@ import orjson
 
 from app import __version__
 from app.api.negotiation import FHIR_JSON
-from app.api.routes import FEATURES, InteractionRoute, ServerFeatures
+from app.api.routes import FEATURES, OPERATION_DEFINITIONS, InteractionRoute, ServerFeatures
 from app.interactions.context import format_instant
 from app.search.registry import SearchRegistry
 from app.search.request import supported
@@ -58,6 +58,9 @@ def build_capability_statement(
     }
     if system_codes:
         rest["interaction"] = [{"code": code} for code in system_codes]
+    operations = list(dict.fromkeys(r.interaction for r in routes if r.level == "operation"))
+    if operations:
+        rest["operation"] = [{"name": name, "definition": OPERATION_DEFINITIONS[name]} for name in operations]
     if any(r.level == "compartment" for r in routes):
         rest["compartment"] = [
             f"http://hl7.org/fhir/CompartmentDefinition/{code.lower()}" for code in sorted(registry.compartments)

@@ -29,7 +29,7 @@ from app.api.responses import (
 )
 from app.config import Settings
 from app.errors import InvalidRequest, NotFound, UnsupportedMediaType
-from app.interactions import conditional
+from app.interactions import conditional, reindex
 from app.interactions import create as create_mod
 from app.interactions import delete as delete_mod
 from app.interactions import read as read_mod
@@ -37,6 +37,7 @@ from app.interactions import update as update_mod
 from app.interactions.context import FhirContext, WriteResult
 from app.interactions.history import history, parse_history_query
 from app.interactions.search import search
+from app.interactions.search_parameters import reload_search_parameters
 from app.interactions.subsetting import parse_subsetting, subset
 from app.interactions.system_search import plan_system_search, system_search
 from app.search.request import parse_search
@@ -50,7 +51,7 @@ class InteractionRoute:
     """One FHIR interaction served at one path (hl7.org/fhir/R4/http.html)."""
 
     interaction: str
-    level: Literal["type", "system", "compartment"]
+    level: Literal["type", "system", "compartment", "operation"]
     method: str
     path: str
     endpoint: Endpoint
@@ -87,6 +88,12 @@ async def _body(request: Request) -> dict[str, object]:
     return parse_resource(await read_limited(request, _settings(request).max_body_bytes))
 
 
+async def _after_write(request: Request, resource_type: str) -> None:
+    """A stored SearchParameter changes what can be searched: reload this process's registry now."""
+    if resource_type == "SearchParameter":
+        await reload_search_parameters(_ctx(request))
+
+
 def _written(request: Request, result: WriteResult, fmt: ResponseFormat, message: str) -> Response:
     """Response to a create or update, with ``Location`` of the version written or matched."""
     stored = result.stored
@@ -100,6 +107,7 @@ async def create_resource(request: Request, resource_type: str) -> Response:
     _ctx(request).require_type(resource_type)
     body = await _body(request)
     result = await create_mod.create(_ctx(request), resource_type, body, request.headers.get("if-none-exist"))
+    await _after_write(request, resource_type)
     message = "Created" if result.created else "An existing resource matched If-None-Exist; nothing was created"
     return _written(request, result, fmt, message)
 
@@ -137,6 +145,7 @@ async def update_resource(request: Request, resource_type: str, resource_id: str
     if_match = parse_etag(request.headers.get("if-match"), "If-Match")
     body = await _body(request)
     result = await update_mod.update(_ctx(request), resource_type, resource_id, body, if_match)
+    await _after_write(request, resource_type)
     return _written(request, result, fmt, "Created" if result.created else "Updated")
 
 
@@ -154,6 +163,7 @@ async def conditional_update_resource(request: Request, resource_type: str) -> R
     if_match = parse_etag(request.headers.get("if-match"), "If-Match")
     body = await _body(request)
     result = await conditional.conditional_update(_ctx(request), resource_type, _criteria(request), body, if_match)
+    await _after_write(request, resource_type)
     return _written(request, result, fmt, "Created" if result.created else "Updated")
 
 
@@ -161,6 +171,7 @@ async def conditional_delete_resource(request: Request, resource_type: str) -> R
     """``DELETE [type]?criteria``: every match is deleted (conditionalDelete = multiple)."""
     fmt = negotiate(request.headers, request.query_params)
     deleted = await conditional.conditional_delete(_ctx(request), resource_type, _criteria(request))
+    await _after_write(request, resource_type)
     if prefer_return(request.headers) == "minimal":
         return Response(status_code=204)
     names = ", ".join(f"{r.stored.resource_type}/{r.stored.id}" for r in deleted) or "nothing matched"
@@ -172,6 +183,7 @@ async def delete_resource(request: Request, resource_type: str, resource_id: str
     fmt = negotiate(request.headers, request.query_params)
     if_match = parse_etag(request.headers.get("if-match"), "If-Match")
     result = await delete_mod.delete(_ctx(request), resource_type, resource_id, if_match)
+    await _after_write(request, resource_type)
     headers = {} if result is None else {"ETag": f'W/"{result.stored.version_id}"'}
     if prefer_return(request.headers) == "minimal":
         return Response(status_code=204, headers=headers)
@@ -267,8 +279,48 @@ async def search_type_post(request: Request, resource_type: str) -> Response:
     return await _search_response(request, resource_type, pairs)
 
 
+def _reindexed(request: Request, counts: dict[str, int]) -> Response:
+    """A Parameters resource: the total and, per type, how many resources were reindexed."""
+    fmt = negotiate(request.headers, request.query_params)
+    parameters = {
+        "resourceType": "Parameters",
+        "parameter": [
+            {"name": "count", "valueInteger": sum(counts.values())},
+            *(
+                {"name": "type", "part": [{"name": "type", "valueCode": t}, {"name": "count", "valueInteger": n}]}
+                for t, n in counts.items()
+                if n
+            ),
+        ],
+    }
+    return Response(dumps(parameters, fmt.pretty), 200, media_type=fmt.content_type)
+
+
+async def reindex_system(request: Request) -> Response:
+    """``POST [base]/$reindex``: every stored resource of every type."""
+    ctx = _ctx(request)
+    return _reindexed(request, await reindex.reindex_types(ctx, await reindex.stored_types(ctx)))
+
+
+async def reindex_type(request: Request, resource_type: str) -> Response:
+    """``POST [base]/[type]/$reindex``."""
+    return _reindexed(request, {resource_type: await reindex.reindex_type(_ctx(request), resource_type)})
+
+
+async def reindex_instance(request: Request, resource_type: str, resource_id: str) -> Response:
+    """``POST [base]/[type]/[id]/$reindex``."""
+    count = await reindex.reindex_instance(_ctx(request), resource_type, resource_id)
+    return _reindexed(request, {resource_type: count})
+
+
+# Operations: (name, path, endpoint); listed in the CapabilityStatement under rest.operation.
+OPERATION_DEFINITIONS = {"reindex": "urn:care-plan-repository:OperationDefinition:reindex"}
+
 # Order matters: literal segments before path parameters.
 INTERACTIONS: tuple[InteractionRoute, ...] = (
+    InteractionRoute("reindex", "operation", "POST", "/$reindex", reindex_system),
+    InteractionRoute("reindex", "operation", "POST", "/{resource_type}/$reindex", reindex_type),
+    InteractionRoute("reindex", "operation", "POST", "/{resource_type}/{resource_id}/$reindex", reindex_instance),
     InteractionRoute("history-system", "system", "GET", "/_history", system_history),
     InteractionRoute("search-system", "system", "GET", "", search_system),
     InteractionRoute("history-type", "type", "GET", "/{resource_type}/_history", type_history),

@@ -10,9 +10,14 @@ from app.api.negotiation import negotiate
 
 
 async def metadata(request: Request) -> Response:
-    """The CapabilityStatement, rendered once at start-up (hl7.org/fhir/R4/http.html#capabilities)."""
+    """The CapabilityStatement (hl7.org/fhir/R4/http.html#capabilities), rendered again only when the
+    search registry changed (a SearchParameter was added)."""
     fmt = negotiate(request.headers, request.query_params)
-    body: bytes = request.app.state.capability_bytes
+    registry = request.app.state.ctx.registry
+    cached_for, body = request.app.state.capability
+    if cached_for is not registry:
+        body = request.app.state.capability_for(registry)
+        request.app.state.capability = (registry, body)
     if fmt.pretty:
         body = orjson.dumps(orjson.loads(body), option=orjson.OPT_INDENT_2)
     return Response(body, media_type=fmt.content_type)

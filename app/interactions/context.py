@@ -30,13 +30,23 @@ def require_valid_id(resource_id: str) -> None:
         raise InvalidRequest(f"'{resource_id[:80]}' is not a valid FHIR id ([A-Za-z0-9-.]{{1,64}})", ["id"])
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class FhirContext:
+    """Built once per process. ``registry`` and ``extractor`` are replaced together when clients add
+    SearchParameters (``app.interactions.search_parameters``); ``base_registry`` is the official set."""
+
     db: Database
     validator: ResourceValidator
     resource_types: frozenset[str]
     registry: SearchRegistry
     extractor: Extractor
+    base_registry: SearchRegistry | None = None
+    search_parameters_seen: object = None
+
+    def install_registry(self, registry: SearchRegistry) -> None:
+        """Use ``registry`` from the next statement on (both swapped with no await in between)."""
+        self.registry = registry
+        self.extractor = Extractor(registry, self.extractor.use_fast_path)
 
     def index_rows(self, resource_type: str, resource_id: str, body: dict[str, Any]) -> IndexRows:
         """Index rows of a body; computed before the write transaction opens."""
