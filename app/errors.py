@@ -11,6 +11,7 @@
     ├── Gone                       410 deleted      the current version is a tombstone
     ├── VersionConflict            412 conflict     If-Match does not match
     ├── MultipleMatches            412 multiple-matches  conditional criteria too broad
+    ├── Unprocessable              422 processing   a PATCH that cannot apply, or whose result is invalid
     ├── NotAcceptable              406 not-supported
     ├── UnsupportedMediaType       415 not-supported
     ├── PayloadTooLarge            413 too-long
@@ -37,6 +38,7 @@ class ErrorCode(StrEnum):
     GONE = "FHIR-410"
     VERSION_CONFLICT = "FHIR-412"
     MULTIPLE_MATCHES = "FHIR-412-MULTIPLE"
+    UNPROCESSABLE = "FHIR-422"
     NOT_ACCEPTABLE = "FHIR-406"
     UNSUPPORTED_MEDIA_TYPE = "FHIR-415"
     PAYLOAD_TOO_LARGE = "FHIR-413"
@@ -95,6 +97,17 @@ class VersionConflict(FhirError):
 
 class MultipleMatches(FhirError):
     code = ErrorCode.MULTIPLE_MATCHES
+
+
+class Unprocessable(FhirError):
+    """Well-formed but cannot be carried out on this resource (http.html#patch: 422)."""
+
+    code = ErrorCode.UNPROCESSABLE
+
+    def __init__(self, message: str, expression: list[str] | None = None, issues: list[tuple[str, str]] | None = None):
+        super().__init__(message, expression)
+        if issues is not None:
+            self.issues = issues
 
 
 class NotAcceptable(FhirError):

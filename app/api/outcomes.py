@@ -17,6 +17,7 @@ from app.errors import (
     NotAcceptable,
     NotFound,
     PayloadTooLarge,
+    Unprocessable,
     UnsupportedMediaType,
     VersionConflict,
 )
@@ -29,6 +30,7 @@ STATUS_TABLE: list[tuple[type[FhirError], int, str]] = [
     (Gone, 410, "deleted"),
     (MultipleMatches, 412, "multiple-matches"),
     (VersionConflict, 412, "conflict"),
+    (Unprocessable, 422, "processing"),
     (NotAcceptable, 406, "not-supported"),
     (UnsupportedMediaType, 415, "not-supported"),
     (PayloadTooLarge, 413, "too-long"),

@@ -61,6 +61,7 @@ async def write_version(
     body: dict[str, Any],
     rows: IndexRows,
     if_match: int | None,
+    method: str = "PUT",
 ) -> WriteResult | None:
     """One attempt inside the caller's transaction; None when a concurrent writer won (retry)."""
     current = await read_current(conn, resource_type, resource_id)
@@ -69,7 +70,7 @@ async def write_version(
         raise VersionConflict(f"If-Match expects version {if_match} but {resource_type}/{resource_id} has {have}")
     now = utc_now()
     if current is None:
-        version = StoredVersion(resource_type, resource_id, 1, now, False, stamp(body, resource_id, 1, now), "PUT")
+        version = StoredVersion(resource_type, resource_id, 1, now, False, stamp(body, resource_id, 1, now), method)
         try:
             await insert_first(conn, version)
         except AlreadyExists:
@@ -79,7 +80,7 @@ async def write_version(
     next_id = current.version_id + 1
     now = max(now, current.last_updated)
     version = StoredVersion(
-        resource_type, resource_id, next_id, now, False, stamp(body, resource_id, next_id, now), "PUT"
+        resource_type, resource_id, next_id, now, False, stamp(body, resource_id, next_id, now), method
     )
     if not await replace_version(conn, current.version_id, version):
         if if_match is not None:

@@ -1,0 +1,279 @@
+"""FHIRPath Patch (hl7.org/fhir/R4/fhirpatch.html) on JSON resources: pure, no I/O.
+
+A patch is a ``Parameters`` resource with one ``operation`` parameter per
+change (``add``, ``insert``, ``delete``, ``replace``, ``move``), applied in
+order to a copy of the resource. Paths are the subset of FHIRPath that
+names places rather than computes values: ``Type.element``, ``[n]``,
+``.where(<condition>)`` (the condition evaluated by fhirpathpy on each
+candidate), ``.first()``, ``.last()`` and choice elements by their base name
+(``Observation.value`` finds ``valueQuantity``).
+
+Errors: a malformed patch document raises ``InvalidRequest`` (400); a patch
+that cannot be applied to this resource raises ``Unprocessable`` (422).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import fhirpathpy
+
+from app.errors import InvalidRequest, Unprocessable
+
+OPERATIONS = frozenset({"add", "insert", "delete", "replace", "move"})
+_INDEXED = re.compile(r"^(?P<name>[A-Za-z][A-Za-z0-9_]*)\[(?P<index>\d+)\]$")
+_FUNCTION = re.compile(r"^(?P<name>where|first|last)\((?P<argument>.*)\)$", re.DOTALL)
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    """Where a value lives: ``container[key]`` or, in a list, ``container[key][index]``."""
+
+    container: dict[str, Any]
+    key: str
+    index: int | None
+
+    def get(self) -> Any:
+        value = self.container[self.key]
+        return value if self.index is None else value[self.index]
+
+
+def _split_steps(path: str) -> list[str]:
+    """Split on dots outside parentheses and quotes."""
+    steps, depth, quoted, start = [], 0, False, 0
+    for position, char in enumerate(path):
+        if char == "'" and (position == 0 or path[position - 1] != "\\"):
+            quoted = not quoted
+        elif quoted:
+            continue
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == "." and depth == 0:
+            steps.append(path[start:position])
+            start = position + 1
+    steps.append(path[start:])
+    if depth != 0 or quoted or any(not s.strip() for s in steps):
+        raise InvalidRequest(f"'{path}' is not a FHIRPath Patch path")
+    return [s.strip() for s in steps]
+
+
+def _child_keys(node: dict[str, Any], name: str) -> list[str]:
+    if name in node:
+        return [name]
+    # a choice element named without its type: value -> valueQuantity
+    return [k for k in node if k.startswith(name) and k[len(name) : len(name) + 1].isupper()]
+
+
+def _children(locations: list[Location], name: str) -> list[Location]:
+    found = []
+    for location in locations:
+        node = location.get()
+        if not isinstance(node, dict):
+            continue
+        for key in _child_keys(node, name):
+            value = node[key]
+            if isinstance(value, list):
+                found.extend(Location(node, key, i) for i in range(len(value)))
+            else:
+                found.append(Location(node, key, None))
+    return found
+
+
+def resolve(resource: dict[str, Any], path: str) -> list[Location]:
+    """The places ``path`` names in ``resource`` (document order)."""
+    steps = _split_steps(path)
+    if steps[0] != resource.get("resourceType"):
+        raise Unprocessable(f"path '{path}' does not start with the resource type {resource.get('resourceType')}")
+    holder = {"root": resource}
+    locations = [Location(holder, "root", None)]
+    for step in steps[1:]:
+        function = _FUNCTION.match(step)
+        indexed = _INDEXED.match(step)
+        if function:
+            kind, argument = function.group("name"), function.group("argument").strip()
+            if kind == "first":
+                locations = locations[:1]
+            elif kind == "last":
+                locations = locations[-1:]
+            else:
+                if not argument:
+                    raise InvalidRequest(f"where() in '{path}' needs a condition")
+                locations = [loc for loc in locations if _holds(loc.get(), argument, path)]
+        elif indexed:
+            matches = _children(locations, indexed.group("name"))
+            index = int(indexed.group("index"))
+            locations = matches[index : index + 1]
+        elif _NAME.match(step):
+            locations = _children(locations, step)
+        else:
+            raise InvalidRequest(f"'{step}' in '{path}' is not supported in a FHIRPath Patch path")
+    return locations
+
+
+def _holds(item: Any, condition: str, path: str) -> bool:
+    try:
+        result = fhirpathpy.evaluate(item, condition)
+    except Exception as exc:  # fhirpathpy raises plain exceptions for bad expressions
+        raise InvalidRequest(f"condition '{condition}' in '{path}' is not valid FHIRPath: {exc}") from None
+    return result == [True]
+
+
+def _value(parameter: dict[str, Any]) -> Any:
+    """A ``value[x]`` of a part, or a complex value given as nested parts."""
+    for key, value in parameter.items():
+        if key.startswith("value") and key != "value":
+            return copy.deepcopy(value)
+    parts = parameter.get("part")
+    if isinstance(parts, list) and parts:
+        built: dict[str, Any] = {}
+        for part in parts:
+            name = part.get("name")
+            if not isinstance(name, str):
+                raise InvalidRequest("a part of a complex patch value has no name")
+            built[name] = _value(part)
+        return built
+    raise InvalidRequest(f"patch value '{parameter.get('name')}' has no value[x] and no parts")
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    type: str
+    path: str
+    name: str | None = None
+    value: Any = None
+    index: int | None = None
+    source: int | None = None
+    destination: int | None = None
+
+
+def parse_patch(parameters: Any) -> list[Operation]:
+    """``Parameters`` -> operations; InvalidRequest (400) for anything malformed."""
+    if not isinstance(parameters, dict) or parameters.get("resourceType") != "Parameters":
+        raise InvalidRequest("a FHIRPath Patch is a Parameters resource")
+    operations = []
+    for position, parameter in enumerate(parameters.get("parameter", [])):
+        where = f"Parameters.parameter[{position}]"
+        if not isinstance(parameter, dict) or parameter.get("name") != "operation":
+            raise InvalidRequest(f"{where} is not an 'operation'", [where])
+        parts = {p.get("name"): p for p in parameter.get("part", []) if isinstance(p, dict)}
+        kind = parts.get("type", {}).get("valueCode")
+        path = parts.get("path", {}).get("valueString")
+        if kind not in OPERATIONS:
+            raise InvalidRequest(f"{where}: type must be one of {', '.join(sorted(OPERATIONS))}", [where])
+        if not isinstance(path, str) or not path:
+            raise InvalidRequest(f"{where}: an operation needs a path", [where])
+
+        def integer(name: str, where: str = where, parts: dict = parts) -> int | None:
+            if name not in parts:
+                return None
+            value = parts[name].get("valueInteger")
+            if not isinstance(value, int) or value < 0:
+                raise InvalidRequest(f"{where}: {name} must be a non-negative integer", [where])
+            return value
+
+        operation = Operation(
+            kind,
+            path,
+            name=parts.get("name", {}).get("valueString"),
+            value=_value(parts["value"]) if "value" in parts else None,
+            index=integer("index"),
+            source=integer("source"),
+            destination=integer("destination"),
+        )
+        needs = {
+            "add": ("name", "value"),
+            "insert": ("value", "index"),
+            "replace": ("value",),
+            "move": ("source", "destination"),
+            "delete": (),
+        }[kind]
+        missing = [n for n in needs if getattr(operation, n) is None]
+        if missing:
+            raise InvalidRequest(f"{where}: a {kind} operation needs {', '.join(missing)}", [where])
+        operations.append(operation)
+    if not operations:
+        raise InvalidRequest("the patch has no operations")
+    return operations
+
+
+def _one(resource: dict[str, Any], path: str, kind: str) -> Location:
+    locations = resolve(resource, path)
+    if len(locations) != 1:
+        raise Unprocessable(f"{kind}: path '{path}' must name exactly one element, it names {len(locations)}")
+    return locations[0]
+
+
+def _collection(resource: dict[str, Any], path: str, kind: str) -> list[Any]:
+    """The list a path names (insert and move work on a collection)."""
+    *parent, name = _split_steps(path)
+    if not parent or not _NAME.match(name):
+        raise Unprocessable(f"{kind}: path '{path}' must end in an element name")
+    holder = _one(resource, ".".join(parent), kind).get()
+    if not isinstance(holder, dict):
+        raise Unprocessable(f"{kind}: '{'.'.join(parent)}' is not an element that can hold '{name}'")
+    current = holder.setdefault(name, [])
+    if not isinstance(current, list):
+        holder[name] = current = [current]
+    return current
+
+
+def apply_operation(resource: dict[str, Any], operation: Operation) -> None:
+    kind, path = operation.type, operation.path
+    if kind == "add":
+        target = _one(resource, path, kind).get()
+        if not isinstance(target, dict):
+            raise Unprocessable(f"add: '{path}' is not an element that can have children")
+        assert operation.name is not None
+        existing = target.get(operation.name)
+        if existing is None:
+            target[operation.name] = operation.value
+        elif isinstance(existing, list):
+            existing.append(operation.value)
+        else:
+            raise Unprocessable(f"add: '{path}.{operation.name}' already has a value (use replace)")
+    elif kind == "replace":
+        location = _one(resource, path, kind)
+        if location.index is None:
+            location.container[location.key] = operation.value
+        else:
+            location.container[location.key][location.index] = operation.value
+    elif kind == "delete":
+        locations = resolve(resource, path)
+        if len(locations) > 1:
+            raise Unprocessable(f"delete: path '{path}' names {len(locations)} elements, at most one may be deleted")
+        if locations:
+            location = locations[0]
+            if location.index is None:
+                del location.container[location.key]
+            else:
+                items = location.container[location.key]
+                del items[location.index]
+                if not items:
+                    del location.container[location.key]
+    elif kind == "insert":
+        items = _collection(resource, path, kind)
+        assert operation.index is not None
+        if operation.index > len(items):
+            raise Unprocessable(f"insert: index {operation.index} is beyond the {len(items)} items of '{path}'")
+        items.insert(operation.index, operation.value)
+    else:  # move
+        items = _collection(resource, path, kind)
+        assert operation.source is not None and operation.destination is not None
+        if operation.source >= len(items) or operation.destination >= len(items):
+            raise Unprocessable(f"move: '{path}' has {len(items)} items")
+        items.insert(operation.destination, items.pop(operation.source))
+
+
+def apply_fhirpath_patch(resource: dict[str, Any], parameters: Any) -> dict[str, Any]:
+    """A patched copy of ``resource``; the original is left untouched."""
+    operations = parse_patch(parameters)
+    patched = copy.deepcopy(resource)
+    for operation in operations:
+        apply_operation(patched, operation)
+    return patched

@@ -1,0 +1,128 @@
+"""patch (hl7.org/fhir/R4/http.html#patch): JSON Patch and FHIRPath Patch, on an instance or conditionally.
+
+The patch is applied to the current version inside the write transaction and
+the result is written with a compare on that version, so a concurrent
+writer never loses an update: without ``If-Match`` the patch is simply
+applied again to the newer version; with it, the request fails with 412.
+A patch that cannot be applied, or whose result is not a valid resource, is
+422; a malformed patch document is 400; in every failing case nothing is
+stored.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jsonpatch
+import jsonpointer
+import orjson
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.errors import Gone, InvalidRequest, InvalidResource, MultipleMatches, NotFound, Unprocessable, VersionConflict
+from app.interactions.context import FhirContext, WriteResult
+from app.interactions.create import conditional_criteria
+from app.interactions.fhirpath_patch import apply_fhirpath_patch
+from app.interactions.search import find_ids
+from app.interactions.update import write_version
+from app.storage.repository import read_current
+
+JSON_PATCH = "application/json-patch+json"
+FHIRPATH_PATCH = "application/fhir+json"
+MAX_ATTEMPTS = 20
+
+
+def apply_json_patch(resource: dict[str, Any], document: Any) -> dict[str, Any]:
+    """RFC 6902 on a copy of ``resource``: 400 for a malformed document, 422 when it does not apply."""
+    if not isinstance(document, list) or not all(isinstance(op, dict) for op in document):
+        raise InvalidRequest("a JSON Patch document is an array of operation objects")
+    try:
+        patch = jsonpatch.JsonPatch(document)  # checks each operation's op and path
+    except (jsonpatch.InvalidJsonPatch, jsonpointer.JsonPointerException, TypeError) as exc:
+        raise InvalidRequest(f"invalid JSON Patch document: {exc}") from None
+    try:
+        result = patch.apply(resource, in_place=False)
+    except jsonpatch.InvalidJsonPatch as exc:  # e.g. an "add" without "value"
+        raise InvalidRequest(f"invalid JSON Patch document: {exc}") from None
+    except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as exc:
+        raise Unprocessable(f"the JSON Patch does not apply to this resource: {exc}") from None
+    if not isinstance(result, dict):
+        raise Unprocessable("the JSON Patch replaced the whole resource with something that is not one")
+    return result
+
+
+def patched(
+    ctx: FhirContext, resource_type: str, body: dict[str, Any], media_type: str, document: Any
+) -> dict[str, Any]:
+    """The patched, validated body (type and id unchanged) or the error saying why not."""
+    if media_type == JSON_PATCH:
+        result = apply_json_patch(body, document)
+    elif media_type == FHIRPATH_PATCH:
+        result = apply_fhirpath_patch(body, document)
+    else:
+        raise InvalidRequest(f"a patch is {JSON_PATCH} or a FHIRPath Patch Parameters resource ({FHIRPATH_PATCH})")
+    if result.get("resourceType") != body.get("resourceType") or result.get("id") != body.get("id"):
+        raise Unprocessable("a patch may not change the resource's type or id")
+    try:
+        ctx.validator.validate(resource_type, result)
+    except InvalidResource as exc:
+        raise Unprocessable(f"the patched resource is not valid: {exc.message}", issues=exc.issues) from None
+    return result
+
+
+async def patch_in_transaction(
+    ctx: FhirContext,
+    conn: AsyncConnection,
+    resource_type: str,
+    resource_id: str,
+    media_type: str,
+    document: Any,
+    if_match: int | None,
+) -> WriteResult | None:
+    """One attempt inside the caller's transaction; None when a concurrent writer won (retry)."""
+    current = await read_current(conn, resource_type, resource_id)
+    if current is None:
+        raise NotFound(f"{resource_type}/{resource_id} is not known")
+    if if_match is not None and current.version_id != if_match:
+        raise VersionConflict(
+            f"If-Match expects version {if_match} but {resource_type}/{resource_id} has {current.version_id}"
+        )
+    if current.deleted or current.body is None:
+        raise Gone(f"{resource_type}/{resource_id} was deleted")
+    body = patched(ctx, resource_type, orjson.loads(current.body), media_type, document)
+    rows = ctx.index_rows(resource_type, resource_id, body)
+    result = await write_version(ctx, conn, resource_type, resource_id, body, rows, current.version_id, "PATCH")
+    return result
+
+
+async def patch(
+    ctx: FhirContext, resource_type: str, resource_id: str, media_type: str, document: Any, if_match: int | None = None
+) -> WriteResult:
+    ctx.require_known(resource_type, resource_id)
+    for _ in range(MAX_ATTEMPTS):
+        try:
+            async with ctx.db.write() as conn:
+                result = await patch_in_transaction(
+                    ctx, conn, resource_type, resource_id, media_type, document, if_match
+                )
+        except VersionConflict:
+            if if_match is not None:
+                raise
+            continue  # someone wrote in between: apply the patch to the newer version
+        if result is not None:
+            return result
+    raise VersionConflict(f"{resource_type}/{resource_id} is being changed too often; try again")
+
+
+async def conditional_patch(
+    ctx: FhirContext, resource_type: str, query: str, media_type: str, document: Any, if_match: int | None = None
+) -> WriteResult:
+    """``PATCH [type]?query``: exactly one match is patched; none is 404, several 412."""
+    ctx.require_type(resource_type)
+    criteria = conditional_criteria(ctx, resource_type, query, "criteria")
+    async with ctx.db.read() as conn:
+        matches = await find_ids(conn, criteria, 2)
+    if not matches:
+        raise NotFound(f"no {resource_type} matches '{query}'")
+    if len(matches) > 1:
+        raise MultipleMatches(f"the criteria '{query}' match more than one {resource_type}")
+    return await patch(ctx, resource_type, matches[0], media_type, document, if_match)
