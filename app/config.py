@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     max_page_size: int = Field(default=1000, ge=1, description="Largest _count honoured")
     log_level: str = Field(default="info", description="Python log level of the server")
     db_pool_size: int = Field(default=20, ge=1, description="Database connections per worker process")
+    max_bundle_entries: int = Field(
+        default=10_000, ge=1, description="Most entries accepted in one transaction or batch Bundle"
+    )
     search_parameter_refresh_seconds: float = Field(
         default=10, gt=0, description="How often each worker checks for SearchParameters stored by another worker"
     )

@@ -97,6 +97,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_api_route("/health", health, methods=["GET"], include_in_schema=False)
     app.add_api_route("/health/ready", ready, methods=["GET"], include_in_schema=False)
     app.add_api_route(f"{FHIR_PREFIX}/metadata", metadata, methods=["GET"], include_in_schema=False)
-    for route in INTERACTIONS:
-        app.add_api_route(FHIR_PREFIX + route.path, route.endpoint, methods=[route.method], include_in_schema=False)
+    registered = set()
+    for route in INTERACTIONS:  # transaction and batch share POST [base]
+        if (route.method, route.path) not in registered:
+            registered.add((route.method, route.path))
+            app.add_api_route(FHIR_PREFIX + route.path, route.endpoint, methods=[route.method], include_in_schema=False)
     return app

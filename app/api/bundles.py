@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import uuid
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import urlencode
 
 import orjson
 
+from app.api.outcomes import informational, outcome_for_error
 from app.api.responses import STATUS_TEXT, etag
 from app.interactions.context import format_instant, utc_now
 from app.interactions.history import HistoryPage
 from app.interactions.search import SearchPage
 from app.interactions.subsetting import Subsetting, subset
 from app.interactions.system_search import SystemSearchPage
+from app.interactions.transaction import EntryResult
 from app.storage.repository import StoredVersion
 
 
@@ -131,3 +134,49 @@ def system_search_bundle(page: SystemSearchPage, base_url: str, pretty: bool, ex
     params.append(("_count", str(page.count)))
     entries = [(rtype, rid, body, "match") for rtype, rid, body in page.matches]
     return _searchset(base_url, "", params, page.page_token, page.next_token, page.total, entries, pretty)
+
+
+def _status(code: int) -> str:
+    return f"{code} {HTTPStatus(code).phrase}"
+
+
+def transaction_response_bundle(
+    kind: str, results: list[EntryResult], base_url: str, prefer: str, pretty: bool, searchset: Any
+) -> bytes:
+    """``transaction-response`` / ``batch-response``: per entry status, location, etag, lastModified and,
+    per ``Prefer``, the resource or an OperationOutcome; a failed batch entry carries its outcome."""
+    entries = []
+    for result in results:
+        if result.error is not None:
+            status, outcome = outcome_for_error(result.error)
+            entries.append({"response": {"status": _status(status), "outcome": outcome}})
+            continue
+        response: dict[str, Any] = {"status": _status(result.status)}
+        entry: dict[str, Any] = {}
+        stored = result.stored
+        if result.search is not None:
+            if result.method != "HEAD":
+                entry["resource"] = orjson.Fragment(searchset(result.search))
+        elif stored is not None:
+            ref = f"{stored.resource_type}/{stored.id}"
+            entry["fullUrl"] = f"{base_url}/{ref}"
+            if result.method in ("POST", "PUT", "PATCH"):
+                response["location"] = f"{ref}/_history/{stored.version_id}"
+            response["etag"] = etag(stored.version_id)
+            response["lastModified"] = format_instant(stored.last_updated)
+            wants_body = result.method in ("GET",) and result.status == 200
+            wants_body = wants_body or (result.method in ("POST", "PUT", "PATCH") and prefer == "representation")
+            if wants_body and stored.body is not None:
+                entry["resource"] = orjson.loads(stored.body) if pretty else orjson.Fragment(stored.body)
+            if result.method in ("POST", "PUT", "PATCH") and prefer == "OperationOutcome":
+                response["outcome"] = informational(f"{result.method} {ref}: {_status(result.status)}")
+        entry["response"] = response
+        entries.append(entry)
+    bundle = {
+        "resourceType": "Bundle",
+        "id": str(uuid.uuid4()),
+        "meta": {"lastUpdated": format_instant(utc_now())},
+        "type": f"{kind}-response",
+        "entry": entries,
+    }
+    return orjson.dumps(bundle, option=orjson.OPT_INDENT_2 if pretty else 0)

@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import parse_qsl
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
 from app.api.body import parse_resource, read_limited
-from app.api.bundles import history_bundle, search_bundle, system_search_bundle
+from app.api.bundles import history_bundle, search_bundle, system_search_bundle, transaction_response_bundle
 from app.api.negotiation import ResponseFormat, negotiate, require_json_body
 from app.api.outcomes import dumps, informational
 from app.api.responses import (
@@ -32,14 +33,17 @@ from app.errors import InvalidRequest, NotFound, UnsupportedMediaType
 from app.interactions import conditional, reindex
 from app.interactions import create as create_mod
 from app.interactions import delete as delete_mod
+from app.interactions import patch as patch_mod
 from app.interactions import read as read_mod
 from app.interactions import update as update_mod
+from app.interactions.bundle_entries import Entry, parse_bundle
 from app.interactions.context import FhirContext, WriteResult
 from app.interactions.history import history, parse_history_query
 from app.interactions.search import search
 from app.interactions.search_parameters import reload_search_parameters
 from app.interactions.subsetting import parse_subsetting, subset
 from app.interactions.system_search import plan_system_search, system_search
+from app.interactions.transaction import SearchLimits, run_batch, run_transaction
 from app.search.request import parse_search
 from app.storage.repository import StoredVersion
 
@@ -165,6 +169,44 @@ async def conditional_update_resource(request: Request, resource_type: str) -> R
     result = await conditional.conditional_update(_ctx(request), resource_type, _criteria(request), body, if_match)
     await _after_write(request, resource_type)
     return _written(request, result, fmt, "Created" if result.created else "Updated")
+
+
+async def _patch_document(request: Request) -> tuple[str, object]:
+    """(media type, patch document): a JSON Patch array or a FHIRPath Patch Parameters resource."""
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    raw = await read_limited(request, _settings(request).max_body_bytes)
+    if media_type == patch_mod.JSON_PATCH:
+        try:
+            return media_type, orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidRequest(f"the body is not valid JSON: {exc}") from None
+    if media_type in (patch_mod.FHIRPATH_PATCH, "application/json"):
+        return patch_mod.FHIRPATH_PATCH, parse_resource(raw)
+    raise UnsupportedMediaType(f"PATCH takes {patch_mod.JSON_PATCH} or a FHIRPath Patch as {patch_mod.FHIRPATH_PATCH}")
+
+
+async def patch_resource(request: Request, resource_type: str, resource_id: str) -> Response:
+    """``PATCH [type]/[id]`` (http.html#patch)."""
+    fmt = negotiate(request.headers, request.query_params)
+    _ctx(request).require_type(resource_type)
+    if_match = parse_etag(request.headers.get("if-match"), "If-Match")
+    media_type, document = await _patch_document(request)
+    result = await patch_mod.patch(_ctx(request), resource_type, resource_id, media_type, document, if_match)
+    await _after_write(request, resource_type)
+    return _written(request, result, fmt, "Patched")
+
+
+async def conditional_patch_resource(request: Request, resource_type: str) -> Response:
+    """``PATCH [type]?criteria``: the one match is patched."""
+    fmt = negotiate(request.headers, request.query_params)
+    _ctx(request).require_type(resource_type)
+    if_match = parse_etag(request.headers.get("if-match"), "If-Match")
+    media_type, document = await _patch_document(request)
+    result = await patch_mod.conditional_patch(
+        _ctx(request), resource_type, _criteria(request), media_type, document, if_match
+    )
+    await _after_write(request, resource_type)
+    return _written(request, result, fmt, "Patched")
 
 
 async def conditional_delete_resource(request: Request, resource_type: str) -> Response:
@@ -313,6 +355,33 @@ async def reindex_instance(request: Request, resource_type: str, resource_id: st
     return _reindexed(request, {resource_type: count})
 
 
+async def transaction_or_batch(request: Request) -> Response:
+    """``POST [base]`` with a transaction or batch Bundle (http.html#transaction)."""
+    fmt = negotiate(request.headers, request.query_params)
+    ctx, settings = _ctx(request), _settings(request)
+    body = await _body(request)
+    kind, entries = parse_bundle(
+        body, ("transaction", "batch"), settings.max_bundle_entries, settings.public_base_url, ctx.resource_types
+    )
+    limits = SearchLimits(settings.default_page_size, settings.max_page_size)
+    if kind == "transaction":
+        results = await run_transaction(ctx, [e for e in entries if isinstance(e, Entry)], limits)
+    else:
+        results = await run_batch(ctx, entries, limits)
+    if any(isinstance(e, Entry) and e.resource_type == "SearchParameter" for e in entries):
+        await reload_search_parameters(ctx)
+    base = settings.public_base_url
+    rendered = transaction_response_bundle(
+        kind,
+        results,
+        base,
+        prefer_return(request.headers),
+        fmt.pretty,
+        lambda page: search_bundle(page, base, False),
+    )
+    return Response(rendered, 200, media_type=fmt.content_type)
+
+
 # Operations: (name, path, endpoint); listed in the CapabilityStatement under rest.operation.
 OPERATION_DEFINITIONS = {"reindex": "urn:care-plan-repository:OperationDefinition:reindex"}
 
@@ -321,6 +390,8 @@ INTERACTIONS: tuple[InteractionRoute, ...] = (
     InteractionRoute("reindex", "operation", "POST", "/$reindex", reindex_system),
     InteractionRoute("reindex", "operation", "POST", "/{resource_type}/$reindex", reindex_type),
     InteractionRoute("reindex", "operation", "POST", "/{resource_type}/{resource_id}/$reindex", reindex_instance),
+    InteractionRoute("transaction", "system", "POST", "", transaction_or_batch),
+    InteractionRoute("batch", "system", "POST", "", transaction_or_batch),
     InteractionRoute("history-system", "system", "GET", "/_history", system_history),
     InteractionRoute("search-system", "system", "GET", "", search_system),
     InteractionRoute("history-type", "type", "GET", "/{resource_type}/_history", type_history),
@@ -329,6 +400,7 @@ INTERACTIONS: tuple[InteractionRoute, ...] = (
     InteractionRoute("search-type", "type", "GET", "/{resource_type}", search_type),
     InteractionRoute("update", "type", "PUT", "/{resource_type}", conditional_update_resource),
     InteractionRoute("delete", "type", "DELETE", "/{resource_type}", conditional_delete_resource),
+    InteractionRoute("patch", "type", "PATCH", "/{resource_type}", conditional_patch_resource),
     InteractionRoute("history-instance", "type", "GET", "/{resource_type}/{resource_id}/_history", instance_history),
     InteractionRoute("vread", "type", "GET", "/{resource_type}/{resource_id}/_history/{version_id}", vread_resource),
     InteractionRoute("read", "type", "GET", "/{resource_type}/{resource_id}", read_resource),
@@ -341,4 +413,5 @@ INTERACTIONS: tuple[InteractionRoute, ...] = (
     ),
     InteractionRoute("update", "type", "PUT", "/{resource_type}/{resource_id}", update_resource),
     InteractionRoute("delete", "type", "DELETE", "/{resource_type}/{resource_id}", delete_resource),
+    InteractionRoute("patch", "type", "PATCH", "/{resource_type}/{resource_id}", patch_resource),
 )

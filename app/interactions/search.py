@@ -45,17 +45,22 @@ async def find_ids(conn: AsyncConnection, request: SearchRequest, limit: int) ->
 
 async def search(ctx: FhirContext, request: SearchRequest) -> SearchPage:
     ctx.require_type(request.resource_type)
-    after = decode_page_token(request.page_token, len(request.sort)) if request.page_token else None
     async with ctx.db.read() as conn:
-        if request.subsetting.summary == "count":  # the count only (search.html#summary)
-            total = (await conn.execute(compile_count(request))).scalar_one()
-            return SearchPage(request, [], None, total)
-        rows = list(await conn.execute(compile_search(request, after, request.count + 1)))
-        total = None
-        if request.total != "none":
-            total = (await conn.execute(compile_count(request))).scalar_one()
-        matches = [(row[0], row[1]) for row in rows[: request.count] if row[1] is not None]
-        included = await resolve_includes(conn, request, [m[0] for m in matches]) if request.includes else []
+        return await search_on(conn, request)
+
+
+async def search_on(conn: AsyncConnection, request: SearchRequest) -> SearchPage:
+    """One page on ``conn`` (a read connection, or a transaction that should see its own writes)."""
+    after = decode_page_token(request.page_token, len(request.sort)) if request.page_token else None
+    if request.subsetting.summary == "count":  # the count only (search.html#summary)
+        total = (await conn.execute(compile_count(request))).scalar_one()
+        return SearchPage(request, [], None, total)
+    rows = list(await conn.execute(compile_search(request, after, request.count + 1)))
+    total = None
+    if request.total != "none":
+        total = (await conn.execute(compile_count(request))).scalar_one()
+    matches = [(row[0], row[1]) for row in rows[: request.count] if row[1] is not None]
+    included = await resolve_includes(conn, request, [m[0] for m in matches]) if request.includes else []
     next_token = None
     if len(rows) > request.count and matches:
         last = rows[request.count - 1]

@@ -52,6 +52,16 @@ async def check_delete(client: httpx.AsyncClient, resource_type: str, example: d
     assert (await client.get(f"/fhir/{resource_type}/{body['id']}")).status_code == 410
 
 
+async def check_patch(client: httpx.AsyncClient, resource_type: str, example: dict[str, Any]) -> None:
+    body = await _create(client, resource_type, example)
+    patch = [{"op": "add", "path": "/language", "value": "en"}]
+    headers = {"Content-Type": "application/json-patch+json"}
+    response = await client.patch(f"/fhir/{resource_type}/{body['id']}", json=patch, headers=headers)
+    assert response.status_code == 200, response.text
+    assert response.json()["language"] == "en"
+    assert response.json()["meta"]["versionId"] == "2"
+
+
 async def check_history_instance(client: httpx.AsyncClient, resource_type: str, example: dict[str, Any]) -> None:
     body = await _create(client, resource_type, example)
     bundle = (await client.get(f"/fhir/{resource_type}/{body['id']}/_history")).json()
@@ -74,6 +84,7 @@ async def check_search_type(client: httpx.AsyncClient, resource_type: str, examp
 
 
 CHECKS: dict[str, Check] = {
+    "patch": check_patch,
     "create": check_create,
     "read": check_read,
     "vread": check_vread,
@@ -96,7 +107,15 @@ async def test_metadata_is_a_valid_r4_capability_statement(client: httpx.AsyncCl
     types = {r["type"] for r in statement["rest"][0]["resource"]}
     assert set(CARE_COORDINATION_TYPES) <= types
     assert {"Patient", "Practitioner", "Organization", "Encounter", "Condition"} <= types
-    assert [i["code"] for i in statement["rest"][0]["interaction"]] == ["history-system", "search-system"]
+    assert [i["code"] for i in statement["rest"][0]["interaction"]] == [
+        "transaction",
+        "batch",
+        "history-system",
+        "search-system",
+    ]
+    assert statement["rest"][0]["operation"] == [
+        {"name": "reindex", "definition": "urn:care-plan-repository:OperationDefinition:reindex"}
+    ]
 
 
 @pytest.mark.parametrize("resource_type", CARE_COORDINATION_TYPES)

@@ -119,7 +119,7 @@ async def test_unsupported_media_type_is_415(client: httpx.AsyncClient) -> None:
 
 
 async def test_unsupported_method_is_405(client: httpx.AsyncClient) -> None:
-    response = await client.request("PATCH", "/fhir/Patient/1", json={})
+    response = await client.request("PATCH", "/fhir/Patient/1/_history/1", json={})
     assert response.status_code == 405
     assert "PATCH" in issue(response)["diagnostics"]
     response = await client.post("/fhir/Patient/1", json=PATIENT, headers=FHIR_JSON_HEADERS)
