@@ -214,78 +214,78 @@ async def test_order_conditionals_and_own_reads(client: httpx.AsyncClient) -> No
     assert await total(client, "Patient") == 2
 
 
-@pytest.mark.parametrize(
-    ("entries", "status", "where"),
-    [
-        ([{"resource": {"resourceType": "Patient"}}], 400, "Bundle.entry[0].request"),
-        ([entry("FETCH", "Patient")], 400, "Bundle.entry[0].request.method"),
-        (
-            [entry("GET", "Patient/1"), entry("POST", "NotAType", {"resourceType": "NotAType"})],
-            400,
-            "Bundle.entry[1].request.url",
-        ),
-        ([entry("POST", "Patient/1", {"resourceType": "Patient"})], 400, "Bundle.entry[0].request.url"),
-        ([entry("POST", "Patient", {"resourceType": "Task"})], 400, "Bundle.entry[0].resource.resourceType"),
-        ([entry("PUT", "Patient", {"resourceType": "Patient"})], 400, "Bundle.entry[0].request.url"),
-        ([entry("DELETE", "http://elsewhere.example/fhir/Patient/1")], 400, "Bundle.entry[0].request.url"),
-        (
-            [entry("PUT", "Patient/a", {"resourceType": "Patient", "id": "a"}), entry("DELETE", "Patient/a")],
-            400,
-            "Bundle.entry[",
-        ),
-        (
-            [
-                entry("DELETE", "Patient/gone"),
-                entry(
-                    "POST",
-                    "Task",
-                    {
-                        "resourceType": "Task",
-                        "status": "draft",
-                        "intent": "order",
-                        "for": {"reference": "Patient/gone"},
-                    },
-                ),
-            ],
-            400,
-            "Bundle.entry[1]",
-        ),
-        (
-            [
-                entry(
-                    "POST",
-                    "Task",
-                    {
-                        "resourceType": "Task",
-                        "status": "draft",
-                        "intent": "order",
-                        "for": {"reference": "urn:uuid:nowhere"},
-                    },
-                )
-            ],
-            400,
-            "Bundle.entry[0]",
-        ),
-        (
-            [
-                entry(
-                    "POST",
-                    "Task",
-                    {
-                        "resourceType": "Task",
-                        "status": "draft",
-                        "intent": "order",
-                        "for": {"reference": "Patient?identifier=none|x"},
-                    },
-                )
-            ],
-            412,
-            "Bundle.entry[0]",
-        ),
-        ([entry("PUT", "Patient/a", {"resourceType": "Patient", "id": "b"})], 400, "Bundle.entry[0]"),
-        ([entry("GET", "Patient/missing")], 404, "Bundle.entry[0]"),
-    ],
-)
+BAD_TRANSACTIONS = [
+    ([{"resource": {"resourceType": "Patient"}}], 400, "Bundle.entry[0].request"),
+    ([entry("FETCH", "Patient")], 400, "Bundle.entry[0].request.method"),
+    (
+        [entry("GET", "Patient/1"), entry("POST", "NotAType", {"resourceType": "NotAType"})],
+        400,
+        "Bundle.entry[1].request.url",
+    ),
+    ([entry("POST", "Patient/1", {"resourceType": "Patient"})], 400, "Bundle.entry[0].request.url"),
+    ([entry("POST", "Patient", {"resourceType": "Task"})], 400, "Bundle.entry[0].resource.resourceType"),
+    ([entry("PUT", "Patient", {"resourceType": "Patient"})], 400, "Bundle.entry[0].request.url"),
+    ([entry("DELETE", "http://elsewhere.example/fhir/Patient/1")], 400, "Bundle.entry[0].request.url"),
+    (
+        [entry("PUT", "Patient/a", {"resourceType": "Patient", "id": "a"}), entry("DELETE", "Patient/a")],
+        400,
+        "Bundle.entry[",
+    ),
+    (
+        [
+            entry("DELETE", "Patient/gone"),
+            entry(
+                "POST",
+                "Task",
+                {
+                    "resourceType": "Task",
+                    "status": "draft",
+                    "intent": "order",
+                    "for": {"reference": "Patient/gone"},
+                },
+            ),
+        ],
+        400,
+        "Bundle.entry[1]",
+    ),
+    (
+        [
+            entry(
+                "POST",
+                "Task",
+                {
+                    "resourceType": "Task",
+                    "status": "draft",
+                    "intent": "order",
+                    "for": {"reference": "urn:uuid:nowhere"},
+                },
+            )
+        ],
+        400,
+        "Bundle.entry[0]",
+    ),
+    (
+        [
+            entry(
+                "POST",
+                "Task",
+                {
+                    "resourceType": "Task",
+                    "status": "draft",
+                    "intent": "order",
+                    "for": {"reference": "Patient?identifier=none|x"},
+                },
+            )
+        ],
+        412,
+        "Bundle.entry[0]",
+    ),
+    ([entry("PUT", "Patient/a", {"resourceType": "Patient", "id": "b"})], 400, "Bundle.entry[0]"),
+    ([entry("GET", "Patient/missing")], 404, "Bundle.entry[0]"),
+]
+
+
+@pytest.mark.parametrize(("entries", "status", "where"), BAD_TRANSACTIONS)
 async def test_bad_transactions_change_nothing(
     client: httpx.AsyncClient, entries: list[dict[str, Any]], status: int, where: str
 ) -> None:
@@ -316,6 +316,17 @@ async def test_only_transaction_and_batch_bundles_are_processed(
     assert response.json()["resourceType"] == "OperationOutcome"
 
 
+async def test_a_series_of_bad_bundles_leaves_the_server_up_and_empty(client: httpx.AsyncClient) -> None:
+    good = entry("POST", "Patient", {"resourceType": "Patient", "name": [{"family": "Kept-out"}]})
+    for entries, status, _ in BAD_TRANSACTIONS:
+        assert (await post_bundle(client, bundle(good, *entries))).status_code == status
+    for resource_type in ("Patient", "Task"):
+        assert await total(client, resource_type) == 0
+    assert (await client.get("/fhir/_history")).json()["entry"] == []
+    response = await post_bundle(client, bundle(good))
+    assert response.json()["entry"][0]["response"]["status"] == "201 Created"
+
+
 async def test_if_match_per_entry(client: httpx.AsyncClient) -> None:
     created = (await client.post("/fhir/Patient", json={"resourceType": "Patient"}, headers=FHIR_JSON_HEADERS)).json()
     stale = entry("PUT", f"Patient/{created['id']}", {**created, "active": True}, ifMatch='W/"3"')
@@ -326,6 +337,12 @@ async def test_if_match_per_entry(client: httpx.AsyncClient) -> None:
     read = entry("GET", f"Patient/{created['id']}", ifNoneMatch='W/"2"')
     response = await post_bundle(client, bundle(fresh, read))
     assert [e["response"]["status"] for e in response.json()["entry"]] == ["200 OK", "304 Not Modified"]
+    later = entry("GET", f"Patient/{created['id']}", ifModifiedSince="Fri, 01 Jan 2100 00:00:00 GMT")
+    earlier = entry("GET", f"Patient/{created['id']}", ifModifiedSince="Thu, 01 Jan 2015 00:00:00 GMT")
+    response = await post_bundle(client, bundle(later, earlier))
+    entries = response.json()["entry"]
+    assert [e["response"]["status"] for e in entries] == ["304 Not Modified", "200 OK"]
+    assert "resource" not in entries[0] and entries[1]["resource"]["active"] is True
 
 
 async def test_patch_entries_and_prefer(client: httpx.AsyncClient) -> None:
