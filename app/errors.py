@@ -11,6 +11,7 @@
     ├── Gone                       410 deleted      the current version is a tombstone
     ├── VersionConflict            412 conflict     If-Match does not match
     ├── MultipleMatches            412 multiple-matches  conditional criteria too broad
+    ├── NoMatch                    412 not-found    a conditional reference matches nothing
     ├── Unprocessable              422 processing   a PATCH that cannot apply, or whose result is invalid
     ├── NotAcceptable              406 not-supported
     ├── UnsupportedMediaType       415 not-supported
@@ -38,6 +39,7 @@ class ErrorCode(StrEnum):
     GONE = "FHIR-410"
     VERSION_CONFLICT = "FHIR-412"
     MULTIPLE_MATCHES = "FHIR-412-MULTIPLE"
+    NO_MATCH = "FHIR-412-NO-MATCH"
     UNPROCESSABLE = "FHIR-422"
     NOT_ACCEPTABLE = "FHIR-406"
     UNSUPPORTED_MEDIA_TYPE = "FHIR-415"
@@ -97,6 +99,12 @@ class VersionConflict(FhirError):
 
 class MultipleMatches(FhirError):
     code = ErrorCode.MULTIPLE_MATCHES
+
+
+class NoMatch(FhirError):
+    """A conditional reference in a transaction matches no resource (a precondition, as HAPI answers)."""
+
+    code = ErrorCode.NO_MATCH
 
 
 class Unprocessable(FhirError):

@@ -190,7 +190,7 @@ def migrate(database_url: str) -> None:
     subprocess.run([str(BIN / "fhir-server"), "migrate"], env=env, check=True, capture_output=True)
 
 
-def indexing_cost(admin_url: str, base_url: str, patients: int, jobs: int) -> tuple[float, float]:
+def indexing_cost(admin_url: str, base_url: str, patients: int, jobs: int, validate: bool) -> tuple[float, float]:
     """(resources/s with indexing, without) of the bulk path on fresh side databases."""
     rates = []
     for index in (True, False):
@@ -198,8 +198,9 @@ def indexing_cost(admin_url: str, base_url: str, patients: int, jobs: int) -> tu
         asyncio.run(create_database(admin_url, name))
         url = base_url.rsplit("/", 1)[0] + f"/{name}"
         migrate(url)
-        stored, seconds = load_population(url, Population(patients, practitioners=200, seed=3), jobs, index=index)
-        rates.append(stored / seconds)
+        population = Population(patients, practitioners=200, seed=3)
+        _, _, rate = load_population(url, population, jobs, index=index, validate=validate)
+        rates.append(rate)
     return rates[0], rates[1]
 
 
@@ -216,7 +217,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=50)
     parser.add_argument("--database-url", help="an existing PostgreSQL database (default: a throw-away cluster)")
     parser.add_argument("--skip-load", action="store_true", help="the database is already loaded")
-    parser.add_argument("--cost-patients", type=int, default=1_000, help="patients for the indexing-cost comparison")
+    parser.add_argument("--cost-only", action="store_true", help="only the with/without indexing comparison")
+    parser.add_argument("--cost-patients", type=int, default=2_500, help="patients for the indexing-cost comparison")
     args = parser.parse_args()
     population = Population(args.patients)
     cluster = None
@@ -232,17 +234,21 @@ def main() -> None:
     try:
         if not args.skip_load:
             migrate(database_url)
-            stored, seconds = load_population(database_url, population, args.jobs)
+            stored, seconds, _ = load_population(database_url, population, args.jobs)
             print(
                 f"loaded {stored:,} resources in {seconds:.0f} s: "
                 f"{stored / seconds:,.0f} resources/s ({args.jobs} jobs)"
             )
             asyncio.run(vacuum_analyze(database_url))
-        with_index, without_index = indexing_cost(admin_url, database_url, args.cost_patients, args.jobs)
-        print(
-            f"bulk path, {args.cost_patients * 20:,} resources: {with_index:,.0f}/s with search indexing, "
-            f"{without_index:,.0f}/s without (indexing costs {1 - with_index / without_index:.0%})"
-        )
+        for validate in (True, False):
+            with_index, without_index = indexing_cost(admin_url, database_url, args.cost_patients, args.jobs, validate)
+            print(
+                f"bulk path {'with' if validate else 'without'} validation, {args.cost_patients * 20:,} resources: "
+                f"{with_index:,.0f}/s with search indexing, {without_index:,.0f}/s without "
+                f"(indexing costs {1 - with_index / without_index:.0%})"
+            )
+        if args.cost_only:
+            return
         port = free_port()
         env = server_env(database_url, port)
         with serve([str(BIN / "fhir-server"), "serve"], env, port):

@@ -30,8 +30,12 @@ def upgrade() -> None:
         op.add_column(name, sa.Column("combo", sa.Integer, nullable=True))
     op.add_column("idx_reference", sa.Column("identifier_system", C_TEXT, nullable=True))
     op.add_column("idx_reference", sa.Column("identifier_value", C_TEXT, nullable=True))
-    op.create_index(
-        "ix_idx_reference_identifier", "idx_reference", ["param_hash", "identifier_value", "identifier_system"]
+    op.create_index(  # partial: only references that carry an identifier (few) pay for this index
+        "ix_idx_reference_identifier",
+        "idx_reference",
+        ["param_hash", "identifier_value", "identifier_system"],
+        postgresql_where=sa.text("identifier_value IS NOT NULL"),
+        sqlite_where=sa.text("identifier_value IS NOT NULL"),
     )
 
 

@@ -27,7 +27,7 @@ from urllib.parse import parse_qsl
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.errors import FhirError, Gone, InvalidRequest, MultipleMatches, NotFound, VersionConflict
+from app.errors import FhirError, Gone, InvalidRequest, MultipleMatches, NoMatch, NotFound, VersionConflict
 from app.interactions.bulk import PreparedCreate, prepare_create, store_creates
 from app.interactions.bundle_entries import Entry, at_entry
 from app.interactions.context import FhirContext, WriteResult, utc_now
@@ -229,9 +229,10 @@ class Transaction:
                     raise InvalidRequest(f"conditional reference '{reference}' names an unknown type")
                 criteria = conditional_criteria(self.ctx, resource_type, query, "reference")
                 matches = await find_ids(conn, criteria, 2)
-                if len(matches) != 1:
-                    how = "no resource" if not matches else "more than one resource"
-                    raise MultipleMatches(f"conditional reference '{reference}' matches {how}")
+                if not matches:
+                    raise NoMatch(f"conditional reference '{reference}' matches no resource")
+                if len(matches) > 1:
+                    raise MultipleMatches(f"conditional reference '{reference}' matches more than one resource")
                 cache[reference] = f"{resource_type}/{matches[0]}"
 
         def resolve(reference: str) -> str | None:

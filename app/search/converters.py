@@ -10,6 +10,7 @@ ContactPoint, code, boolean, uri or string).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -96,6 +97,7 @@ def to_references(item: Any) -> list[IndexValue]:
     return []
 
 
+@functools.lru_cache(maxsize=65_536)  # pure; the same references recur across a patient's resources
 def _reference_from_text(text: str) -> ReferenceValue:
     """``Type/id`` (optionally ``/_history/n``) or an absolute/canonical URL."""
     if "://" in text or text.startswith("urn:"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from calendar import monthrange
 from datetime import UTC, datetime, timedelta, timezone
@@ -19,6 +20,7 @@ _PATTERN = re.compile(
 )
 
 
+@functools.lru_cache(maxsize=65_536)  # pure and immutable results; dates recur across resources
 def parse_date_range(text: str) -> DateValue | None:
     """The closed range a value covers given its precision; None if it is not a FHIR date."""
     match = _PATTERN.match(text.strip())

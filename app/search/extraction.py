@@ -38,6 +38,8 @@ _MODEL = models["r4"]
 class CompiledPart:
     evaluate: Callable[..., list[Any]]
     target_type: str | None
+    # top-level JSON keys the part starts from (fast-path parts only): absent keys mean no values
+    first_keys: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +93,8 @@ def compile_expression(expression: str, use_fast_path: bool = True) -> tuple[Com
         match = _RESOLVE_IS.match(part)
         if match:
             part, target = match.group("path"), match.group("type")
-        compiled.append(CompiledPart(compile_part(part, use_fast_path), target))
+        evaluate = compile_part(part, use_fast_path)
+        compiled.append(CompiledPart(evaluate, target, getattr(evaluate, "first_keys", None)))
     return tuple(compiled)
 
 
@@ -155,6 +158,8 @@ class Extractor:
             convert = CONVERTERS[compiled.param.type]
             seen: set[IndexValue] = set()
             for part in compiled.parts:
+                if part.first_keys is not None and body.keys().isdisjoint(part.first_keys):
+                    continue  # most of a type's parameters name elements the resource does not have
                 for item in part.evaluate(body):
                     for value in convert(item):
                         if part.target_type and not (

@@ -101,6 +101,7 @@ def compile_fast(expression: str, model: dict[str, Any]) -> Callable[[dict[str, 
         return None
     resource_type = match.group("path").split(".", 1)[0]
     frozen_steps = tuple(steps)
+    first_keys = frozen_steps[0] if frozen_steps else ()
 
     def walk(resource: dict[str, Any]) -> list[Any]:
         if resource.get("resourceType") != resource_type:
@@ -124,4 +125,5 @@ def compile_fast(expression: str, model: dict[str, Any]) -> Callable[[dict[str, 
             nodes = found
         return nodes
 
+    walk.first_keys = first_keys  # type: ignore[attr-defined]  # lets callers skip absent elements
     return walk

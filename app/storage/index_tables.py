@@ -10,7 +10,7 @@ Values longer than ``MAX_INDEXED_CHARS`` are cut to fit a B-tree entry.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Index, Integer, Numeric, String, Table, Text
+from sqlalchemy import BigInteger, Column, Index, Integer, Numeric, String, Table, Text, text
 
 from app.storage.tables import UTCDateTime, metadata
 
@@ -53,7 +53,15 @@ idx_reference = _index_table(
     Column("url", CText, nullable=True),
     Column("identifier_system", CText, nullable=True),
     Column("identifier_value", CText, nullable=True),
-    Index("ix_idx_reference_identifier", "param_hash", "identifier_value", "identifier_system"),
+    # partial: only references that carry an identifier (few) pay for this index
+    Index(
+        "ix_idx_reference_identifier",
+        "param_hash",
+        "identifier_value",
+        "identifier_system",
+        postgresql_where=text("identifier_value IS NOT NULL"),
+        sqlite_where=text("identifier_value IS NOT NULL"),
+    ),
     value_index=("target_id", "target_type"),
 )
 idx_date = _index_table(

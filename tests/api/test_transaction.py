@@ -453,3 +453,27 @@ async def test_concurrent_conditional_creates_make_one_patient(app: FastAPI, cli
     assert sorted(statuses) == [200] * 49 + [201]
     assert await total(client, "Patient") == 1
     assert await total(client, "Task") == 50
+
+
+@pytest.mark.parametrize(
+    ("existing", "status", "code"), [(0, 412, "not-found"), (1, 200, None), (2, 412, "multiple-matches")]
+)
+async def test_conditional_reference_zero_one_many(
+    client: httpx.AsyncClient, existing: int, status: int, code: str | None
+) -> None:
+    for _ in range(existing):
+        patient = {"resourceType": "Patient", "identifier": [{"system": "urn:mrn", "value": "c-1"}]}
+        await client.post("/fhir/Patient", json=patient, headers=FHIR_JSON_HEADERS)
+    task = {
+        "resourceType": "Task",
+        "status": "requested",
+        "intent": "order",
+        "for": {"reference": "Patient?identifier=urn:mrn|c-1"},
+    }
+    response = await post_bundle(client, bundle(entry("POST", "Task", task)))
+    assert response.status_code == status, response.text
+    if code:
+        assert response.json()["issue"][0]["code"] == code
+        assert await total(client, "Task") == 0
+    else:
+        assert response.json()["entry"][0]["resource"]["for"]["reference"].startswith("Patient/")
