@@ -7,7 +7,7 @@ found before anything is executed.
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -15,10 +15,9 @@ import orjson
 
 from app.errors import FhirError, InvalidRequest, InvalidResource, PayloadTooLarge
 from app.interactions.context import is_valid_id
+from app.interactions.patch import FHIRPATH_PATCH, JSON_PATCH
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH")
-JSON_PATCH = "application/json-patch+json"
-FHIRPATH_PATCH = "application/fhir+json"
 
 
 @dataclass(slots=True)
@@ -39,7 +38,6 @@ class Entry:
     if_none_match: int | None = None
     if_modified_since: str | None = None
     patch: tuple[str, Any] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def where(self) -> str:

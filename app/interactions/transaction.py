@@ -39,7 +39,6 @@ from app.interactions.update import check_id, write_version
 from app.search.request import parse_search
 from app.storage.repository import StoredVersion, read_current, read_version
 
-ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 MAX_CONDITIONAL_DELETES = 1000
 
 
@@ -134,7 +133,7 @@ class Transaction:
     # --- inside it ----------------------------------------------------------------
 
     async def execute(self, conn: AsyncConnection) -> list[EntryResult]:
-        for entry in sorted(self.entries, key=lambda e: ORDER[e.method]):
+        for entry in self.entries:  # spec order: DELETE, POST, PUT/PATCH, GET/HEAD
             if entry.method == "DELETE":
                 await self._guard(entry, self._delete(conn, entry))
         for entry in self.entries:
