@@ -12,6 +12,7 @@ from app.interactions.search import find_ids
 from app.interactions.stamping import stamp
 from app.search.request import SearchRequest, parse_search
 from app.storage.repository import StoredVersion, insert_first, read_current
+from app.storage.single_statement import create_in_one_statement
 
 
 def check_body_type(resource_type: str, body: dict[str, Any]) -> None:
@@ -52,6 +53,12 @@ async def create(
     ctx.validator.validate(resource_type, body)
     resource_id = str(uuid.uuid4())
     rows = ctx.index_rows(resource_type, resource_id, body)
+    if criteria is None and ctx.db.dialect == "postgresql":  # one statement, no transaction round trips
+        now = utc_now()
+        version = StoredVersion(resource_type, resource_id, 1, now, False, stamp(body, resource_id, 1, now), "POST")
+        async with ctx.db.single_statement() as conn:
+            await create_in_one_statement(conn, version, rows)
+        return WriteResult(status=201, stored=version, created=True)
     async with ctx.db.write() as conn:
         if criteria is not None:
             await ctx.db.lock_key(conn, f"{resource_type}?{sorted(criteria.applied())}")

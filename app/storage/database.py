@@ -128,6 +128,12 @@ class Database:
                 await conn.execution_options(**{AUTOCOMMIT_OPTION: True})
             yield conn
 
+    @asynccontextmanager
+    async def single_statement(self) -> AsyncIterator[AsyncConnection]:
+        """A pooled connection outside any transaction, for one self-contained statement (PostgreSQL)."""
+        async with self.engine.connect() as conn:
+            yield conn
+
     async def ping(self) -> bool:
         async with self.engine.connect() as conn:
             return (await conn.execute(select(1))).scalar() == 1

@@ -1,0 +1,80 @@
+"""A create as one PostgreSQL statement writes exactly what the transactional path writes, or nothing."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import func, select
+
+from app.interactions.context import FhirContext, utc_now
+from app.interactions.create import create
+from app.interactions.stamping import stamp
+from app.main import build_context
+from app.storage.database import Database
+from app.storage.index_tables import INDEX_TABLES
+from app.storage.repository import AlreadyExists, StoredVersion, read_current
+from app.storage.single_statement import create_in_one_statement, create_statement
+from app.storage.tables import resource_history
+
+PLAN = {
+    "resourceType": "CarePlan",
+    "status": "active",
+    "intent": "plan",
+    "title": "Heart failure",
+    "subject": {"reference": "Patient/p1", "identifier": {"system": "urn:mrn", "value": "9"}},
+    "period": {"start": "2026-01-01"},
+    "activity": [{"detail": {"status": "scheduled", "dailyAmount": {"value": 40, "unit": "mg"}}}],
+}
+
+
+@pytest.fixture
+async def ctx(database_url: str) -> AsyncIterator[FhirContext]:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("a PostgreSQL statement; SQLite creates run in a transaction (tests/api/test_crud.py)")
+    database = Database.from_url(database_url)
+    yield build_context(database)
+    await database.dispose()
+
+
+async def index_row_count(ctx: FhirContext, resource_id: str) -> int:
+    total = 0
+    async with ctx.db.read() as conn:
+        for table in INDEX_TABLES.values():
+            query = select(func.count()).select_from(table).where(table.c.resource_id == resource_id)
+            total += (await conn.execute(query)).scalar_one()
+    return total
+
+
+async def test_create_writes_current_history_and_every_index_row(ctx: FhirContext) -> None:
+    result = await create(ctx, "CarePlan", dict(PLAN))
+    rid = result.stored.id
+    async with ctx.db.read() as conn:
+        stored = await read_current(conn, "CarePlan", rid)
+        history = (await conn.execute(select(func.count()).where(resource_history.c.id == rid))).scalar_one()
+    assert stored is not None and stored.body == result.stored.body and stored.version_id == 1
+    assert history == 1
+    rows = ctx.index_rows("CarePlan", rid, PLAN)
+    assert {"token", "reference", "date"} <= set(rows)
+    assert await index_row_count(ctx, rid) == sum(len(r) for r in rows.values())
+
+
+async def test_taken_id_writes_nothing(ctx: FhirContext) -> None:
+    now = utc_now()
+    version = StoredVersion("CarePlan", "fixed-id", 1, now, False, stamp(PLAN, "fixed-id", 1, now), "POST")
+    rows = ctx.index_rows("CarePlan", "fixed-id", PLAN)
+    async with ctx.db.single_statement() as conn:
+        await create_in_one_statement(conn, version, rows)
+    async with ctx.db.single_statement() as conn:
+        with pytest.raises(AlreadyExists):
+            await create_in_one_statement(conn, version, rows)
+    assert await index_row_count(ctx, "fixed-id") == sum(len(r) for r in rows.values())
+    async with ctx.db.read() as conn:
+        assert (await conn.execute(select(func.count()).where(resource_history.c.id == "fixed-id"))).scalar_one() == 1
+
+
+async def test_resource_without_index_rows(ctx: FhirContext) -> None:
+    assert "unnest" not in create_statement(())
+    result = await create(ctx, "Basic", {"resourceType": "Basic", "code": {"text": "note"}})
+    async with ctx.db.read() as conn:
+        assert await read_current(conn, "Basic", result.stored.id) is not None
