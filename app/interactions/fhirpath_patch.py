@@ -22,6 +22,7 @@ from typing import Any
 import fhirpathpy
 
 from app.errors import InvalidRequest, Unprocessable
+from app.search.extraction import split_top_level
 
 OPERATIONS = frozenset({"add", "insert", "delete", "replace", "move"})
 _INDEXED = re.compile(r"^(?P<name>[A-Za-z][A-Za-z0-9_]*)\[(?P<index>\d+)\]$")
@@ -44,21 +45,8 @@ class Location:
 
 def _split_steps(path: str) -> list[str]:
     """Split on dots outside parentheses and quotes."""
-    steps, depth, quoted, start = [], 0, False, 0
-    for position, char in enumerate(path):
-        if char == "'" and (position == 0 or path[position - 1] != "\\"):
-            quoted = not quoted
-        elif quoted:
-            continue
-        elif char == "(":
-            depth += 1
-        elif char == ")":
-            depth -= 1
-        elif char == "." and depth == 0:
-            steps.append(path[start:position])
-            start = position + 1
-    steps.append(path[start:])
-    if depth != 0 or quoted or any(not s.strip() for s in steps):
+    steps, balanced = split_top_level(path, ".")
+    if not balanced or any(not s.strip() for s in steps):
         raise InvalidRequest(f"'{path}' is not a FHIRPath Patch path")
     return [s.strip() for s in steps]
 

@@ -48,14 +48,15 @@ class CompiledParam:
     parts: tuple[CompiledPart, ...]
 
 
-def split_union(expression: str) -> list[str]:
-    """``a | b`` at top level (not inside parentheses or quotes)."""
+def split_top_level(text: str, separator: str) -> tuple[list[str], bool]:
+    """``text`` split on ``separator`` outside parentheses and quoted strings (``\\'`` escapes a quote);
+    also whether the parentheses and quotes were balanced."""
     parts: list[str] = []
     depth = 0
     quoted = False
     start = 0
-    for index, char in enumerate(expression):
-        if char == "'":
+    for index, char in enumerate(text):
+        if char == "'" and (index == 0 or text[index - 1] != "\\"):
             quoted = not quoted
         elif quoted:
             continue
@@ -63,11 +64,17 @@ def split_union(expression: str) -> list[str]:
             depth += 1
         elif char == ")":
             depth -= 1
-        elif char == "|" and depth == 0:
-            parts.append(expression[start:index].strip())
+        elif char == separator and depth == 0:
+            parts.append(text[start:index])
             start = index + 1
-    parts.append(expression[start:].strip())
-    return [p for p in parts if p]
+    parts.append(text[start:])
+    return parts, depth == 0 and not quoted
+
+
+def split_union(expression: str) -> list[str]:
+    """``a | b`` at top level (not inside parentheses or quotes)."""
+    parts, _ = split_top_level(expression, "|")
+    return [p.strip() for p in parts if p.strip()]
 
 
 def rewrite_as(expression: str) -> str:
