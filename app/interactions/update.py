@@ -18,6 +18,7 @@ from app.storage.repository import (
     read_current,
     replace_version,
 )
+from app.storage.single_statement import create_in_one_statement, read_version_state, replace_in_one_statement
 
 MAX_ATTEMPTS = 20
 
@@ -46,11 +47,52 @@ async def update(
     ctx.validator.validate(resource_type, body)
     rows = ctx.index_rows(resource_type, resource_id, body)
     for _ in range(MAX_ATTEMPTS):
-        async with ctx.db.write() as conn:
-            result = await write_version(ctx, conn, resource_type, resource_id, body, rows, if_match)
-            if result is not None:
-                return result
+        if ctx.db.dialect == "postgresql":  # one statement per attempt, no transaction round trips
+            async with ctx.db.single_statement() as conn:
+                result = await write_version_single(ctx, conn, resource_type, resource_id, body, rows, if_match)
+        else:
+            async with ctx.db.write() as conn:
+                result = await write_version(ctx, conn, resource_type, resource_id, body, rows, if_match)
+        if result is not None:
+            return result
     raise VersionConflict(f"{resource_type}/{resource_id} is being changed too often; try again")
+
+
+async def write_version_single(
+    ctx: FhirContext,
+    conn: AsyncConnection,
+    resource_type: str,
+    resource_id: str,
+    body: dict[str, Any],
+    rows: IndexRows,
+    if_match: int | None,
+) -> WriteResult | None:
+    """``write_version`` as self-contained PostgreSQL statements (app/storage/single_statement.py):
+    the same outcomes, None when a concurrent writer won (retry)."""
+    current = await read_version_state(conn, resource_type, resource_id)
+    if if_match is not None and (current is None or current[0] != if_match):
+        have = "no version" if current is None else f"version {current[0]}"
+        raise VersionConflict(f"If-Match expects version {if_match} but {resource_type}/{resource_id} has {have}")
+    now = utc_now()
+    if current is None:
+        version = StoredVersion(resource_type, resource_id, 1, now, False, stamp(body, resource_id, 1, now), "PUT")
+        try:
+            await create_in_one_statement(conn, version, rows)
+        except AlreadyExists:
+            return None
+        return WriteResult(status=201, stored=version, created=True)
+    current_version, last_updated, deleted = current
+    next_id = current_version + 1
+    now = max(now, last_updated)
+    version = StoredVersion(
+        resource_type, resource_id, next_id, now, False, stamp(body, resource_id, next_id, now), "PUT"
+    )
+    tables = ctx.extractor.tables_for(resource_type)
+    if not await replace_in_one_statement(conn, current_version, version, rows, tables):
+        if if_match is not None:
+            raise VersionConflict(f"{resource_type}/{resource_id} was changed by another request")
+        return None
+    return WriteResult(status=201 if deleted else 200, stored=version, created=deleted)
 
 
 async def write_version(

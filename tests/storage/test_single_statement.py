@@ -14,7 +14,7 @@ from app.main import build_context
 from app.storage.database import Database
 from app.storage.index_tables import INDEX_TABLES
 from app.storage.repository import AlreadyExists, StoredVersion, read_current
-from app.storage.single_statement import create_in_one_statement, create_statement
+from app.storage.single_statement import create_in_one_statement, create_statement, replace_in_one_statement
 from app.storage.tables import resource_history
 
 PLAN = {
@@ -78,3 +78,25 @@ async def test_resource_without_index_rows(ctx: FhirContext) -> None:
     result = await create(ctx, "Basic", {"resourceType": "Basic", "code": {"text": "note"}})
     async with ctx.db.read() as conn:
         assert await read_current(conn, "Basic", result.stored.id) is not None
+
+
+async def test_update_replaces_index_rows_and_compares_the_version(ctx: FhirContext) -> None:
+    created = await create(ctx, "CarePlan", dict(PLAN))
+    rid = created.stored.id
+    changed = {**PLAN, "id": rid, "status": "completed", "subject": {"reference": "Patient/p2"}}
+    now = utc_now()
+    version = StoredVersion("CarePlan", rid, 2, now, False, stamp(changed, rid, 2, now), "PUT")
+    rows = ctx.index_rows("CarePlan", rid, changed)
+    tables = ctx.extractor.tables_for("CarePlan")
+    async with ctx.db.single_statement() as conn:
+        assert not await replace_in_one_statement(conn, 7, version, rows, tables)  # stale: nothing written
+        assert await index_row_count(ctx, rid) == sum(len(r) for r in ctx.index_rows("CarePlan", rid, PLAN).values())
+        assert await replace_in_one_statement(conn, 1, version, rows, tables)
+    assert await index_row_count(ctx, rid) == sum(len(r) for r in rows.values())
+    token = INDEX_TABLES["token"].c
+    async with ctx.db.read() as conn:
+        codes = {row[0] for row in await conn.execute(select(token.code).where(token.resource_id == rid))}
+        stored = await read_current(conn, "CarePlan", rid)
+        history = (await conn.execute(select(func.count()).where(resource_history.c.id == rid))).scalar_one()
+    assert "completed" in codes and "active" not in codes
+    assert stored is not None and stored.version_id == 2 and history == 2
