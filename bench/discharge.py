@@ -15,6 +15,8 @@ import random
 import uuid
 from typing import Any
 
+from app.interactions.transaction import rewrite_references
+
 SNOMED = "http://snomed.info/sct"
 
 
@@ -179,16 +181,7 @@ def discharge_bundle(seed: int, entries: int = 500) -> dict[str, Any]:
 
 def rewrite(resource: Any, ids: dict[str, str]) -> Any:
     """References to fullUrls replaced by the ``Type/id`` they were created as (in place)."""
-    if isinstance(resource, dict):
-        for key, value in resource.items():
-            if key == "reference" and isinstance(value, str) and value in ids:
-                resource[key] = ids[value]
-            else:
-                rewrite(value, ids)
-    elif isinstance(resource, list):
-        for value in resource:
-            rewrite(value, ids)
-    return resource
+    return rewrite_references(resource, ids.get)
 
 
 def one_by_one(bundle: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -58,6 +59,42 @@ async def update(
     raise VersionConflict(f"{resource_type}/{resource_id} is being changed too often; try again")
 
 
+class _Transactional:
+    """Version writes through SQLAlchemy inside the caller's transaction (both backends)."""
+
+    def __init__(self, ctx: FhirContext, conn: AsyncConnection) -> None:
+        self.ctx, self.conn = ctx, conn
+
+    async def current(self, resource_type: str, resource_id: str) -> tuple[int, datetime, bool] | None:
+        current = await read_current(self.conn, resource_type, resource_id)
+        return None if current is None else (current.version_id, current.last_updated, current.deleted)
+
+    async def insert_first(self, version: StoredVersion, rows: IndexRows) -> None:
+        await insert_first(self.conn, version)
+        await self.ctx.write_index(self.conn, version.resource_type, version.id, rows, is_new=True)
+
+    async def replace(self, expected: int, version: StoredVersion, rows: IndexRows) -> bool:
+        if not await replace_version(self.conn, expected, version):
+            return False
+        await self.ctx.write_index(self.conn, version.resource_type, version.id, rows, is_new=False)
+        return True
+
+
+class _SingleStatement(_Transactional):
+    """The same writes as self-contained PostgreSQL statements, outside any transaction
+    (app/storage/single_statement.py)."""
+
+    async def current(self, resource_type: str, resource_id: str) -> tuple[int, datetime, bool] | None:
+        return await read_version_state(self.conn, resource_type, resource_id)
+
+    async def insert_first(self, version: StoredVersion, rows: IndexRows) -> None:
+        await create_in_one_statement(self.conn, version, rows)
+
+    async def replace(self, expected: int, version: StoredVersion, rows: IndexRows) -> bool:
+        tables = self.ctx.extractor.tables_for(version.resource_type)
+        return await replace_in_one_statement(self.conn, expected, version, rows, tables)
+
+
 async def write_version_single(
     ctx: FhirContext,
     conn: AsyncConnection,
@@ -67,32 +104,8 @@ async def write_version_single(
     rows: IndexRows,
     if_match: int | None,
 ) -> WriteResult | None:
-    """``write_version`` as self-contained PostgreSQL statements (app/storage/single_statement.py):
-    the same outcomes, None when a concurrent writer won (retry)."""
-    current = await read_version_state(conn, resource_type, resource_id)
-    if if_match is not None and (current is None or current[0] != if_match):
-        have = "no version" if current is None else f"version {current[0]}"
-        raise VersionConflict(f"If-Match expects version {if_match} but {resource_type}/{resource_id} has {have}")
-    now = utc_now()
-    if current is None:
-        version = StoredVersion(resource_type, resource_id, 1, now, False, stamp(body, resource_id, 1, now), "PUT")
-        try:
-            await create_in_one_statement(conn, version, rows)
-        except AlreadyExists:
-            return None
-        return WriteResult(status=201, stored=version, created=True)
-    current_version, last_updated, deleted = current
-    next_id = current_version + 1
-    now = max(now, last_updated)
-    version = StoredVersion(
-        resource_type, resource_id, next_id, now, False, stamp(body, resource_id, next_id, now), "PUT"
-    )
-    tables = ctx.extractor.tables_for(resource_type)
-    if not await replace_in_one_statement(conn, current_version, version, rows, tables):
-        if if_match is not None:
-            raise VersionConflict(f"{resource_type}/{resource_id} was changed by another request")
-        return None
-    return WriteResult(status=201 if deleted else 200, stored=version, created=deleted)
+    """``write_version`` on a connection outside any transaction (PostgreSQL only)."""
+    return await _write(_SingleStatement(ctx, conn), resource_type, resource_id, body, rows, if_match, "PUT")
 
 
 async def write_version(
@@ -106,27 +119,38 @@ async def write_version(
     method: str = "PUT",
 ) -> WriteResult | None:
     """One attempt inside the caller's transaction; None when a concurrent writer won (retry)."""
-    current = await read_current(conn, resource_type, resource_id)
-    if if_match is not None and (current is None or current.version_id != if_match):
-        have = "no version" if current is None else f"version {current.version_id}"
+    return await _write(_Transactional(ctx, conn), resource_type, resource_id, body, rows, if_match, method)
+
+
+async def _write(
+    store: _Transactional,
+    resource_type: str,
+    resource_id: str,
+    body: dict[str, Any],
+    rows: IndexRows,
+    if_match: int | None,
+    method: str,
+) -> WriteResult | None:
+    current = await store.current(resource_type, resource_id)
+    if if_match is not None and (current is None or current[0] != if_match):
+        have = "no version" if current is None else f"version {current[0]}"
         raise VersionConflict(f"If-Match expects version {if_match} but {resource_type}/{resource_id} has {have}")
     now = utc_now()
     if current is None:
         version = StoredVersion(resource_type, resource_id, 1, now, False, stamp(body, resource_id, 1, now), method)
         try:
-            await insert_first(conn, version)
+            await store.insert_first(version, rows)
         except AlreadyExists:
             return None
-        await ctx.write_index(conn, resource_type, resource_id, rows, is_new=True)
         return WriteResult(status=201, stored=version, created=True)
-    next_id = current.version_id + 1
-    now = max(now, current.last_updated)
+    current_version, last_updated, deleted = current
+    next_id = current_version + 1
+    now = max(now, last_updated)
     version = StoredVersion(
         resource_type, resource_id, next_id, now, False, stamp(body, resource_id, next_id, now), method
     )
-    if not await replace_version(conn, current.version_id, version):
+    if not await store.replace(current_version, version, rows):
         if if_match is not None:
             raise VersionConflict(f"{resource_type}/{resource_id} was changed by another request")
         return None
-    await ctx.write_index(conn, resource_type, resource_id, rows, is_new=False)
-    return WriteResult(status=201 if current.deleted else 200, stored=version, created=current.deleted)
+    return WriteResult(status=201 if deleted else 200, stored=version, created=deleted)
