@@ -1,4 +1,4 @@
-"""``fhir-server``: ``serve`` runs uvicorn, ``migrate`` applies the schema migrations."""
+"""``fhir-server``: ``serve`` migrates if needed and runs uvicorn, ``migrate`` applies the schema migrations."""
 
 from __future__ import annotations
 
@@ -6,13 +6,31 @@ import argparse
 import logging
 
 import uvicorn
+from sqlalchemy.engine import make_url
 
 from app.config import Settings
 from app.storage.migrate import upgrade
 
+LOG = logging.getLogger("fhir.cli")
+
+
+def migrate(settings: Settings) -> bool:
+    """Bring the schema up to date; False (with one clear line logged) when the database cannot be reached."""
+    try:
+        upgrade(settings.database_url)
+    except Exception as exc:  # any driver's connection error: report it in one line, no traceback
+        shown = make_url(settings.database_url).render_as_string(hide_password=True)
+        reason = str(exc).strip().splitlines()[-1][:300] if str(exc).strip() else type(exc).__name__
+        LOG.error("cannot migrate the database %s: %s", shown, reason)
+        return False
+    return True
+
 
 def serve(settings: Settings) -> None:
-    """Serve in the foreground; SIGTERM/Ctrl-C stop accepting and finish in-flight requests."""
+    """Migrate (a no-op when the schema is current), then serve in the foreground; SIGTERM/Ctrl-C stop
+    accepting and finish in-flight requests."""
+    if not migrate(settings):
+        raise SystemExit(1)
     uvicorn.run(
         "app.main:create_app",
         factory=True,
@@ -30,13 +48,14 @@ def serve(settings: Settings) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="fhir-server", description="Care plan repository FHIR R4 server")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("serve", help="serve the FHIR API (settings from FHIR_* environment variables)")
+    sub.add_parser("serve", help="migrate the schema if needed, then serve the FHIR API (FHIR_* settings)")
     sub.add_parser("migrate", help="apply database migrations up to the newest")
     args = parser.parse_args(argv)
     settings = Settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(message)s")
     if args.command == "migrate":
-        upgrade(settings.database_url)
+        if not migrate(settings):
+            raise SystemExit(1)
     else:
         serve(settings)
 

@@ -32,6 +32,18 @@ class Settings(BaseSettings):
     max_bundle_entries: int = Field(
         default=10_000, ge=1, description="Most entries accepted in one transaction or batch Bundle"
     )
+    max_array_items: int = Field(
+        default=10_000, ge=1, description="Most items in any one JSON array of a resource (json.html); more is 400"
+    )
+    max_json_depth: int = Field(default=64, ge=4, description="Deepest nesting of JSON objects in a resource")
+    max_bundle_response_resources: int = Field(
+        default=10_000,
+        ge=1,
+        description="Most resources one transaction or batch response carries (reads, search pages, includes)",
+    )
+    db_statement_timeout: float = Field(
+        default=30, gt=0, description="PostgreSQL statement_timeout in seconds for every request's statements"
+    )
     search_parameter_refresh_seconds: float = Field(
         default=10, gt=0, description="How often each worker checks for SearchParameters stored by another worker"
     )

@@ -15,8 +15,11 @@
     ├── Unprocessable              422 processing   a PATCH that cannot apply, or whose result is invalid
     ├── NotAcceptable              406 not-supported
     ├── UnsupportedMediaType       415 not-supported
+    ├── OperationNotSupported      400 not-supported  an $operation this server does not offer
     ├── PayloadTooLarge            413 too-long
-    └── MethodNotAllowed           405 not-supported
+    ├── UriTooLong                 414 too-long
+    ├── MethodNotAllowed           405 not-supported  (``allow`` lists the methods the path takes)
+    └── StatementTimeout           503 timeout      the database gave up (FHIR_DB_STATEMENT_TIMEOUT)
 
 Each class carries a stable ``code`` (see ``ErrorCode``) so clients and logs can
 match errors without parsing messages. Storage, search and interactions raise
@@ -45,6 +48,9 @@ class ErrorCode(StrEnum):
     UNSUPPORTED_MEDIA_TYPE = "FHIR-415"
     PAYLOAD_TOO_LARGE = "FHIR-413"
     METHOD_NOT_ALLOWED = "FHIR-405"
+    OPERATION_NOT_SUPPORTED = "FHIR-400-OPERATION"
+    URI_TOO_LONG = "FHIR-414"
+    STATEMENT_TIMEOUT = "FHIR-503-TIMEOUT"
     INTERNAL = "FHIR-500"
 
 
@@ -132,3 +138,23 @@ class PayloadTooLarge(FhirError):
 
 class MethodNotAllowed(FhirError):
     code = ErrorCode.METHOD_NOT_ALLOWED
+
+    def __init__(self, message: str, allow: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.allow = allow or []
+
+
+class OperationNotSupported(FhirError):
+    """An ``$operation`` the server does not implement (400, as HAPI answers)."""
+
+    code = ErrorCode.OPERATION_NOT_SUPPORTED
+
+
+class UriTooLong(FhirError):
+    code = ErrorCode.URI_TOO_LONG
+
+
+class StatementTimeout(FhirError):
+    """A statement ran past ``FHIR_DB_STATEMENT_TIMEOUT`` and the database cancelled it."""
+
+    code = ErrorCode.STATEMENT_TIMEOUT

@@ -11,22 +11,28 @@ from importlib import resources
 
 from fastapi import FastAPI
 
+from app.api.async_requests import ASYNC_PATH, cancel, job_status
 from app.api.errors import install_error_handlers
-from app.api.middleware import RequestLogMiddleware
+from app.api.middleware import MAX_URL_BYTES, RequestLogMiddleware
 from app.api.routes import INTERACTIONS
 from app.api.system_routes import health, metadata, ready
 from app.config import Settings
 from app.interactions.context import FhirContext, utc_now
+from app.interactions.jobs import JobRunner
+from app.interactions.reindex_job import REINDEX, REINDEX_JOB
 from app.interactions.search_parameters import check_search_parameter, refresh_if_changed, reload_search_parameters
+from app.search import bounds
 from app.search.extraction import Extractor
 from app.search.registry import SearchRegistry, load_registry
 from app.storage.database import Database
 from app.validation.bindings import BindingTable
+from app.validation.json_rules import JsonLimits
 from app.validation.structure import model_class
 from app.validation.validator import ResourceValidator
 from capability.statement import build_capability_statement, render
 
 FHIR_PREFIX = "/fhir"
+READ_METHODS = ["GET", "HEAD"]
 
 
 def served_resource_types() -> frozenset[str]:
@@ -42,14 +48,16 @@ def served_resource_types() -> frozenset[str]:
     return frozenset(served)
 
 
-def build_context(database: Database, types: frozenset[str] | None = None) -> FhirContext:
+def build_context(
+    database: Database, types: frozenset[str] | None = None, limits: JsonLimits | None = None
+) -> FhirContext:
     """Everything the interactions need, built once: validator, search registry, extractor."""
     types = types if types is not None else served_resource_types()
     registry = load_registry(types)
-    rules = {"SearchParameter": lambda body: check_search_parameter(body, types)}
+    rules = {"SearchParameter": lambda body: check_search_parameter(body, types, registry)}
     return FhirContext(
         db=database,
-        validator=ResourceValidator(BindingTable.load(), rules),
+        validator=ResourceValidator(BindingTable.load(), rules, limits),
         resource_types=types,
         registry=registry,
         extractor=Extractor(registry),
@@ -67,39 +75,76 @@ async def _watch_search_parameters(ctx: FhirContext, interval: float) -> None:
             logging.getLogger("fhir.search_parameters").exception("SearchParameter refresh failed")
 
 
+def server_limits(settings: Settings) -> dict[str, int]:
+    """Every limit a client can run into, as published in the CapabilityStatement and the README."""
+    return {
+        "maxBodyBytes": settings.max_body_bytes,
+        "maxBundleEntries": settings.max_bundle_entries,
+        "maxBundleResponseResources": settings.max_bundle_response_resources,
+        "maxArrayItems": settings.max_array_items,
+        "maxJsonDepth": settings.max_json_depth,
+        "maxPageSize": settings.max_page_size,
+        **bounds.DOCUMENTED,
+        "maxUrlBytes": MAX_URL_BYTES,
+        "dbStatementTimeoutSeconds": round(settings.db_statement_timeout),
+    }
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(message)s")
-    database = Database.from_url(settings.database_url, settings.db_pool_size, sqlite_inline=settings.workers == 1)
+    database = Database.from_url(
+        settings.database_url,
+        settings.db_pool_size,
+        sqlite_inline=settings.workers == 1,
+        statement_timeout=settings.db_statement_timeout,
+    )
     types = served_resource_types()
-    ctx = build_context(database, types)
+    ctx = build_context(
+        database, types, JsonLimits(settings.max_array_items, settings.max_json_depth, settings.max_body_bytes)
+    )
+    jobs = JobRunner(ctx, {REINDEX: REINDEX_JOB})
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await reload_search_parameters(ctx)
         watcher = asyncio.create_task(_watch_search_parameters(ctx, settings.search_parameter_refresh_seconds))
+        await jobs.start()  # resume jobs whose process stopped
         yield
         watcher.cancel()
+        await jobs.close()  # their jobs stay resumable
         await database.dispose()
 
     app = FastAPI(title="Care plan repository", lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None)
     app.state.settings = settings
     app.state.ctx = ctx
+    app.state.jobs = jobs
     started = utc_now()
 
+    limits = server_limits(settings)
+
     def capability_bytes(registry: SearchRegistry) -> bytes:
-        return render(build_capability_statement(types, INTERACTIONS, settings.public_base_url, started, registry))
+        statement = build_capability_statement(
+            types, INTERACTIONS, settings.public_base_url, started, registry, limits=limits
+        )
+        return render(statement)
 
     app.state.capability_for = capability_bytes  # metadata re-renders when the registry changes
     app.state.capability = (ctx.registry, capability_bytes(ctx.registry))
     app.add_middleware(RequestLogMiddleware)
     install_error_handlers(app)
-    app.add_api_route("/health", health, methods=["GET"], include_in_schema=False)
-    app.add_api_route("/health/ready", ready, methods=["GET"], include_in_schema=False)
-    app.add_api_route(f"{FHIR_PREFIX}/metadata", metadata, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/health", health, methods=READ_METHODS, include_in_schema=False)
+    app.add_api_route("/health/ready", ready, methods=READ_METHODS, include_in_schema=False)
+    app.add_api_route(f"{FHIR_PREFIX}/metadata", metadata, methods=READ_METHODS, include_in_schema=False)
+    # async.html polling locations: before the /{resource_type} routes, and not FHIR interactions
+    app.add_api_route(
+        f"{FHIR_PREFIX}{ASYNC_PATH}/{{job_id}}", job_status, methods=READ_METHODS, include_in_schema=False
+    )
+    app.add_api_route(f"{FHIR_PREFIX}{ASYNC_PATH}/{{job_id}}", cancel, methods=["DELETE"], include_in_schema=False)
     registered = set()
     for route in INTERACTIONS:  # transaction and batch share POST [base]
         if (route.method, route.path) not in registered:
             registered.add((route.method, route.path))
-            app.add_api_route(FHIR_PREFIX + route.path, route.endpoint, methods=[route.method], include_in_schema=False)
+            methods = READ_METHODS if route.method == "GET" else [route.method]  # HEAD wherever GET works
+            app.add_api_route(FHIR_PREFIX + route.path, route.endpoint, methods=methods, include_in_schema=False)
     return app

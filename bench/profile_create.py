@@ -4,8 +4,9 @@
 
 Times, per CarePlan, each stage that ``app.interactions.create`` runs, measured
 by calling the same functions on the same bodies: JSON parsing, structural
-validation (fhir.resources R4B), required-binding checks, index extraction,
-stamping and rendering the stored bytes; then the whole create interaction
+the FHIR JSON rules, validation (fhir.resources R4B), required-binding checks, index
+extraction, stamping and rendering the stored bytes, and what exact decimals cost
+against orjson's float parsing and rendering (json.html: decimals keep their digits); then the whole create interaction
 sequentially on SQLite and on PostgreSQL (throw-away durable cluster). The
 SQL share is the interaction time minus the CPU stages.
 """
@@ -22,6 +23,7 @@ from typing import Any
 
 import orjson
 
+from app import fhirjson
 from app.interactions.context import utc_now
 from app.interactions.create import create
 from app.interactions.stamping import stamp
@@ -32,6 +34,8 @@ from app.search.registry import load_registry
 from app.storage.database import Database
 from app.storage.migrate import upgrade
 from app.validation.bindings import BindingTable
+from app.validation.json_rules import JsonLimits, JsonRules, load_element_table
+from app.validation.narrative import narrative_problems
 from app.validation.structure import structural_problems
 from bench.data import care_plan
 from tests.postgres_cluster import start_cluster
@@ -72,8 +76,15 @@ def main() -> None:
     structural_problems("CarePlan", bodies[0])
     extract_us = per_item_us(lambda b: extractor.extract("CarePlan", b), bodies)
     rows_us = per_item_us(lambda b: build_index_rows("CarePlan", "id", extractor.extract("CarePlan", b)), bodies)
+    rules = JsonRules(load_element_table(), JsonLimits(), narrative_problems)
+    exact = [fhirjson.loads(r) for r in raw]
+    orjson_parse = per_item_us(orjson.loads, raw)
+    orjson_render = per_item_us(orjson.dumps, bodies)
+    exact_parse = per_item_us(fhirjson.loads, raw)
+    exact_render = per_item_us(fhirjson.dumps, exact)
     stages = {
-        "parse JSON (orjson)": per_item_us(orjson.loads, raw),
+        "parse JSON (exact decimals, duplicate keys refused)": exact_parse,
+        "FHIR JSON rules (json_rules walk)": per_item_us(rules.check_resource, exact),
         "structure (fhir.resources R4B)": per_item_us(lambda b: structural_problems("CarePlan", b), bodies),
         "required bindings": per_item_us(bindings.check, bodies),
         "index extraction (search parameters)": extract_us,
@@ -86,6 +97,11 @@ def main() -> None:
     print("|---|---|")
     for name, value in stages.items():
         print(f"| {name} | {value:.0f} |")
+    decimal_cost = (exact_parse - orjson_parse) + (exact_render - orjson_render)
+    print(
+        f"| exact decimals: parse {exact_parse:.1f} vs orjson {orjson_parse:.1f}, render {exact_render:.1f} vs "
+        f"orjson {orjson_render:.1f}; extra per create | {decimal_cost:.1f} |"
+    )
     directory = tempfile.mkdtemp(prefix="fhir-profile-")
     sqlite_url = f"sqlite+aiosqlite:///{directory}/p.sqlite"
     upgrade(sqlite_url)
@@ -97,6 +113,7 @@ def main() -> None:
     finally:
         cluster.stop()
     for name, (wall, cpu) in (("SQLite", sqlite_us), ("PostgreSQL", pg_us)):
+        print(f"| exact-decimal cost as a share of the {name} create CPU | {decimal_cost / cpu:.1%} |")
         print(f"| create interaction on {name}, wall | {wall:.0f} |")
         print(
             f"| create interaction on {name}, CPU of the server process | {cpu:.0f} "

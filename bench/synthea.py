@@ -316,7 +316,7 @@ def patient_bundle(seed: int, encounters: int) -> dict[str, Any]:
                         "encounter": encounter,
                         "authoredOn": start,
                         "requester": practitioner_ref(clinician),
-                        "reasonReference": [{"reference": conditions[-1]}] if conditions else [],
+                        **({"reasonReference": [{"reference": conditions[-1]}]} if conditions else {}),
                     },
                     _urn(rng),
                 )

@@ -7,7 +7,7 @@ route table in ``app.api.routes``. Built once at start-up and served as bytes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -20,6 +20,9 @@ from app.interactions.context import format_instant
 from app.search.registry import SearchRegistry
 from app.search.request import supported
 
+LIMITS_EXTENSION = "urn:care-plan-repository:StructureDefinition:server-limits"
+PATCH_FORMATS = ["application/json-patch+json", "application/fhir+json"]
+
 
 def build_capability_statement(
     resource_types: Iterable[str],
@@ -28,6 +31,7 @@ def build_capability_statement(
     started_at: datetime,
     registry: SearchRegistry,
     features: ServerFeatures = FEATURES,
+    limits: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
     routes = list(routes)
     rev_includes = search_rev_includes(registry)
@@ -53,9 +57,16 @@ def build_capability_statement(
     ]
     rest: dict[str, Any] = {
         "mode": "server",
-        "documentation": "Care plan repository FHIR R4 REST API.",
+        "documentation": documentation(limits or {}),
         "resource": resources,
     }
+    if limits:
+        rest["extension"] = [
+            {
+                "url": LIMITS_EXTENSION,
+                "extension": [{"url": name, "valueInteger": value} for name, value in limits.items()],
+            }
+        ]
     if system_codes:
         rest["interaction"] = [{"code": code} for code in system_codes]
     operations = list(dict.fromkeys(r.interaction for r in routes if r.level == "operation"))
@@ -75,8 +86,38 @@ def build_capability_statement(
         "implementation": {"description": "Care plan repository FHIR R4 server", "url": base_url},
         "fhirVersion": "4.0.1",
         "format": [FHIR_JSON, "application/json"],
+        "patchFormat": PATCH_FORMATS,
         "rest": [rest],
     }
+
+
+LIMIT_TEXT = {
+    "maxBodyBytes": "request bodies (and PATCH results) of at most {} bytes",
+    "maxBundleEntries": "at most {} entries per transaction or batch Bundle",
+    "maxBundleResponseResources": "at most {} resources returned by the read and search entries of one "
+    "transaction or batch",
+    "maxArrayItems": "at most {} items in any JSON array of a resource",
+    "maxJsonDepth": "JSON objects nested at most {} levels deep",
+    "maxPageSize": "_count of at most {}",
+    "searchMaxParameters": "at most {} search parameters per search",
+    "searchMaxValuesPerParameter": "at most {} comma-separated values per parameter",
+    "searchMaxValues": "at most {} values per search",
+    "searchMaxChainLinks": "chains of at most {} links",
+    "searchMaxHasLevels": "_has nested at most {} levels",
+    "searchMaxIncludes": "at most {} _include/_revinclude parameters",
+    "searchMaxSortKeys": "at most {} _sort keys",
+    "maxUrlBytes": "URLs of at most {} bytes (longer searches: POST [type]/_search)",
+    "dbStatementTimeoutSeconds": "database statements cancelled after {} s (503)",
+}
+
+
+def documentation(limits: Mapping[str, int]) -> str:
+    """``rest.documentation``: the limits in words (the same numbers as the server-limits extension)."""
+    text = "Care plan repository FHIR R4 REST API."
+    parts = [LIMIT_TEXT[name].format(value) for name, value in limits.items() if name in LIMIT_TEXT]
+    if parts:
+        text += " Limits: " + "; ".join(parts) + "."
+    return text
 
 
 def search_params(registry: SearchRegistry, resource_type: str) -> list[dict[str, Any]]:
@@ -108,5 +149,15 @@ def search_rev_includes(registry: SearchRegistry) -> dict[str, list[str]]:
     return by_target
 
 
+def without_empty(value: Any) -> Any:
+    """The value with empty strings, arrays and objects left out (json.html: FHIR JSON has none)."""
+    if isinstance(value, dict):
+        pruned = {k: without_empty(v) for k, v in value.items()}
+        return {k: v for k, v in pruned.items() if v not in ("", [], {}, None)}
+    if isinstance(value, list):
+        return [v for v in (without_empty(item) for item in value) if v not in ("", [], {}, None)]
+    return value
+
+
 def render(statement: dict[str, Any]) -> bytes:
-    return orjson.dumps(statement)
+    return orjson.dumps(without_empty(statement))

@@ -11,6 +11,7 @@ PostgreSQL tests that ran is written to ``.pytest-postgres-count`` so
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import uuid
@@ -127,13 +128,40 @@ def settings(database_url: str) -> Settings:
 async def app(settings: Settings) -> AsyncIterator[FastAPI]:
     application = create_app(settings)
     yield application
+    await application.state.jobs.close()  # background jobs a test left running (their rows stay resumable)
     await application.state.ctx.db.dispose()
+
+
+def empty_values(node: Any, path: str = "$") -> list[str]:
+    """Where a JSON document holds null, {}, [] or "" (json.html forbids them in FHIR JSON)."""
+    if node is None or node == {} or node == [] or node == "":
+        return [path]
+    found: list[str] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            found += empty_values(value, f"{path}.{key}")
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            found += empty_values(value, f"{path}[{index}]")
+    return found
+
+
+async def check_fhir_json_response(response: httpx.Response) -> None:
+    """Every FHIR JSON answer of the server obeys the rules it enforces on clients."""
+    if "json" not in response.headers.get("content-type", ""):
+        return
+    body = await response.aread()
+    if not body:
+        return
+    found = empty_values(json.loads(body))
+    assert not found, f"{response.request.method} {response.request.url}: null/empty values at {found[:5]}"
 
 
 @pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+    hooks = {"response": [check_fhir_json_response]}
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver", event_hooks=hooks) as http:
         yield http
 
 

@@ -9,6 +9,7 @@ from urllib.parse import urlencode
 
 import orjson
 
+from app import fhirjson
 from app.api.outcomes import informational, outcome_for_error
 from app.api.responses import STATUS_TEXT, etag
 from app.interactions.context import format_instant, utc_now
@@ -20,11 +21,16 @@ from app.interactions.transaction import EntryResult
 from app.storage.repository import StoredVersion
 
 
+def _embedded(body: bytes, pretty: bool) -> Any:
+    """Stored bytes inside a Bundle: embedded as they are, or parsed (decimals kept) to be indented."""
+    return fhirjson.loads(body) if pretty else orjson.Fragment(body)
+
+
 def _history_entry(version: StoredVersion, base_url: str, pretty: bool) -> dict[str, Any]:
     ref = f"{version.resource_type}/{version.id}"
     entry: dict[str, Any] = {"fullUrl": f"{base_url}/{ref}"}
     if version.body is not None:
-        entry["resource"] = orjson.loads(version.body) if pretty else orjson.Fragment(version.body)
+        entry["resource"] = _embedded(version.body, pretty)
     if version.method == "DELETE":
         status = 204
     elif version.version_id == 1 or version.method == "POST":
@@ -54,15 +60,16 @@ def history_bundle(page: HistoryPage, base_url: str, path: str, pretty: bool) ->
         links.append(
             {"relation": "next", "url": f"{base_url}/{path}?{urlencode({**params, '_page': page.next_cursor})}"}
         )
-    bundle = {
+    bundle: dict[str, Any] = {
         "resourceType": "Bundle",
         "id": str(uuid.uuid4()),
         "meta": {"lastUpdated": format_instant(utc_now())},
         "type": "history",
         "link": links,
-        "entry": [_history_entry(v, base_url, pretty) for v in page.versions],
     }
-    return orjson.dumps(bundle, option=orjson.OPT_INDENT_2 if pretty else 0)
+    if page.versions:  # json.html: no empty arrays, so an empty Bundle has no "entry" at all
+        bundle["entry"] = [_history_entry(v, base_url, pretty) for v in page.versions]
+    return fhirjson.dumps(bundle, pretty)
 
 
 def _searchset(
@@ -98,13 +105,14 @@ def _searchset(
     def shown(body: bytes) -> Any:
         if subsetting is not None and subsetting.changes_bodies:
             body = subset(body, subsetting)
-        return orjson.loads(body) if pretty else orjson.Fragment(body)
+        return _embedded(body, pretty)
 
-    bundle["entry"] = [
-        {"fullUrl": f"{base_url}/{resource_type}/{resource_id}", "resource": shown(body), "search": {"mode": mode}}
-        for resource_type, resource_id, body, mode in entries
-    ]
-    return orjson.dumps(bundle, option=orjson.OPT_INDENT_2 if pretty else 0)
+    if entries:
+        bundle["entry"] = [
+            {"fullUrl": f"{base_url}/{resource_type}/{resource_id}", "resource": shown(body), "search": {"mode": mode}}
+            for resource_type, resource_id, body, mode in entries
+        ]
+    return fhirjson.dumps(bundle, pretty)
 
 
 def search_bundle(page: SearchPage, base_url: str, pretty: bool) -> bytes:
@@ -167,16 +175,17 @@ def transaction_response_bundle(
             wants_body = result.method in ("GET",) and result.status == 200
             wants_body = wants_body or (result.method in ("POST", "PUT", "PATCH") and prefer == "representation")
             if wants_body and stored.body is not None:
-                entry["resource"] = orjson.loads(stored.body) if pretty else orjson.Fragment(stored.body)
+                entry["resource"] = _embedded(stored.body, pretty)
             if result.method in ("POST", "PUT", "PATCH") and prefer == "OperationOutcome":
                 response["outcome"] = informational(f"{result.method} {ref}: {_status(result.status)}")
         entry["response"] = response
         entries.append(entry)
-    bundle = {
+    bundle: dict[str, Any] = {
         "resourceType": "Bundle",
         "id": str(uuid.uuid4()),
         "meta": {"lastUpdated": format_instant(utc_now())},
         "type": f"{kind}-response",
-        "entry": entries,
     }
-    return orjson.dumps(bundle, option=orjson.OPT_INDENT_2 if pretty else 0)
+    if entries:
+        bundle["entry"] = entries
+    return fhirjson.dumps(bundle, pretty)

@@ -14,7 +14,8 @@ from starlette.responses import Response
 
 from app.api.negotiation import FHIR_JSON
 from app.api.outcomes import dumps, error_outcome, outcome_for_error
-from app.errors import ErrorCode, FhirError, Gone
+from app.errors import ErrorCode, FhirError, Gone, MethodNotAllowed
+from app.storage.database import DATABASE_ERRORS, storage_error
 
 CONTENT_TYPE = f"{FHIR_JSON}; charset=utf-8"
 
@@ -29,18 +30,32 @@ async def fhir_error_handler(request: Request, exc: Exception) -> Response:
     headers = {}
     if isinstance(exc, Gone) and exc.version_id is not None:
         headers["ETag"] = f'W/"{exc.version_id}"'
+    if isinstance(exc, MethodNotAllowed):
+        headers["Allow"] = ", ".join(exc.allow or allowed_methods(request))
     return _outcome_response(status, body, headers)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path (RFC 9110 15.5.6: ``Allow`` on a 405)."""
+    path = request.url.path
+    methods: set[str] = set()
+    for route in request.app.routes:
+        regex = getattr(route, "path_regex", None)
+        if regex is not None and regex.match(path) and getattr(route, "methods", None):
+            methods |= set(route.methods)
+    order = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+    return sorted(methods, key=lambda m: order.index(m) if m in order else len(order))
 
 
 async def http_error_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code == 405:
-        text = f"{request.method} is not supported on {request.url.path}"
-        return _outcome_response(
-            405, error_outcome(text, "not-supported", ErrorCode.METHOD_NOT_ALLOWED), dict(exc.headers or {})
-        )
+        allow = allowed_methods(request)
+        text = f"{request.method} is not supported on {request.url.path[:200]}; use {', '.join(allow)}"
+        outcome = error_outcome(text, "not-supported", ErrorCode.METHOD_NOT_ALLOWED)
+        return _outcome_response(405, outcome, {"Allow": ", ".join(allow)})
     if exc.status_code == 404:
-        text = f"No FHIR endpoint at {request.url.path}"
+        text = f"No FHIR endpoint at {request.url.path[:200]}"
         return _outcome_response(404, error_outcome(text, "not-found", ErrorCode.NOT_FOUND))
     code = ErrorCode.INVALID_REQUEST
     return _outcome_response(exc.status_code, error_outcome(str(exc.detail), "processing", code))
@@ -52,7 +67,18 @@ async def validation_error_handler(request: Request, exc: Exception) -> Response
     return _outcome_response(400, error_outcome(text, "invalid", ErrorCode.INVALID_REQUEST))
 
 
+async def database_error_handler(request: Request, exc: Exception) -> Response:
+    """A database error that stands for a client-visible condition (a statement timeout); any other
+    is re-raised to the request log middleware, which answers 500 and logs it."""
+    translated = storage_error(exc)
+    if translated is None:
+        raise exc
+    return await fhir_error_handler(request, translated)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(FhirError, fhir_error_handler)
+    for error_class in DATABASE_ERRORS:
+        app.add_exception_handler(error_class, database_error_handler)
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)

@@ -17,9 +17,12 @@ from app.errors import (
     NoMatch,
     NotAcceptable,
     NotFound,
+    OperationNotSupported,
     PayloadTooLarge,
+    StatementTimeout,
     Unprocessable,
     UnsupportedMediaType,
+    UriTooLong,
     VersionConflict,
 )
 
@@ -37,6 +40,9 @@ STATUS_TABLE: list[tuple[type[FhirError], int, str]] = [
     (UnsupportedMediaType, 415, "not-supported"),
     (PayloadTooLarge, 413, "too-long"),
     (MethodNotAllowed, 405, "not-supported"),
+    (OperationNotSupported, 400, "not-supported"),
+    (UriTooLong, 414, "too-long"),
+    (StatementTimeout, 503, "timeout"),
 ]
 
 

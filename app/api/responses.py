@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from email.utils import format_datetime, parsedate_to_datetime
+from email.utils import format_datetime
 
-import orjson
 from starlette.datastructures import Headers
 from starlette.responses import Response
 
+from app import fhirjson
 from app.api.negotiation import ResponseFormat
 from app.api.outcomes import dumps, informational
 from app.errors import InvalidRequest
@@ -33,18 +33,9 @@ def parse_etag(value: str | None, header: str) -> int | None:
     if raw.startswith("W/"):
         raw = raw[2:]
     raw = raw.strip('"')
-    if not raw.isdigit() or len(raw) > 9:
-        raise InvalidRequest(f"{header} '{value}' is not a version ETag like W/\"1\"", [header])
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 9:
+        raise InvalidRequest(f"{header} '{value[:40]}' is not a version ETag like W/\"1\"", [header])
     return int(raw)
-
-
-def parse_http_date(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        return parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
 
 
 def version_headers(stored: StoredVersion) -> dict[str, str]:
@@ -52,9 +43,7 @@ def version_headers(stored: StoredVersion) -> dict[str, str]:
 
 
 def body_bytes(stored_body: bytes, fmt: ResponseFormat) -> bytes:
-    if fmt.pretty:
-        return orjson.dumps(orjson.loads(stored_body), option=orjson.OPT_INDENT_2)
-    return stored_body
+    return fhirjson.reformat(stored_body, fmt.pretty)
 
 
 def resource_response(

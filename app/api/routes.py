@@ -12,38 +12,40 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import parse_qsl
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from app.api.body import parse_resource, read_limited
+from app.api.async_requests import accepted
+from app.api.body import parse_json, parse_resource, read_limited
 from app.api.bundles import history_bundle, search_bundle, system_search_bundle, transaction_response_bundle
 from app.api.negotiation import ResponseFormat, negotiate, require_json_body
 from app.api.outcomes import dumps, informational
 from app.api.responses import (
     parse_etag,
-    parse_http_date,
     prefer_return,
     resource_response,
     version_headers,
     write_response,
 )
 from app.config import Settings
-from app.errors import InvalidRequest, NotFound, UnsupportedMediaType
+from app.errors import InvalidRequest, MethodNotAllowed, NotFound, OperationNotSupported, UnsupportedMediaType
 from app.interactions import conditional, reindex
 from app.interactions import create as create_mod
 from app.interactions import delete as delete_mod
 from app.interactions import patch as patch_mod
 from app.interactions import read as read_mod
 from app.interactions import update as update_mod
+from app.interactions import validate as validate_mod
 from app.interactions.bundle_entries import Entry, parse_bundle
 from app.interactions.context import FhirContext, WriteResult
 from app.interactions.history import history, parse_history_query
+from app.interactions.instants import parse_http_date
+from app.interactions.reindex_job import REINDEX, reindex_parameters
 from app.interactions.search import search
 from app.interactions.search_parameters import reload_search_parameters
 from app.interactions.subsetting import parse_subsetting, subset
 from app.interactions.system_search import plan_system_search, system_search
-from app.interactions.transaction import SearchLimits, run_batch, run_transaction
+from app.interactions.transaction import ResponseBudget, SearchLimits, run_batch, run_transaction
 from app.search.request import parse_search
 from app.storage.repository import StoredVersion
 
@@ -55,7 +57,7 @@ class InteractionRoute:
     """One FHIR interaction served at one path (hl7.org/fhir/R4/http.html)."""
 
     interaction: str
-    level: Literal["type", "system", "compartment", "operation"]
+    level: Literal["type", "system", "compartment", "operation", "unsupported"]
     method: str
     path: str
     endpoint: Endpoint
@@ -89,7 +91,7 @@ def _settings(request: Request) -> Settings:
 
 async def _body(request: Request) -> dict[str, object]:
     require_json_body(request.headers)
-    return parse_resource(await read_limited(request, _settings(request).max_body_bytes))
+    return await parse_resource(await read_limited(request, _settings(request).max_body_bytes))
 
 
 async def _after_write(request: Request, resource_type: str) -> None:
@@ -176,12 +178,9 @@ async def _patch_document(request: Request) -> tuple[str, object]:
     media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     raw = await read_limited(request, _settings(request).max_body_bytes)
     if media_type == patch_mod.JSON_PATCH:
-        try:
-            return media_type, orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise InvalidRequest(f"the body is not valid JSON: {exc}") from None
+        return media_type, await parse_json(raw)
     if media_type in (patch_mod.FHIRPATH_PATCH, "application/json"):
-        return patch_mod.FHIRPATH_PATCH, parse_resource(raw)
+        return patch_mod.FHIRPATH_PATCH, await parse_resource(raw)
     raise UnsupportedMediaType(f"PATCH takes {patch_mod.JSON_PATCH} or a FHIRPath Patch as {patch_mod.FHIRPATH_PATCH}")
 
 
@@ -324,29 +323,18 @@ async def search_type_post(request: Request, resource_type: str) -> Response:
 def _reindexed(request: Request, counts: dict[str, int]) -> Response:
     """A Parameters resource: the total and, per type, how many resources were reindexed."""
     fmt = negotiate(request.headers, request.query_params)
-    parameters = {
-        "resourceType": "Parameters",
-        "parameter": [
-            {"name": "count", "valueInteger": sum(counts.values())},
-            *(
-                {"name": "type", "part": [{"name": "type", "valueCode": t}, {"name": "count", "valueInteger": n}]}
-                for t, n in counts.items()
-                if n
-            ),
-        ],
-    }
-    return Response(dumps(parameters, fmt.pretty), 200, media_type=fmt.content_type)
+    return Response(dumps(reindex.counts_parameters(counts), fmt.pretty), 200, media_type=fmt.content_type)
 
 
 async def reindex_system(request: Request) -> Response:
-    """``POST [base]/$reindex``: every stored resource of every type."""
-    ctx = _ctx(request)
-    return _reindexed(request, await reindex.reindex_types(ctx, await reindex.stored_types(ctx)))
+    """``POST [base]/$reindex``: every stored resource of every type, as a job (async.html)."""
+    return await accepted(request, REINDEX, reindex_parameters(None), "$reindex of every resource type")
 
 
 async def reindex_type(request: Request, resource_type: str) -> Response:
-    """``POST [base]/[type]/$reindex``."""
-    return _reindexed(request, {resource_type: await reindex.reindex_type(_ctx(request), resource_type)})
+    """``POST [base]/[type]/$reindex``, as a job (async.html)."""
+    _ctx(request).require_type(resource_type)
+    return await accepted(request, REINDEX, reindex_parameters(resource_type), f"$reindex of {resource_type}")
 
 
 async def reindex_instance(request: Request, resource_type: str, resource_id: str) -> Response:
@@ -361,9 +349,15 @@ async def transaction_or_batch(request: Request) -> Response:
     ctx, settings = _ctx(request), _settings(request)
     body = await _body(request)
     kind, entries = parse_bundle(
-        body, ("transaction", "batch"), settings.max_bundle_entries, settings.public_base_url, ctx.resource_types
+        body,
+        ("transaction", "batch"),
+        settings.max_bundle_entries,
+        settings.public_base_url,
+        ctx.resource_types,
+        ctx.validator.json_rules,
     )
-    limits = SearchLimits(settings.default_page_size, settings.max_page_size)
+    budget = ResponseBudget(settings.max_bundle_response_resources)
+    limits = SearchLimits(settings.default_page_size, settings.max_page_size, budget)
     if kind == "transaction":
         results = await run_transaction(ctx, [e for e in entries if isinstance(e, Entry)], limits)
     else:
@@ -382,14 +376,70 @@ async def transaction_or_batch(request: Request) -> Response:
     return Response(rendered, 200, media_type=fmt.content_type)
 
 
-# Operations: (name, path, endpoint); listed in the CapabilityStatement under rest.operation.
-OPERATION_DEFINITIONS = {"reindex": "urn:care-plan-repository:OperationDefinition:reindex"}
+async def _validate_response(request: Request, resource_type: str, resource_id: str | None) -> Response:
+    fmt = negotiate(request.headers, request.query_params)
+    body = await _body(request)
+    await validate_mod.validate(_ctx(request), resource_type, validate_mod.parse_validate_request(body), resource_id)
+    outcome = informational("Validation successful: no errors", "informational")
+    return Response(dumps(outcome, fmt.pretty), 200, media_type=fmt.content_type)
 
-# Order matters: literal segments before path parameters.
+
+async def validate_type(request: Request, resource_type: str) -> Response:
+    """``POST [base]/[type]/$validate``: 200 when a create would accept the resource, else 400 with the
+    issues a create would report; nothing is stored (resource-operation-validate.html)."""
+    return await _validate_response(request, resource_type, None)
+
+
+async def validate_instance(request: Request, resource_type: str, resource_id: str) -> Response:
+    """``POST [base]/[type]/[id]/$validate``: as for the type, with the id checked (mode update/delete)."""
+    return await _validate_response(request, resource_type, resource_id)
+
+
+async def unsupported_operation(request: Request, operation: str) -> Response:
+    """Any other ``$operation``: a clear refusal instead of the path being read as a type or an id."""
+    known = sorted({r.interaction for r in INTERACTIONS if r.level == "operation"})
+    if operation in known:
+        allowed = sorted({r.method for r in INTERACTIONS if r.interaction == operation})
+        raise MethodNotAllowed(f"${operation} is invoked with {', '.join(allowed)} here", allow=allowed)
+    raise OperationNotSupported(
+        f"the operation ${operation[:80]} is not supported on this server; supported: "
+        + ", ".join(f"${name}" for name in known)
+    )
+
+
+async def unsupported_type_operation(request: Request, resource_type: str, operation: str) -> Response:
+    return await unsupported_operation(request, operation)
+
+
+async def unsupported_instance_operation(
+    request: Request, resource_type: str, resource_id: str, operation: str
+) -> Response:
+    return await unsupported_operation(request, operation)
+
+
+# Operations: (name, path, endpoint); listed in the CapabilityStatement under rest.operation.
+OPERATION_DEFINITIONS = {
+    "reindex": "urn:care-plan-repository:OperationDefinition:reindex",
+    "validate": "http://hl7.org/fhir/OperationDefinition/Resource-validate",
+}
+OPERATION_METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH"]
+
+# Order matters: literal segments before path parameters, operations before compartments.
 INTERACTIONS: tuple[InteractionRoute, ...] = (
     InteractionRoute("reindex", "operation", "POST", "/$reindex", reindex_system),
     InteractionRoute("reindex", "operation", "POST", "/{resource_type}/$reindex", reindex_type),
     InteractionRoute("reindex", "operation", "POST", "/{resource_type}/{resource_id}/$reindex", reindex_instance),
+    InteractionRoute("validate", "operation", "POST", "/{resource_type}/$validate", validate_type),
+    InteractionRoute("validate", "operation", "POST", "/{resource_type}/{resource_id}/$validate", validate_instance),
+    *(
+        InteractionRoute("unsupported", "unsupported", method, path, endpoint)
+        for path, endpoint in (
+            ("/${operation}", unsupported_operation),
+            ("/{resource_type}/${operation}", unsupported_type_operation),
+            ("/{resource_type}/{resource_id}/${operation}", unsupported_instance_operation),
+        )
+        for method in OPERATION_METHODS
+    ),
     InteractionRoute("transaction", "system", "POST", "", transaction_or_batch),
     InteractionRoute("batch", "system", "POST", "", transaction_or_batch),
     InteractionRoute("history-system", "system", "GET", "/_history", system_history),

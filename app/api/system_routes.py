@@ -6,6 +6,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from app import fhirjson
 from app.api.negotiation import negotiate
 
 
@@ -19,7 +20,7 @@ async def metadata(request: Request) -> Response:
         body = request.app.state.capability_for(registry)
         request.app.state.capability = (registry, body)
     if fmt.pretty:
-        body = orjson.dumps(orjson.loads(body), option=orjson.OPT_INDENT_2)
+        body = fhirjson.reformat(body, pretty=True)
     return Response(body, media_type=fmt.content_type)
 
 

@@ -7,15 +7,18 @@ found before anything is executed.
 from __future__ import annotations
 
 import base64
+import binascii
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-import orjson
-
+from app import fhirjson
 from app.errors import FhirError, InvalidRequest, InvalidResource, PayloadTooLarge
 from app.interactions.context import is_valid_id
+from app.interactions.instants import parse_http_or_fhir_instant
 from app.interactions.patch import FHIRPATH_PATCH, JSON_PATCH
+from app.validation.json_rules import JsonRules
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH")
 
@@ -36,7 +39,7 @@ class Entry:
     if_none_exist: str | None = None
     if_match: int | None = None
     if_none_match: int | None = None
-    if_modified_since: str | None = None
+    if_modified_since: datetime | None = None
     patch: tuple[str, Any] | None = None
 
     @property
@@ -64,18 +67,23 @@ def _etag(value: Any, where: str) -> int | None:
     if text.startswith("W/"):
         text = text[2:]
     text = text.strip('"')
-    if not text.isdigit():
-        raise InvalidRequest(f"{where}: '{value}' is not a version ETag", [where])
+    if not (text.isascii() and text.isdigit()) or len(text) > 9:
+        raise InvalidRequest(f"{where}: '{str(value)[:40]}' is not a version ETag like W/\"3\"", [where])
     return int(text)
 
 
 def _relative(url: str, base_url: str) -> str:
-    """Request URLs may be absolute on this server's base; anything else is relative to it."""
+    """Request URLs may be absolute on this server's base; anything else is relative to it.
+
+    Only the part before the query decides: a conditional URL's search values
+    are often absolute URLs themselves (``Task?identifier=https://example.org/ids|42``).
+    """
     if url.startswith(base_url + "/"):
         return url[len(base_url) + 1 :]
-    if "://" in url:
-        parts = urlsplit(url)
-        raise InvalidRequest(f"request url '{url}' is not on this server ({parts.scheme}://{parts.netloc})")
+    path = url.partition("?")[0]
+    if "://" in path:
+        parts = urlsplit(path)
+        raise InvalidRequest(f"request url '{url[:200]}' is not on this server ({parts.scheme}://{parts.netloc})")
     return url.lstrip("/")
 
 
@@ -86,22 +94,30 @@ def _patch_document(resource: Any, where: str) -> tuple[str, Any]:
     if resource.get("resourceType") == "Parameters":
         return FHIRPATH_PATCH, resource
     if resource.get("resourceType") == "Binary" and resource.get("contentType") == JSON_PATCH:
+        data = resource.get("data")
+        if not isinstance(data, str):
+            raise InvalidRequest(f"{where}: Binary.data must hold the base64 JSON Patch", [f"{where}.resource.data"])
         try:
-            return JSON_PATCH, orjson.loads(base64.b64decode(resource.get("data", ""), validate=True))
-        except (ValueError, orjson.JSONDecodeError) as exc:
-            raise InvalidRequest(
-                f"{where}: Binary.data is not base64 JSON: {exc}", [f"{where}.resource.data"]
-            ) from None
+            decoded = base64.b64decode(data, validate=True)
+        except (ValueError, binascii.Error):
+            raise InvalidRequest(f"{where}: Binary.data is not base64", [f"{where}.resource.data"]) from None
+        try:
+            return JSON_PATCH, fhirjson.loads(decoded)
+        except InvalidRequest as exc:
+            raise InvalidRequest(f"{where}: Binary.data: {exc.message}", [f"{where}.resource.data"]) from None
     raise InvalidRequest(
         f"{where}: a PATCH entry carries a Binary with contentType {JSON_PATCH} or a Parameters resource",
         [f"{where}.resource"],
     )
 
 
-def parse_entry(index: int, raw: Any, base_url: str, resource_types: frozenset[str]) -> Entry:
+def parse_entry(index: int, raw: Any, base_url: str, resource_types: frozenset[str], rules: JsonRules) -> Entry:
     where = f"Bundle.entry[{index}]"
     if not isinstance(raw, dict):
         raise InvalidRequest(f"{where} is not an object", [where])
+    shape = rules.check_element(raw, "Bundle.entry", where, skip_resources=True)  # resources: checked on their own
+    if shape.issues:
+        raise InvalidResource(shape.issues)
     request = raw.get("request")
     if not isinstance(request, dict):
         raise InvalidRequest(f"{where} has no request", [f"{where}.request"])
@@ -157,28 +173,41 @@ def parse_entry(index: int, raw: Any, base_url: str, resource_types: frozenset[s
     entry.if_none_exist = request.get("ifNoneExist")
     entry.if_match = _etag(request.get("ifMatch"), f"{where}.request.ifMatch")
     entry.if_none_match = _etag(request.get("ifNoneMatch"), f"{where}.request.ifNoneMatch")
-    entry.if_modified_since = request.get("ifModifiedSince")
+    since = request.get("ifModifiedSince")
+    if since is not None:
+        entry.if_modified_since = parse_http_or_fhir_instant(since, f"{where}.request.ifModifiedSince")
     return entry
 
 
 def parse_bundle(
-    bundle: dict[str, Any], kinds: tuple[str, ...], max_entries: int, base_url: str, resource_types: frozenset[str]
+    bundle: dict[str, Any],
+    kinds: tuple[str, ...],
+    max_entries: int,
+    base_url: str,
+    resource_types: frozenset[str],
+    rules: JsonRules,
 ) -> tuple[str, list[Entry | FhirError]]:
     """(bundle type, entries); for a batch an unparsable entry is kept as its error, for a transaction it is raised."""
     if bundle.get("resourceType") != "Bundle":
         raise InvalidRequest("POST to the base takes a Bundle of type transaction or batch", ["resourceType"])
     kind = bundle.get("type")
     if kind not in kinds:
-        raise InvalidRequest(f"Bundle.type '{kind}' cannot be processed; send transaction or batch", ["Bundle.type"])
+        shown = str(kind)[:40]
+        raise InvalidRequest(f"Bundle.type '{shown}' cannot be processed; send transaction or batch", ["Bundle.type"])
     raw_entries = bundle.get("entry", [])
-    if not isinstance(raw_entries, list):
-        raise InvalidRequest("Bundle.entry must be an array", ["Bundle.entry"])
+    if not isinstance(raw_entries, list) or (not raw_entries and "entry" in bundle):
+        raise InvalidRequest("Bundle.entry must be a non-empty array (or absent)", ["Bundle.entry"])
     if len(raw_entries) > max_entries:
         raise PayloadTooLarge(f"the Bundle has {len(raw_entries)} entries; at most {max_entries} are accepted")
+    shell = rules.check_element(
+        {k: v for k, v in bundle.items() if k not in ("resourceType", "entry")}, "Bundle", "Bundle"
+    )
+    if shell.issues:
+        raise InvalidResource(shell.issues)
     entries: list[Entry | FhirError] = []
     for index, raw in enumerate(raw_entries):
         try:
-            entries.append(parse_entry(index, raw, base_url, resource_types))
+            entries.append(parse_entry(index, raw, base_url, resource_types, rules))
         except FhirError as exc:
             if kind == "transaction":
                 raise

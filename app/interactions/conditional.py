@@ -1,7 +1,10 @@
 """Conditional update and delete (hl7.org/fhir/R4/http.html#cond-update, #3.1.0.7.1).
 
 The criteria are a search on the type, locked for the transaction (as for
-conditional create), searched and acted on in that one transaction.
+conditional create), searched and acted on in that one transaction. A
+transaction the database aborts for a deadlock is run again from the search
+(``Database.run_write``); a version written by a concurrent request between
+our read and our write is handled as a plain update or delete handles it.
 """
 
 from __future__ import annotations
@@ -9,12 +12,15 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from app.errors import IdMismatch, MultipleMatches, VersionConflict
 from app.interactions.context import FhirContext, WriteResult, require_valid_id
 from app.interactions.create import check_body_type, conditional_criteria
 from app.interactions.delete import RETRY, write_tombstone
+from app.interactions.references import conditional_references, refuse_bundle_local, resolve_in_body
 from app.interactions.search import find_ids
-from app.interactions.update import write_version
+from app.interactions.update import MAX_ATTEMPTS, write_version_until_written
 
 MAX_CONDITIONAL_DELETES = 1000
 
@@ -27,8 +33,11 @@ async def conditional_update(
     ctx.require_type(resource_type)
     check_body_type(resource_type, body)
     criteria = conditional_criteria(ctx, resource_type, query, "criteria")
-    ctx.validator.validate(resource_type, body)
-    async with ctx.db.write() as conn:
+    report = await ctx.check(resource_type, body)
+    refuse_bundle_local(report.references)
+    pending = conditional_references(report.references)
+
+    async def attempt(conn: AsyncConnection) -> WriteResult:
         await ctx.db.lock_key(conn, f"{resource_type}?{sorted(criteria.applied())}")
         matches = await find_ids(conn, criteria, 2)
         if len(matches) > 1:
@@ -42,27 +51,36 @@ async def conditional_update(
             resource_id = body_id if isinstance(body_id, str) else str(uuid.uuid4())
             require_valid_id(resource_id)
         stored_body = {**body, "id": resource_id}
+        if pending:
+            await resolve_in_body(ctx, conn, stored_body, pending)
         rows = ctx.index_rows(resource_type, resource_id, stored_body)
-        result = await write_version(ctx, conn, resource_type, resource_id, stored_body, rows, if_match)
-        if result is None:
-            raise VersionConflict(f"{resource_type}/{resource_id} was changed by another request; try again")
-        return result
+        return await write_version_until_written(ctx, conn, resource_type, resource_id, stored_body, rows, if_match)
+
+    return await ctx.db.run_write(attempt)
 
 
 async def conditional_delete(ctx: FhirContext, resource_type: str, query: str) -> list[WriteResult]:
     """``DELETE [type]?query``: deletes every match (conditionalDelete ``multiple``), up to a limit."""
     ctx.require_type(resource_type)
     criteria = conditional_criteria(ctx, resource_type, query, "criteria")
-    async with ctx.db.write() as conn:
+
+    async def tombstone(conn: AsyncConnection, resource_id: str) -> WriteResult | object | None:
+        for _ in range(MAX_ATTEMPTS):  # RETRY: a concurrent writer won; the next read sees its version
+            outcome = await write_tombstone(ctx, conn, resource_type, resource_id, None)
+            if outcome is not RETRY:
+                return outcome
+        raise VersionConflict(f"{resource_type}/{resource_id} is being changed too often; try again")
+
+    async def attempt(conn: AsyncConnection) -> list[WriteResult]:
         await ctx.db.lock_key(conn, f"{resource_type}?{sorted(criteria.applied())}")
         matches = await find_ids(conn, criteria, MAX_CONDITIONAL_DELETES + 1)
         if len(matches) > MAX_CONDITIONAL_DELETES:
             raise MultipleMatches(f"the criteria match more than {MAX_CONDITIONAL_DELETES} resources; narrow them")
         deleted = []
         for resource_id in matches:
-            outcome = await write_tombstone(ctx, conn, resource_type, resource_id, None)
-            if outcome is RETRY:
-                raise VersionConflict(f"{resource_type}/{resource_id} was changed by another request; try again")
+            outcome = await tombstone(conn, resource_id)
             if isinstance(outcome, WriteResult):
                 deleted.append(outcome)
         return deleted
+
+    return await ctx.db.run_write(attempt)

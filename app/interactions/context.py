@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app import fhirjson
 from app.errors import InvalidRequest, NotFound
 from app.search.extraction import Extractor
 from app.search.indexing import IndexRows, build_index_rows
@@ -15,7 +17,12 @@ from app.search.registry import SearchRegistry
 from app.storage.database import Database
 from app.storage.index_writer import replace_index_rows
 from app.storage.repository import StoredVersion
+from app.validation.json_rules import ShapeReport
 from app.validation.validator import ResourceValidator
+
+# Bodies larger than this (as JSON) are validated in a worker thread: fhir.resources needs about
+# 1 ms per 5 KB, and the event loop must keep answering other clients meanwhile.
+OFFLOAD_BYTES = 64 * 1024
 
 ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.")
 
@@ -47,6 +54,13 @@ class FhirContext:
         """Use ``registry`` from the next statement on (both swapped with no await in between)."""
         self.registry = registry
         self.extractor = Extractor(registry, self.extractor.use_fast_path)
+
+    async def check(self, resource_type: str, body: dict[str, Any]) -> ShapeReport:
+        """Validate ``body`` (``ResourceValidator.validate``); a large body in a worker thread, so
+        validating it does not hold up every other request on the event loop."""
+        if len(fhirjson.dumps(body)) > OFFLOAD_BYTES:
+            return await asyncio.to_thread(self.validator.validate, resource_type, body)
+        return self.validator.validate(resource_type, body)
 
     def index_rows(self, resource_type: str, resource_id: str, body: dict[str, Any]) -> IndexRows:
         """Index rows of a body; computed before the write transaction opens."""
@@ -91,5 +105,6 @@ def utc_now() -> datetime:
 
 
 def format_instant(value: datetime) -> str:
-    """FHIR ``instant`` with microseconds, always UTC (``Z``)."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """FHIR ``instant`` with microseconds, always UTC (``Z``); four-digit years even before 1000."""
+    utc = value.astimezone(UTC)
+    return f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}T{utc:%H:%M:%S}.{utc.microsecond:06d}Z"

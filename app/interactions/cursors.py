@@ -27,14 +27,25 @@ def _encode_value(value: Any) -> Any:
 
 
 def _decode_value(value: Any) -> Any:
+    """A value as the cursor was written: str, int, None, or a tagged instant or decimal. Anything else
+    (a crafted token) is refused here rather than passed to SQL."""
     if isinstance(value, dict):
         if "t" in value:
             parsed = datetime.fromisoformat(value["t"])
             if parsed.tzinfo is None:
                 raise ValueError("cursor instants carry a zone")
             return parsed
-        return Decimal(value["n"])
-    return value
+        number = Decimal(value["n"])
+        if not number.is_finite() or not -300 < number.adjusted() < 300:
+            raise ValueError("cursor number out of range")
+        return number
+    if isinstance(value, str):
+        if "\x00" in value or len(value) > 2048:
+            raise ValueError("cursor string not usable")
+        return value
+    if value is None or (type(value) is int and -(2**63) <= value < 2**63):
+        return value
+    raise ValueError("cursor value of an unknown kind")
 
 
 def encode_cursor(values: list[Any]) -> str:

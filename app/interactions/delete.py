@@ -22,11 +22,14 @@ async def delete(
     ctx.require_type(resource_type)
     if not is_valid_id(resource_id):
         return None  # such an id can never have been stored
+
+    async def attempt(conn: AsyncConnection) -> WriteResult | object | None:
+        return await write_tombstone(ctx, conn, resource_type, resource_id, if_match)
+
     for _ in range(MAX_ATTEMPTS):
-        async with ctx.db.write() as conn:
-            outcome = await write_tombstone(ctx, conn, resource_type, resource_id, if_match)
-            if outcome is not RETRY:
-                return outcome  # type: ignore[return-value]
+        outcome = await ctx.db.run_write(attempt)
+        if outcome is not RETRY:
+            return outcome  # type: ignore[return-value]
     raise VersionConflict(f"{resource_type}/{resource_id} is being changed too often; try again")
 
 

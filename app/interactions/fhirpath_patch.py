@@ -19,10 +19,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-import fhirpathpy
-
 from app.errors import InvalidRequest, Unprocessable
-from app.search.extraction import split_top_level
+from app.search.fhirpath import cached_condition, explain, split_top_level
+from app.validation.json_rules import load_element_table
 
 OPERATIONS = frozenset({"add", "insert", "delete", "replace", "move"})
 _INDEXED = re.compile(r"^(?P<name>[A-Za-z][A-Za-z0-9_]*)\[(?P<index>\d+)\]$")
@@ -32,15 +31,26 @@ _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 @dataclass(frozen=True, slots=True)
 class Location:
-    """Where a value lives: ``container[key]`` or, in a list, ``container[key][index]``."""
+    """Where a value lives: ``container[key]`` or, in a list, ``container[key][index]``; ``type_name``
+    is the FHIR type of the value there (a backbone element by its path), when the element table knows it."""
 
     container: dict[str, Any]
     key: str
     index: int | None
+    type_name: str | None = None
 
     def get(self) -> Any:
         value = self.container[self.key]
         return value if self.index is None else value[self.index]
+
+
+def _child_type(parent: str | None, key: str, value: Any) -> str | None:
+    if parent is None:
+        return None
+    child = load_element_table().child_type(parent, key)
+    if child == "Resource":  # contained resources and the like: the value says what it is
+        return value.get("resourceType") if isinstance(value, dict) else None
+    return child
 
 
 def _split_steps(path: str) -> list[str]:
@@ -67,9 +77,11 @@ def _children(locations: list[Location], name: str) -> list[Location]:
         for key in _child_keys(node, name):
             value = node[key]
             if isinstance(value, list):
-                found.extend(Location(node, key, i) for i in range(len(value)))
+                found.extend(
+                    Location(node, key, i, _child_type(location.type_name, key, item)) for i, item in enumerate(value)
+                )
             else:
-                found.append(Location(node, key, None))
+                found.append(Location(node, key, None, _child_type(location.type_name, key, value)))
     return found
 
 
@@ -79,7 +91,7 @@ def resolve(resource: dict[str, Any], path: str) -> list[Location]:
     if steps[0] != resource.get("resourceType"):
         raise Unprocessable(f"path '{path}' does not start with the resource type {resource.get('resourceType')}")
     holder = {"root": resource}
-    locations = [Location(holder, "root", None)]
+    locations = [Location(holder, "root", None, steps[0])]
     for step in steps[1:]:
         function = _FUNCTION.match(step)
         indexed = _INDEXED.match(step)
@@ -105,11 +117,14 @@ def resolve(resource: dict[str, Any], path: str) -> list[Location]:
 
 
 def _holds(item: Any, condition: str, path: str) -> bool:
+    """The ``where()`` condition on one candidate: compiled once per condition, not per candidate."""
     try:
-        result = fhirpathpy.evaluate(item, condition)
+        result = cached_condition(condition)(item)
     except Exception as exc:  # fhirpathpy raises plain exceptions for bad expressions
-        raise InvalidRequest(f"condition '{condition}' in '{path}' is not valid FHIRPath: {exc}") from None
-    return result == [True]
+        raise InvalidRequest(
+            f"condition '{condition[:200]}' in '{path[:200]}' is not valid FHIRPath: {explain(exc)}"
+        ) from None
+    return bool(result == [True])
 
 
 def _value(parameter: dict[str, Any]) -> Any:
@@ -121,7 +136,7 @@ def _value(parameter: dict[str, Any]) -> Any:
     if isinstance(parts, list) and parts:
         built: dict[str, Any] = {}
         for part in parts:
-            name = part.get("name")
+            name = part.get("name") if isinstance(part, dict) else None
             if not isinstance(name, str):
                 raise InvalidRequest("a part of a complex patch value has no name")
             built[name] = _value(part)
@@ -145,14 +160,20 @@ def parse_patch(parameters: Any) -> list[Operation]:
     if not isinstance(parameters, dict) or parameters.get("resourceType") != "Parameters":
         raise InvalidRequest("a FHIRPath Patch is a Parameters resource")
     operations = []
-    for position, parameter in enumerate(parameters.get("parameter", [])):
+    listed = parameters.get("parameter", [])
+    if not isinstance(listed, list):
+        raise InvalidRequest("Parameters.parameter must be an array of operations", ["Parameters.parameter"])
+    for position, parameter in enumerate(listed):
         where = f"Parameters.parameter[{position}]"
         if not isinstance(parameter, dict) or parameter.get("name") != "operation":
             raise InvalidRequest(f"{where} is not an 'operation'", [where])
-        parts = {p.get("name"): p for p in parameter.get("part", []) if isinstance(p, dict)}
+        raw_parts = parameter.get("part", [])
+        if not isinstance(raw_parts, list) or not all(isinstance(p, dict) for p in raw_parts):
+            raise InvalidRequest(f"{where}.part must be an array of parts", [f"{where}.part"])
+        parts = {p.get("name"): p for p in raw_parts if isinstance(p.get("name"), str)}
         kind = parts.get("type", {}).get("valueCode")
         path = parts.get("path", {}).get("valueString")
-        if kind not in OPERATIONS:
+        if not isinstance(kind, str) or kind not in OPERATIONS:
             raise InvalidRequest(f"{where}: type must be one of {', '.join(sorted(OPERATIONS))}", [where])
         if not isinstance(path, str) or not path:
             raise InvalidRequest(f"{where}: an operation needs a path", [where])
@@ -161,14 +182,17 @@ def parse_patch(parameters: Any) -> list[Operation]:
             if name not in parts:
                 return None
             value = parts[name].get("valueInteger")
-            if not isinstance(value, int) or value < 0:
+            if type(value) is not int or value < 0:
                 raise InvalidRequest(f"{where}: {name} must be a non-negative integer", [where])
             return value
 
+        name = parts.get("name", {}).get("valueString")
+        if name is not None and (not isinstance(name, str) or not _NAME.match(name)):
+            raise InvalidRequest(f"{where}: name must be an element name", [where])
         operation = Operation(
             kind,
             path,
-            name=parts.get("name", {}).get("valueString"),
+            name=name,
             value=_value(parts["value"]) if "value" in parts else None,
             index=integer("index"),
             source=integer("source"),
@@ -214,13 +238,15 @@ def _collection(resource: dict[str, Any], path: str, kind: str) -> list[Any]:
 def apply_operation(resource: dict[str, Any], operation: Operation) -> None:
     kind, path = operation.type, operation.path
     if kind == "add":
-        target = _one(resource, path, kind).get()
+        location = _one(resource, path, kind)
+        target = location.get()
         if not isinstance(target, dict):
             raise Unprocessable(f"add: '{path}' is not an element that can have children")
         assert operation.name is not None
         existing = target.get(operation.name)
-        if existing is None:
-            target[operation.name] = operation.value
+        repeats = load_element_table().repeats(location.type_name or "", operation.name)
+        if existing is None:  # a repeating element starts as a list of one (fhirpatch.html: add appends)
+            target[operation.name] = [operation.value] if repeats else operation.value
         elif isinstance(existing, list):
             existing.append(operation.value)
         else:

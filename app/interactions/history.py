@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from app.errors import InvalidRequest, NotFound
-from app.interactions.context import FhirContext
+from app.interactions.context import FhirContext, is_valid_id
 from app.interactions.cursors import decode_cursor, encode_cursor
+from app.interactions.instants import parse_fhir_instant
+from app.search.params import parse_count
 from app.storage.repository import HistoryCursor, StoredVersion, read_current, read_history
 
 
@@ -32,31 +34,29 @@ class HistoryPage:
     query: HistoryQuery
 
 
-def parse_instant(value: str, name: str) -> datetime:
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidRequest(f"{name} '{value}' is not a valid instant", [name]) from None
-    if parsed.tzinfo is None:
-        raise InvalidRequest(f"{name} '{value}' must include a time zone", [name])
-    return parsed.astimezone(UTC)
-
-
 def history_cursor(token: str) -> HistoryCursor:
     instant, resource_type, resource_id, version_id = decode_cursor(token, 4)
-    if not (isinstance(instant, datetime) and isinstance(version_id, int)):
-        raise InvalidRequest(f"_page '{token}' is not a valid paging cursor", ["_page"])
+    well_formed = (
+        isinstance(instant, datetime)
+        and isinstance(resource_type, str)
+        and resource_type.isascii()
+        and resource_type.isalpha()
+        and len(resource_type) <= 64
+        and isinstance(resource_id, str)
+        and is_valid_id(resource_id)
+        and type(version_id) is int
+        and 0 < version_id < 2**31
+    )
+    if not well_formed:
+        raise InvalidRequest(f"_page '{token[:80]}' is not a valid paging cursor", ["_page"])
     return HistoryCursor(instant, str(resource_type), str(resource_id), version_id)
 
 
 def parse_history_query(params: Mapping[str, str], default_count: int, max_count: int) -> HistoryQuery:
     count = default_count
     if "_count" in params:
-        raw = params["_count"]
-        if not raw.isdigit():
-            raise InvalidRequest(f"_count '{raw}' is not a non-negative integer", ["_count"])
-        count = min(int(raw), max_count)
-    since = parse_instant(params["_since"], "_since") if "_since" in params else None
+        count = min(parse_count(params["_count"]), max_count)
+    since = parse_fhir_instant(params["_since"], "_since") if "_since" in params else None
     token = params.get("_page")
     after = history_cursor(token) if token is not None else None
     return HistoryQuery(count, since, after, token)

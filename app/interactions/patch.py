@@ -11,13 +11,15 @@ stored.
 
 from __future__ import annotations
 
+import asyncio
+import copy
 from typing import Any
 
 import jsonpatch
 import jsonpointer
-import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app import fhirjson
 from app.errors import Gone, InvalidRequest, InvalidResource, MultipleMatches, NotFound, Unprocessable, VersionConflict
 from app.interactions.context import FhirContext, WriteResult
 from app.interactions.create import conditional_criteria
@@ -31,37 +33,77 @@ FHIRPATH_PATCH = "application/fhir+json"
 MAX_ATTEMPTS = 20
 
 
-def apply_json_patch(resource: dict[str, Any], document: Any) -> dict[str, Any]:
-    """RFC 6902 on a copy of ``resource``: 400 for a malformed document, 422 when it does not apply."""
+def apply_json_patch(resource: dict[str, Any], document: Any, max_bytes: int) -> dict[str, Any]:
+    """RFC 6902 on a copy of ``resource``: 400 for a malformed document, 422 when it does not apply.
+
+    Operations are applied one at a time, and the size the document would reach is counted before each
+    one that adds content: a few ``copy`` operations of a member into itself double the document each
+    time, so a patch of a few hundred bytes could otherwise build gigabytes.
+    """
     if not isinstance(document, list) or not all(isinstance(op, dict) for op in document):
         raise InvalidRequest("a JSON Patch document is an array of operation objects")
     try:
-        patch = jsonpatch.JsonPatch(document)  # checks each operation's op and path
+        operations = [jsonpatch.JsonPatch([op]) for op in document]  # checks each operation's op and path
     except (jsonpatch.InvalidJsonPatch, jsonpointer.JsonPointerException, TypeError) as exc:
-        raise InvalidRequest(f"invalid JSON Patch document: {exc}") from None
-    try:
-        result = patch.apply(resource, in_place=False)
-    except jsonpatch.InvalidJsonPatch as exc:  # e.g. an "add" without "value"
-        raise InvalidRequest(f"invalid JSON Patch document: {exc}") from None
-    except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as exc:
-        raise Unprocessable(f"the JSON Patch does not apply to this resource: {exc}") from None
+        raise InvalidRequest(f"invalid JSON Patch document: {_short(exc)}") from None
+    result: Any = copy.deepcopy(resource)
+    size = len(fhirjson.dumps(result))
+    for op, single in zip(document, operations, strict=True):
+        size += _added_bytes(result, op)
+        if size > max_bytes:
+            raise Unprocessable(f"the patched resource would pass the limit of {max_bytes} bytes")
+        try:
+            result = single.apply(result, in_place=True)
+        except jsonpatch.InvalidJsonPatch as exc:  # e.g. an "add" without "value"
+            raise InvalidRequest(f"invalid JSON Patch document: {_short(exc)}") from None
+        except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as exc:
+            raise Unprocessable(f"the JSON Patch does not apply to this resource: {_short(exc)}") from None
     if not isinstance(result, dict):
         raise Unprocessable("the JSON Patch replaced the whole resource with something that is not one")
     return result
+
+
+def _added_bytes(document: Any, op: dict[str, Any]) -> int:
+    """How much an operation can add: the size of its value, or of what it copies."""
+    kind = op.get("op")
+    if kind in ("add", "replace") and "value" in op:
+        return len(fhirjson.dumps(op["value"]))
+    if kind == "copy" and isinstance(op.get("from"), str):
+        try:
+            return len(fhirjson.dumps(jsonpointer.resolve_pointer(document, op["from"])))
+        except (jsonpointer.JsonPointerException, TypeError):
+            return 0  # the operation itself will fail with 422
+    return 0
+
+
+def _short(exc: Exception) -> str:
+    return str(exc).splitlines()[0][:200] if str(exc) else "not understood"
 
 
 def patched(
     ctx: FhirContext, resource_type: str, body: dict[str, Any], media_type: str, document: Any
 ) -> dict[str, Any]:
     """The patched, validated body (type and id unchanged) or the error saying why not."""
+    max_bytes = ctx.validator.limits.max_bytes
     if media_type == JSON_PATCH:
-        result = apply_json_patch(body, document)
+        result = apply_json_patch(body, document, max_bytes)
     elif media_type == FHIRPATH_PATCH:
+        if isinstance(document, dict):  # the Parameters resource follows the FHIR JSON rules like any other
+            shape = ctx.validator.json_rules.check_resource(document)
+            if shape.issues:
+                raise InvalidResource(shape.issues)
         result = apply_fhirpath_patch(body, document)
     else:
         raise InvalidRequest(f"a patch is {JSON_PATCH} or a FHIRPath Patch Parameters resource ({FHIRPATH_PATCH})")
     if result.get("resourceType") != body.get("resourceType") or result.get("id") != body.get("id"):
         raise Unprocessable("a patch may not change the resource's type or id")
+    if len(fhirjson.dumps(result)) > max_bytes:
+        raise Unprocessable(f"the patched resource would pass the limit of {max_bytes} bytes")
+    # a patch that writes null, [], {}, a wrong JSON type or a control character sent JSON that is not
+    # FHIR JSON: 400 naming the element, as for a create; other invalid results are 422 (http.html#patch)
+    shape = ctx.validator.json_rules.check_resource(result)
+    if shape.issues:
+        raise InvalidResource(shape.issues)
     try:
         ctx.validator.validate(resource_type, result)
     except InvalidResource as exc:
@@ -88,7 +130,8 @@ async def patch_in_transaction(
         )
     if current.deleted or current.body is None:
         raise Gone(f"{resource_type}/{resource_id} was deleted")
-    body = patched(ctx, resource_type, orjson.loads(current.body), media_type, document)
+    # CPU work proportional to the resource and the patch: off the event loop
+    body = await asyncio.to_thread(patched, ctx, resource_type, fhirjson.loads(current.body), media_type, document)
     rows = ctx.index_rows(resource_type, resource_id, body)
     result = await write_version(ctx, conn, resource_type, resource_id, body, rows, current.version_id, "PATCH")
     return result
@@ -98,16 +141,17 @@ async def patch(
     ctx: FhirContext, resource_type: str, resource_id: str, media_type: str, document: Any, if_match: int | None = None
 ) -> WriteResult:
     ctx.require_known(resource_type, resource_id)
-    for _ in range(MAX_ATTEMPTS):
+
+    async def attempt(conn: AsyncConnection) -> WriteResult | None:
         try:
-            async with ctx.db.write() as conn:
-                result = await patch_in_transaction(
-                    ctx, conn, resource_type, resource_id, media_type, document, if_match
-                )
+            return await patch_in_transaction(ctx, conn, resource_type, resource_id, media_type, document, if_match)
         except VersionConflict:
             if if_match is not None:
                 raise
-            continue  # someone wrote in between: apply the patch to the newer version
+            return None  # someone wrote in between (nothing was written): apply the patch to the newer version
+
+    for _ in range(MAX_ATTEMPTS):
+        result = await ctx.db.run_write(attempt)
         if result is not None:
             return result
     raise VersionConflict(f"{resource_type}/{resource_id} is being changed too often; try again")

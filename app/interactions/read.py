@@ -20,8 +20,8 @@ async def read(ctx: FhirContext, resource_type: str, resource_id: str) -> Stored
 
 async def vread(ctx: FhirContext, resource_type: str, resource_id: str, version: str) -> StoredVersion:
     ctx.require_known(resource_type, resource_id)
-    if not version.isdigit() or len(version) > 9:  # versions are 32-bit integers in storage
-        raise NotFound(f"{resource_type}/{resource_id} has no version '{version}'")
+    if not (version.isascii() and version.isdigit()) or len(version) > 9:  # versions are 32-bit integers in storage
+        raise NotFound(f"{resource_type}/{resource_id} has no version '{version[:20]}'")
     async with ctx.db.read() as conn:
         stored = await read_version(conn, resource_type, resource_id, int(version))
     if stored is None:

@@ -6,16 +6,21 @@ processed in id order, a batch per transaction; each batch's rows are
 locked while it is re-extracted (``FOR UPDATE`` on PostgreSQL; SQLite
 transactions here are exclusive), so a concurrent update either lands
 before the batch reads the body or waits and writes its own rows after.
-The operation runs synchronously: for a very large store, call it per type.
+The type and system levels run as background jobs (``app.interactions.jobs``)
+that call ``reindex_after`` batch by batch; the instance level and the
+whole-type helpers here run in the caller.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
-import orjson
-from sqlalchemy import bindparam, select
+from sqlalchemy import Integer, bindparam, func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql import Select
 
+from app import fhirjson
 from app.errors import NotFound
 from app.interactions.context import FhirContext
 from app.search.indexing import merge_rows
@@ -28,7 +33,7 @@ _BATCH_AFTER = (
     select(_R.id, _R.body)
     .where(_R.resource_type == bindparam("rt"), _R.deleted.is_(False), _R.id > bindparam("after"))
     .order_by(_R.id)
-    .limit(BATCH)
+    .limit(bindparam("limit", type_=Integer))
     .with_for_update()
 )
 _ONE = (
@@ -36,19 +41,44 @@ _ONE = (
     .where(_R.resource_type == bindparam("rt"), _R.deleted.is_(False), _R.id == bindparam("rid"))
     .with_for_update()
 )
+_COUNT = select(func.count()).select_from(resources).where(_R.resource_type == bindparam("rt"), _R.deleted.is_(False))
 
 
-async def _reindex_batch(ctx: FhirContext, resource_type: str, statement, params: dict[str, str]) -> list[str]:  # type: ignore[no-untyped-def]
+async def _reindex_rows(
+    ctx: FhirContext, conn: AsyncConnection, resource_type: str, statement: Select[Any], params: dict[str, Any]
+) -> list[str]:
+    """Re-extract the rows ``statement`` locks, in the caller's transaction; the ids done."""
+    rows = list(await conn.execute(statement, params))
+    if not rows:
+        return []
+    ids = [row[0] for row in rows]
+    index_rows = [ctx.index_rows(resource_type, rid, fhirjson.loads(body)) for rid, body in rows]
+    await delete_index_rows_many(conn, resource_type, ids, ctx.extractor.tables_for(resource_type))
+    await insert_index_rows(conn, merge_rows(index_rows))
+    return ids
+
+
+async def _reindex_batch(
+    ctx: FhirContext, resource_type: str, statement: Select[Any], params: dict[str, Any]
+) -> list[str]:
     """Re-extract one batch inside one transaction; the ids done."""
     async with ctx.db.write() as conn:
-        rows = list(await conn.execute(statement, params))
-        if not rows:
-            return []
-        ids = [row[0] for row in rows]
-        index_rows = [ctx.index_rows(resource_type, rid, orjson.loads(body)) for rid, body in rows]
-        await delete_index_rows_many(conn, resource_type, ids, ctx.extractor.tables_for(resource_type))
-        await insert_index_rows(conn, merge_rows(index_rows))
-    return ids
+        return await _reindex_rows(ctx, conn, resource_type, statement, params)
+
+
+async def reindex_after(
+    ctx: FhirContext, conn: AsyncConnection, resource_type: str, after: str, limit: int
+) -> list[str]:
+    """The next ``limit`` live resources of the type with ids above ``after``, reindexed in the
+    caller's transaction (so a job records its cursor in the same commit); the ids done."""
+    params = {"rt": resource_type, "after": after, "limit": limit}
+    return await _reindex_rows(ctx, conn, resource_type, _BATCH_AFTER, params)
+
+
+async def count_live(ctx: FhirContext, resource_type: str) -> int:
+    """How many live resources of the type there are now (a job's progress denominator)."""
+    async with ctx.db.read() as conn:
+        return int((await conn.execute(_COUNT, {"rt": resource_type})).scalar_one())
 
 
 async def reindex_type(ctx: FhirContext, resource_type: str) -> int:
@@ -56,7 +86,8 @@ async def reindex_type(ctx: FhirContext, resource_type: str) -> int:
     ctx.require_type(resource_type)
     done, after = 0, ""
     while True:
-        ids = await _reindex_batch(ctx, resource_type, _BATCH_AFTER, {"rt": resource_type, "after": after})
+        params = {"rt": resource_type, "after": after, "limit": BATCH}
+        ids = await _reindex_batch(ctx, resource_type, _BATCH_AFTER, params)
         if not ids:
             return done
         done += len(ids)
@@ -71,7 +102,7 @@ async def reindex_instance(ctx: FhirContext, resource_type: str, resource_id: st
 
 
 async def reindex_types(ctx: FhirContext, resource_types: Iterable[str]) -> dict[str, int]:
-    """Several types (the system-level operation passes every served type that has resources)."""
+    """Several types in one call (the system-level operation runs as a job: ``app.interactions.reindex_job``)."""
     return {t: await reindex_type(ctx, t) for t in sorted(resource_types)}
 
 
@@ -79,3 +110,18 @@ async def stored_types(ctx: FhirContext) -> list[str]:
     async with ctx.db.read() as conn:
         rows = await conn.execute(select(_R.resource_type).where(_R.deleted.is_(False)).distinct())
         return [row[0] for row in rows if row[0] in ctx.resource_types]
+
+
+def counts_parameters(counts: Mapping[str, int]) -> dict[str, Any]:
+    """The answer of ``$reindex``: a Parameters resource with the total and, per type, the number reindexed."""
+    return {
+        "resourceType": "Parameters",
+        "parameter": [
+            {"name": "count", "valueInteger": sum(counts.values())},
+            *(
+                {"name": "type", "part": [{"name": "type", "valueCode": t}, {"name": "count", "valueInteger": n}]}
+                for t, n in counts.items()
+                if n
+            ),
+        ],
+    }

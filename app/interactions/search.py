@@ -7,6 +7,8 @@ following ``next`` visits every match once even while others write.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -16,7 +18,7 @@ from app.interactions.context import FhirContext, is_valid_id
 from app.interactions.cursors import decode_cursor, encode_cursor
 from app.search.compiler import compile_count, compile_search
 from app.search.includes import MAX_ITERATIONS, forward_targets, load_live, reverse_sources
-from app.search.request import Include, SearchRequest
+from app.search.request import Include, SearchRequest, SortKey
 
 MAX_INCLUDED = 1000
 
@@ -30,11 +32,24 @@ class SearchPage:
     included: list[tuple[str, str, bytes]] = field(default_factory=list)
 
 
-def decode_page_token(token: str, sort_keys: int) -> list[Any]:
-    """Sort values of the last row, then its id."""
-    values = decode_cursor(token, sort_keys + 1)
-    if not isinstance(values[-1], str) or not is_valid_id(values[-1]):
-        raise InvalidRequest(f"_page '{token}' is not a valid paging cursor for this search", ["_page"])
+def _sort_value_type(key: SortKey) -> type:
+    if key.param.code == "_lastUpdated" or key.param.type == "date":
+        return datetime
+    if key.param.type in ("number", "quantity"):
+        return Decimal
+    return str
+
+
+def decode_page_token(token: str, sort: tuple[SortKey, ...]) -> list[Any]:
+    """Sort values of the last row, then its id; each of the type its sort key compares with, or the
+    cursor is refused (a crafted cursor must not reach SQL as a value of the wrong type)."""
+    values = decode_cursor(token, len(sort) + 1)
+    well_typed = all(
+        value is None or (isinstance(value, _sort_value_type(key)) and not isinstance(value, bool))
+        for key, value in zip(sort, values, strict=False)
+    )
+    if not well_typed or not isinstance(values[-1], str) or not is_valid_id(values[-1]):
+        raise InvalidRequest(f"_page '{token[:80]}' is not a valid paging cursor for this search", ["_page"])
     return values
 
 
@@ -49,10 +64,11 @@ async def search(ctx: FhirContext, request: SearchRequest) -> SearchPage:
         return await search_on(conn, request)
 
 
-async def search_on(conn: AsyncConnection, request: SearchRequest) -> SearchPage:
-    """One page on ``conn`` (a read connection, or a transaction that should see its own writes)."""
-    after = decode_page_token(request.page_token, len(request.sort)) if request.page_token else None
-    if request.subsetting.summary == "count":  # the count only (search.html#summary)
+async def search_on(conn: AsyncConnection, request: SearchRequest, most_included: int = MAX_INCLUDED) -> SearchPage:
+    """One page on ``conn`` (a read connection, or a transaction that should see its own writes); at most
+    ``most_included`` resources are added by ``_include``/``_revinclude``."""
+    after = decode_page_token(request.page_token, request.sort) if request.page_token else None
+    if request.subsetting.summary == "count" or request.count == 0:  # the total only (search.html#count)
         total = (await conn.execute(compile_count(request))).scalar_one()
         return SearchPage(request, [], None, total)
     rows = list(await conn.execute(compile_search(request, after, request.count + 1)))
@@ -60,7 +76,8 @@ async def search_on(conn: AsyncConnection, request: SearchRequest) -> SearchPage
     if request.total != "none":
         total = (await conn.execute(compile_count(request))).scalar_one()
     matches = [(row[0], row[1]) for row in rows[: request.count] if row[1] is not None]
-    included = await resolve_includes(conn, request, [m[0] for m in matches]) if request.includes else []
+    match_ids = [m[0] for m in matches]
+    included = await resolve_includes(conn, request, match_ids, most_included) if request.includes else []
     next_token = None
     if len(rows) > request.count and matches:
         last = rows[request.count - 1]
@@ -87,7 +104,7 @@ async def _one_round(
 
 
 async def resolve_includes(
-    conn: AsyncConnection, request: SearchRequest, match_ids: list[str]
+    conn: AsyncConnection, request: SearchRequest, match_ids: list[str], most_included: int = MAX_INCLUDED
 ) -> list[tuple[str, str, bytes]]:
     """Resources added by ``_include``/``_revinclude``; ``:iterate`` ones repeat on what they add."""
     seen = {(request.resource_type, rid) for rid in match_ids}
@@ -101,7 +118,7 @@ async def resolve_includes(
         frontier = {}
         for offset in range(0, len(keys), 500):
             for resource_type, resource_id, body in await conn.execute(load_live(keys[offset : offset + 500])):
-                if body is None or len(included) >= MAX_INCLUDED:
+                if body is None or len(included) >= most_included:
                     continue
                 seen.add((resource_type, resource_id))
                 included.append((resource_type, resource_id, body))

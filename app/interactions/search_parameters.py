@@ -23,6 +23,7 @@ from sqlalchemy import func, select
 from app.errors import InvalidResource
 from app.interactions.context import FhirContext
 from app.search.definitions import client_definition
+from app.search.registry import SearchRegistry
 from app.storage.tables import resources
 
 LOG = logging.getLogger("fhir.search_parameters")
@@ -31,10 +32,23 @@ _NEWEST_CHANGE = select(func.max(_R.last_updated), func.count()).where(_R.resour
 _ACTIVE = select(_R.body).where(_R.resource_type == "SearchParameter", _R.deleted.is_(False))
 
 
-def check_search_parameter(body: dict[str, Any], resource_types: frozenset[str]) -> None:
-    """Write-time rule: an active SearchParameter must be one this server can index (400 otherwise)."""
-    if body.get("status") == "active":
-        client_definition(body, resource_types)
+def check_search_parameter(body: dict[str, Any], resource_types: frozenset[str], official: SearchRegistry) -> None:
+    """Write-time rules for an active SearchParameter (400 otherwise): this server can index it, and it
+    does not take the code of an official parameter of one of its bases (search.html#custom: a server
+    keeps the meaning of the standard parameters; HAPI refuses such overrides too)."""
+    if body.get("status") != "active":
+        return
+    client_definition(body, resource_types)
+    code, url = body.get("code"), body.get("url")
+    bases = list(body.get("base", []))
+    if any(b in ("Resource", "DomainResource") for b in bases):
+        bases = sorted(resource_types)
+    taken = [b for b in bases if (p := official.get(b, str(code))) is not None and p.url != url]
+    if taken:
+        shown = ", ".join(taken[:5]) + (" ..." if len(taken) > 5 else "")
+        raise InvalidResource(
+            [(f"'{code}' is an official search parameter of {shown}; choose another code", "SearchParameter.code")]
+        )
 
 
 async def reload_search_parameters(ctx: FhirContext) -> int:

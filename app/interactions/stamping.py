@@ -5,8 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-import orjson
-
+from app import fhirjson
 from app.interactions.context import format_instant
 
 
@@ -23,4 +22,4 @@ def stamp(body: dict[str, Any], resource_id: str, version_id: int, last_updated:
     for key, value in body.items():
         if key not in out:
             out[key] = value
-    return orjson.dumps(out)
+    return fhirjson.dumps(out)

@@ -13,8 +13,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-import orjson
-
+from app import fhirjson
 from app.errors import InvalidRequest
 
 SUMMARY_MODES = frozenset({"true", "text", "data", "count", "false"})
@@ -75,7 +74,7 @@ def _kept_keys(resource: dict[str, Any], subsetting: Subsetting) -> frozenset[st
 
 def subset(body: bytes, subsetting: Subsetting) -> bytes:
     """The stored bytes reduced as asked, with the SUBSETTED tag."""
-    resource: dict[str, Any] = orjson.loads(body)
+    resource: dict[str, Any] = fhirjson.loads(body)
     kept = _kept_keys(resource, subsetting)
     if kept is None:
         reduced = {k: v for k, v in resource.items() if k != "text"}
@@ -84,4 +83,4 @@ def subset(body: bytes, subsetting: Subsetting) -> bytes:
     meta = dict(reduced.get("meta") or {})
     meta["tag"] = [*meta.get("tag", []), SUBSETTED]
     reduced["meta"] = meta
-    return orjson.dumps(reduced)
+    return fhirjson.dumps(reduced)

@@ -70,8 +70,11 @@ async def system_search(ctx: FhirContext, requests: list[SearchRequest], page_to
     matches: list[tuple[str, str, bytes]] = []
     more = False
     total: int | None = None
+    count_only = bool(requests) and (requests[0].subsetting.summary == "count" or count == 0)
     async with ctx.db.read() as conn:
         for request in requests:
+            if count_only:
+                break
             if after is not None and request.resource_type < after[0]:
                 continue
             cursor = [after[1]] if after is not None and request.resource_type == after[0] else None
@@ -82,7 +85,7 @@ async def system_search(ctx: FhirContext, requests: list[SearchRequest], page_to
         if len(matches) > count:
             more = True
             matches = matches[:count]
-        if requests and requests[0].total != "none":
+        if requests and (requests[0].total != "none" or count_only):
             total = 0
             for request in requests:
                 total += (await conn.execute(compile_count(request))).scalar_one()

@@ -5,12 +5,22 @@ naming the entry, and nothing is stored. Order per the spec: DELETE, then
 POST, then PUT and PATCH, then GET and HEAD (which therefore see the
 transaction's own writes). Before the transaction opens, every entry is
 parsed and every resource validated (CPU work kept out of the write lock).
-Inside it, conditional creates, updates and deletes and conditional
-references (``Patient?identifier=...``) are resolved with the search engine
-(their criteria locked as for the single interactions), ``urn:uuid:`` /
-``urn:oid:`` fullUrls are mapped to the new ids, and every ``reference`` in
-every resource (extensions and contained resources included) is rewritten.
-New resources are then stored together (``app.interactions.bulk``).
+Inside it, conditional creates, updates and deletes are resolved with the
+search engine (their criteria locked as for the single interactions),
+``urn:uuid:`` / ``urn:oid:`` fullUrls are mapped to the new ids, and every
+``reference`` in every resource (extensions and contained resources
+included) is rewritten. Conditional references (``Patient?identifier=...``)
+are resolved after the creates, as R4's processing rules order it
+(http.html#trules), so they can find a resource created in the same Bundle:
+new resources are stored in rounds (``app.interactions.bulk``), those whose
+conditional references all match first, then those whose references match
+what the earlier rounds created. PUT and PATCH entries resolve theirs after
+every create.
+
+The read and search entries of one Bundle (a batch's entries together)
+return at most ``FHIR_MAX_BUNDLE_RESPONSE_RESOURCES`` resources: later
+searches get smaller pages (with ``next`` links), and an entry that has
+nothing left to return within that budget fails with 413.
 
 A batch processes each entry alone, in its own transaction; a failing entry
 becomes its own error response and never affects the others.
@@ -18,24 +28,41 @@ becomes its own error response and never affects the others.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import parse_qsl
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.errors import FhirError, Gone, InvalidRequest, MultipleMatches, NoMatch, NotFound, VersionConflict
+from app import fhirjson
+from app.errors import (
+    FhirError,
+    Gone,
+    InvalidRequest,
+    MultipleMatches,
+    NoMatch,
+    NotFound,
+    PayloadTooLarge,
+    VersionConflict,
+)
 from app.interactions.bulk import PreparedCreate, prepare_create, store_creates
 from app.interactions.bundle_entries import Entry, at_entry
 from app.interactions.context import FhirContext, WriteResult, utc_now
 from app.interactions.create import conditional_criteria
 from app.interactions.delete import RETRY, write_tombstone
 from app.interactions.patch import patch_in_transaction
-from app.interactions.search import SearchPage, find_ids, search_on
-from app.interactions.update import check_id, write_version
+from app.interactions.references import (
+    BUNDLE_LOCAL_PREFIXES,
+    collect_references,
+    conditional_references,
+    match_conditional_reference,
+    rewrite_references,
+)
+from app.interactions.search import MAX_INCLUDED, SearchPage, find_ids, search_on
+from app.interactions.update import MAX_ATTEMPTS, check_id, write_version_until_written
 from app.search.request import parse_search
 from app.storage.repository import StoredVersion, read_current, read_version
 
@@ -53,44 +80,28 @@ class EntryResult:
     method: str = ""
 
 
+@dataclass(slots=True)
+class ResponseBudget:
+    """How many more resources the read and search entries of one Bundle may return."""
+
+    remaining: int
+
+    def take(self, count: int) -> None:
+        self.remaining -= count
+
+    def refuse_when_spent(self) -> None:
+        if self.remaining <= 0:
+            raise PayloadTooLarge(
+                "the read and search entries before this one return as many resources as one response carries; "
+                "send this request on its own"
+            )
+
+
 @dataclass(frozen=True, slots=True)
 class SearchLimits:
     default_count: int
     max_count: int
-
-
-def rewrite_references(value: Any, resolve: Callable[[str], str | None]) -> Any:
-    """Every ``reference`` string anywhere in ``value`` replaced where ``resolve`` knows it (in place)."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if key == "reference" and isinstance(item, str):
-                replacement = resolve(item)
-                if replacement is not None:
-                    value[key] = replacement
-            else:
-                rewrite_references(item, resolve)
-    elif isinstance(value, list):
-        for item in value:
-            rewrite_references(item, resolve)
-    return value
-
-
-def collect_references(value: Any, out: set[str]) -> set[str]:
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if key == "reference" and isinstance(item, str):
-                out.add(item)
-            else:
-                collect_references(item, out)
-    elif isinstance(value, list):
-        for item in value:
-            collect_references(item, out)
-    return out
-
-
-def _is_conditional_reference(reference: str) -> bool:
-    head, question, _ = reference.partition("?")
-    return bool(question) and "/" not in head and head[:1].isupper()
+    budget: ResponseBudget | None = None
 
 
 class Transaction:
@@ -105,6 +116,8 @@ class Transaction:
         self.results: dict[int, EntryResult] = {}
         self.deleted: set[str] = set()
         self.touched: dict[str, int] = {}  # "Type/id" -> entry index
+        self.conditional: dict[int, list[str]] = {}  # entry index -> conditional references still to resolve
+        self.resolved: dict[str, str] = {}  # conditional reference -> "Type/id"
 
     # --- before the database transaction ------------------------------------
 
@@ -133,24 +146,40 @@ class Transaction:
     # --- inside it ----------------------------------------------------------------
 
     async def execute(self, conn: AsyncConnection) -> list[EntryResult]:
+        await self._lock_named(conn)
         for entry in self.entries:  # spec order: DELETE, POST, PUT/PATCH, GET/HEAD
             if entry.method == "DELETE":
                 await self._guard(entry, self._delete(conn, entry))
         for entry in self.entries:
             if entry.method in ("POST", "PUT", "PATCH"):
                 await self._guard(entry, self._resolve_target(conn, entry))
-        conditional: dict[str, str] = {}
         for entry in self.entries:
             if entry.method in ("POST", "PUT", "PATCH"):
-                await self._guard(entry, self._resolve_references(conn, entry, conditional))
+                await self._guard(entry, self._rewrite_bundle_references(entry))
         await self._create_all(conn)
         for entry in self.entries:
             if entry.method in ("PUT", "PATCH"):
+                await self._guard(entry, self._resolve_conditional(conn, entry, must_match=True))
                 await self._guard(entry, self._update(conn, entry))
         for entry in self.entries:
             if entry.method in ("GET", "HEAD"):
                 await self._guard(entry, self._read(conn, entry))
         return [self.results[e.index] for e in self.entries]
+
+    async def _lock_named(self, conn: AsyncConnection) -> None:
+        """Lock every resource the Bundle names by id, all at once and in one global order.
+
+        Entries run in Bundle order, so two Bundles changing the same resources
+        in opposite order would otherwise each hold a row the other waits for.
+        Targets of conditional entries are only known after their search; a
+        deadlock they cause is retried by ``Database.run_write``.
+        """
+        keys = [
+            f"{entry.resource_type}/{entry.resource_id}"
+            for entry in self.entries
+            if entry.method in ("PUT", "PATCH", "DELETE") and entry.resource_id
+        ]
+        await self.ctx.db.lock_keys(conn, keys)
 
     async def _guard(self, entry: Entry, work: Any) -> None:
         try:
@@ -219,82 +248,140 @@ class Transaction:
             self.full_urls[entry.full_url] = f"{entry.resource_type}/{self.ids[entry.index]}"
         self._touch(f"{entry.resource_type}/{self.ids[entry.index]}", entry)
 
-    async def _resolve_references(self, conn: AsyncConnection, entry: Entry, cache: dict[str, str]) -> None:
-        document = entry.resource if entry.patch is None else entry.patch[1]
-        for reference in collect_references(document, set()):
-            if _is_conditional_reference(reference) and reference not in cache:
-                resource_type, _, query = reference.partition("?")
-                if resource_type not in self.ctx.resource_types:
-                    raise InvalidRequest(f"conditional reference '{reference}' names an unknown type")
-                criteria = conditional_criteria(self.ctx, resource_type, query, "reference")
-                matches = await find_ids(conn, criteria, 2)
-                if not matches:
-                    raise NoMatch(f"conditional reference '{reference}' matches no resource")
-                if len(matches) > 1:
-                    raise MultipleMatches(f"conditional reference '{reference}' matches more than one resource")
-                cache[reference] = f"{resource_type}/{matches[0]}"
+    @staticmethod
+    def _document(entry: Entry) -> Any:
+        return entry.resource if entry.patch is None else entry.patch[1]
 
-        def resolve(reference: str) -> str | None:
-            return self.full_urls.get(reference) or cache.get(reference)
+    async def _rewrite_bundle_references(self, entry: Entry) -> None:
+        """fullUrl references -> the ids of this Bundle; the conditional ones are noted for later."""
+        document = self._document(entry)
+        rewrite_references(document, self.full_urls.get)
+        references = collect_references(document, set())
+        for reference in references:
+            if reference.startswith(BUNDLE_LOCAL_PREFIXES):
+                raise InvalidRequest(f"reference '{reference[:120]}' is not the fullUrl of any entry in the Bundle")
+        pending = conditional_references(sorted(references))
+        if pending:
+            self.conditional[entry.index] = pending
 
-        rewrite_references(document, resolve)
-        for reference in collect_references(document, set()):
+    async def _resolve_conditional(self, conn: AsyncConnection, entry: Entry, must_match: bool) -> bool:
+        """Rewrite the entry's conditional references to what they match now; False when one matches
+        nothing yet (``must_match`` makes that an error). Several matches are always an error."""
+        document = self._document(entry)
+        pending = self.conditional.get(entry.index)
+        if not pending and not self.deleted:
+            return True
+        for reference in pending or []:
+            if reference in self.resolved:
+                continue
+            matches = await match_conditional_reference(self.ctx, conn, reference)
+            if len(matches) > 1:
+                raise MultipleMatches(f"conditional reference '{reference[:120]}' matches more than one resource")
+            if not matches:
+                if must_match:
+                    raise NoMatch(f"conditional reference '{reference[:120]}' matches no resource")
+                return False
+            self.resolved[reference] = f"{reference.partition('?')[0]}/{matches[0]}"
+        if pending:
+            rewrite_references(document, self.resolved.get)
+        for reference in collect_references(document, set()) if self.deleted else ():
             if reference.split("/_history/")[0] in self.deleted:
                 raise InvalidRequest(f"the resource refers to {reference}, which this transaction deletes")
-            if reference.startswith(("urn:uuid:", "urn:oid:")):
-                raise InvalidRequest(f"reference '{reference}' is not the fullUrl of any entry in the Bundle")
+        return True
 
     async def _create_all(self, conn: AsyncConnection) -> None:
+        """Store the new resources in rounds: each round those whose conditional references all match,
+        so a reference can match a resource an earlier round created."""
+        waiting = [e for e in self.entries if e.method == "POST" and e.index not in self.results]
+        while waiting:
+            ready: list[Entry] = []
+            later: list[Entry] = []
+            for entry in waiting:
+                resolved = await self._guarded(entry, self._resolve_conditional(conn, entry, must_match=False))
+                (ready if resolved else later).append(entry)
+            if not ready:  # nothing more can appear: the first reference still unmatched is the error
+                await self._guard(later[0], self._resolve_conditional(conn, later[0], must_match=True))
+            await self._store_creates(conn, ready)
+            waiting = later
+
+    async def _guarded(self, entry: Entry, work: Any) -> Any:
+        try:
+            return await work
+        except FhirError as exc:
+            raise at_entry(entry.index, exc) from None
+
+    async def _store_creates(self, conn: AsyncConnection, entries: list[Entry]) -> None:
         now = utc_now()
         prepared: list[tuple[Entry, PreparedCreate]] = []
-        for entry in self.entries:
-            if entry.method != "POST" or entry.index in self.results:
-                continue
+        for entry in entries:
             assert entry.resource is not None
             try:
-                prepared.append(
-                    (
-                        entry,
-                        prepare_create(
-                            self.ctx, entry.resource_type, entry.resource, now, self.ids[entry.index], validate=False
-                        ),
-                    )
+                created = prepare_create(
+                    self.ctx, entry.resource_type, entry.resource, now, self.ids[entry.index], validate=False
                 )
             except FhirError as exc:
                 raise at_entry(entry.index, exc) from None
+            prepared.append((entry, created))
         await store_creates(conn, [p for _, p in prepared])
         for entry, created in prepared:
             self.results[entry.index] = EntryResult(201, created.version, method="POST")
 
     async def _update(self, conn: AsyncConnection, entry: Entry) -> None:
+        """PUT or PATCH one resource; without ``ifMatch`` a lost race is retried, as for a single request.
+
+        A single PUT or PATCH does not take the transaction's locks, so it can
+        commit a version between our read and our write. The compare in the
+        write then fails, and the next attempt reads the winner (each statement
+        sees what is committed, at READ COMMITTED) and writes the version after it.
+        """
         resource_id = self.ids[entry.index]
-        if entry.method == "PATCH":
-            assert entry.patch is not None
-            media_type, document = entry.patch
-            result = await patch_in_transaction(
-                self.ctx, conn, entry.resource_type, resource_id, media_type, document, entry.if_match
-            )
-        else:
+        if entry.method == "PUT":
             assert entry.resource is not None
             body = {**entry.resource, "id": resource_id}
             rows = self.ctx.index_rows(entry.resource_type, resource_id, body)
-            result = await write_version(self.ctx, conn, entry.resource_type, resource_id, body, rows, entry.if_match)
-        if result is None:
-            raise VersionConflict(f"{entry.resource_type}/{resource_id} was changed by another request; try again")
-        self.results[entry.index] = EntryResult(result.status, result.stored, method=entry.method)
+            result = await write_version_until_written(
+                self.ctx, conn, entry.resource_type, resource_id, body, rows, entry.if_match
+            )
+            self.results[entry.index] = EntryResult(result.status, result.stored, method=entry.method)
+            return
+        assert entry.patch is not None
+        media_type, document = entry.patch
+        for _ in range(MAX_ATTEMPTS):
+            try:
+                patched = await patch_in_transaction(
+                    self.ctx, conn, entry.resource_type, resource_id, media_type, document, entry.if_match
+                )
+            except VersionConflict:
+                if entry.if_match is not None:
+                    raise
+                continue  # applied to a version that was replaced meanwhile: apply it to the newer one
+            if patched is not None:
+                self.results[entry.index] = EntryResult(patched.status, patched.stored, method=entry.method)
+                return
+        raise VersionConflict(f"{entry.resource_type}/{resource_id} is being changed too often; try again")
 
     async def _read(self, conn: AsyncConnection, entry: Entry) -> None:
+        budget = self.limits.budget
+        if budget is not None:
+            budget.refuse_when_spent()
         if entry.resource_id is None:
             pairs = parse_qsl(entry.query or "", keep_blank_values=True)
             request = parse_search(
                 entry.resource_type, pairs, self.ctx.registry, self.limits.default_count, self.limits.max_count
             )
-            self.results[entry.index] = EntryResult(200, search=await search_on(conn, request), method=entry.method)
+            most_included = MAX_INCLUDED
+            if budget is not None:  # a smaller page (with its next link) keeps the response within bounds
+                request = dataclasses.replace(request, count=min(request.count, budget.remaining))
+                most_included = max(0, min(MAX_INCLUDED, budget.remaining - request.count))
+            page = await search_on(conn, request, most_included)
+            if budget is not None:
+                budget.take(len(page.matches) + len(page.included))
+            self.results[entry.index] = EntryResult(200, search=page, method=entry.method)
             return
         key = f"{entry.resource_type}/{entry.resource_id}"
         if entry.version_id is not None:
-            if not entry.version_id.isdigit():
-                raise NotFound(f"{key} has no version '{entry.version_id}'")
+            if not (entry.version_id.isascii() and entry.version_id.isdigit()) or len(entry.version_id) > 9:
+                raise NotFound(f"{key} has no version '{entry.version_id[:20]}'")
             stored = await read_version(conn, entry.resource_type, entry.resource_id, int(entry.version_id))
             if stored is None:
                 raise NotFound(f"{key} has no version {entry.version_id}")
@@ -304,26 +391,53 @@ class Transaction:
                 raise NotFound(f"{key} is not known")
         if stored.deleted:
             raise Gone(f"{key} was deleted")
+        if budget is not None:
+            budget.take(1)
         if entry.if_none_match is not None and entry.if_none_match == stored.version_id:
             self.results[entry.index] = EntryResult(304, stored, method=entry.method)
             return
-        if entry.if_modified_since:
-            try:
-                since = parsedate_to_datetime(entry.if_modified_since)
-            except (TypeError, ValueError):
-                raise InvalidRequest(f"ifModifiedSince '{entry.if_modified_since}' is not an HTTP date") from None
-            if stored.last_updated.replace(microsecond=0) <= since:
-                self.results[entry.index] = EntryResult(304, stored, method=entry.method)
-                return
+        since = entry.if_modified_since
+        if since is not None and stored.last_updated.replace(microsecond=0) <= since:
+            self.results[entry.index] = EntryResult(304, stored, method=entry.method)
+            return
         self.results[entry.index] = EntryResult(200, stored, method=entry.method)
 
 
 async def run_transaction(ctx: FhirContext, entries: list[Entry], limits: SearchLimits) -> list[EntryResult]:
-    """All entries or none; the first failure is raised, naming its entry."""
-    transaction = Transaction(ctx, entries, limits)
-    transaction.prepare()
-    async with ctx.db.write() as conn:
+    """All entries or none; the first failure is raised, naming its entry.
+
+    Entries are checked once; the database part may run more than once
+    (``Database.run_write`` retries a deadlock), each time from the state
+    ``prepare`` left: a new ``Transaction`` with the prepared ids, over copies
+    of the resources and patches, since resolving references rewrites those
+    in place. The copies come from bytes written before the first attempt.
+    """
+    prepared = Transaction(ctx, entries, limits)
+    if len(entries) > 1:  # validating many resources is CPU work: off the event loop
+        await asyncio.to_thread(prepared.prepare)
+    else:
+        prepared.prepare()
+    ids, full_urls = dict(prepared.ids), dict(prepared.full_urls)
+    pristine = fhirjson.dumps([[e.resource, None if e.patch is None else e.patch[1]] for e in entries])
+    attempts = 0
+    budget_before = limits.budget.remaining if limits.budget is not None else 0
+
+    async def attempt(conn: AsyncConnection) -> list[EntryResult]:
+        nonlocal attempts
+        attempts += 1
+        if limits.budget is not None:  # what a rolled-back attempt read is not part of the response
+            limits.budget.remaining = budget_before
+        if attempts == 1:
+            return await prepared.execute(conn)
+        copies = [
+            replace(e, resource=resource, patch=None if e.patch is None else (e.patch[0], document))
+            for e, (resource, document) in zip(entries, fhirjson.loads(pristine), strict=True)
+        ]
+        transaction = Transaction(ctx, copies, limits)
+        transaction.ids, transaction.full_urls = dict(ids), dict(full_urls)
         return await transaction.execute(conn)
+
+    return await ctx.db.run_write(attempt)
 
 
 async def run_batch(ctx: FhirContext, entries: list[Entry | FhirError], limits: SearchLimits) -> list[EntryResult]:

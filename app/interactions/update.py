@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from app.errors import IdMismatch, VersionConflict
 from app.interactions.context import FhirContext, WriteResult, require_valid_id, utc_now
 from app.interactions.create import check_body_type
+from app.interactions.references import conditional_references, refuse_bundle_local, resolve_in_body
 from app.interactions.stamping import stamp
 from app.search.indexing import IndexRows
 from app.storage.repository import (
@@ -45,7 +46,11 @@ async def update(
     check_body_type(resource_type, body)
     check_id(resource_id, body)
     require_valid_id(resource_id)
-    ctx.validator.validate(resource_type, body)
+    report = await ctx.check(resource_type, body)
+    refuse_bundle_local(report.references)
+    pending = conditional_references(report.references)
+    if pending:
+        return await _update_resolving(ctx, resource_type, resource_id, body, pending, if_match)
     rows = ctx.index_rows(resource_type, resource_id, body)
     for _ in range(MAX_ATTEMPTS):
         if ctx.db.dialect == "postgresql":  # one statement per attempt, no transaction round trips
@@ -54,6 +59,42 @@ async def update(
         else:
             async with ctx.db.write() as conn:
                 result = await write_version(ctx, conn, resource_type, resource_id, body, rows, if_match)
+        if result is not None:
+            return result
+    raise VersionConflict(f"{resource_type}/{resource_id} is being changed too often; try again")
+
+
+async def _update_resolving(
+    ctx: FhirContext,
+    resource_type: str,
+    resource_id: str,
+    body: dict[str, Any],
+    pending: list[str],
+    if_match: int | None,
+) -> WriteResult:
+    """An update whose body has conditional references: resolved and written in one transaction."""
+
+    async def attempt(conn: AsyncConnection) -> WriteResult:
+        await resolve_in_body(ctx, conn, body, pending)
+        rows = ctx.index_rows(resource_type, resource_id, body)
+        return await write_version_until_written(ctx, conn, resource_type, resource_id, body, rows, if_match)
+
+    return await ctx.db.run_write(attempt)
+
+
+async def write_version_until_written(
+    ctx: FhirContext,
+    conn: AsyncConnection,
+    resource_type: str,
+    resource_id: str,
+    body: dict[str, Any],
+    rows: IndexRows,
+    if_match: int | None,
+) -> WriteResult:
+    """``write_version`` in the caller's transaction until it lands: a concurrent writer that won is
+    seen by the next read (READ COMMITTED), and the version after its is written."""
+    for _ in range(MAX_ATTEMPTS):
+        result = await write_version(ctx, conn, resource_type, resource_id, body, rows, if_match)
         if result is not None:
             return result
     raise VersionConflict(f"{resource_type}/{resource_id} is being changed too often; try again")

@@ -15,6 +15,7 @@ closed ranges.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -23,11 +24,11 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, and_, false, func, not_, or_, select, true
 
 from app.errors import InvalidRequest
-from app.search.dates import parse_date_range
+from app.search.dates import parse_date_range, widen
 from app.search.params import split_escaped, split_prefix, unescape
 from app.search.request import AnyClause, ChainClause, Clause, HasClause, SearchRequest, SortKey
-from app.search.values import normalize_string
-from app.storage.index_tables import INDEX_TABLES, MAX_INDEXED_CHARS
+from app.search.values import DateValue, normalize_string
+from app.storage.index_tables import INDEX_TABLES, MAX_INDEXED_BYTES, MAX_INDEXED_CHARS, MAX_TYPE_CHARS, indexed_text
 from app.storage.tables import resources
 
 R = resources.c
@@ -51,14 +52,14 @@ def _like_escape(text: str) -> str:
 
 def token_condition(clause: Clause, value: str, t: Any) -> ColumnElement[bool]:
     if clause.modifier == "text":
-        return _prefix_range(t.display_norm, normalize_string(unescape(value)))
+        return _prefix_range(t.display_norm, normalize_string(unescape(value))[:MAX_INDEXED_CHARS])
     parts = split_escaped(value, "|")
     if len(parts) == 1:
-        return t.code == unescape(parts[0])
+        return t.code == indexed_text(unescape(parts[0]))
     system, code = unescape(parts[0]), unescape("|".join(parts[1:]))
-    conditions = [t.system.is_(None) if system == "" else t.system == system]
+    conditions = [t.system.is_(None) if system == "" else t.system == indexed_text(system)]
     if code:
-        conditions.append(t.code == code)
+        conditions.append(t.code == indexed_text(code))
     return and_(*conditions)
 
 
@@ -86,25 +87,26 @@ def reference_condition(clause: Clause, value: str, ref: Any) -> ColumnElement[b
     if "://" in text or text.startswith("urn:"):
         parts = text.rstrip("/").split("/")
         if len(parts) >= 2 and parts[-2][:1].isupper():
-            return or_(ref.url == text, and_(ref.target_type == parts[-2], ref.target_id == parts[-1]))
-        return ref.url == text
+            by_id = and_(ref.target_type == parts[-2][:MAX_TYPE_CHARS], ref.target_id == indexed_text(parts[-1]))
+            return or_(ref.url == indexed_text(text), by_id)
+        return ref.url == indexed_text(text)
     if "/" in text:
         target_type, _, target_id = text.partition("/")
-        return and_(ref.target_type == target_type, ref.target_id == target_id)
+        return and_(ref.target_type == target_type[:MAX_TYPE_CHARS], ref.target_id == indexed_text(target_id))
     if type_modifier:
-        return and_(ref.target_type == type_modifier, ref.target_id == text)
-    return ref.target_id == text
+        return and_(ref.target_type == type_modifier, ref.target_id == indexed_text(text))
+    return ref.target_id == indexed_text(text)
 
 
 def identifier_condition(clause: Clause, value: str, ref: Any) -> ColumnElement[bool]:
     """``subject:identifier=system|value`` matches ``Reference.identifier`` (search.html#reference)."""
     parts = split_escaped(value, "|")
     if len(parts) == 1:
-        return ref.identifier_value == unescape(parts[0])
+        return ref.identifier_value == indexed_text(unescape(parts[0]))
     system, code = unescape(parts[0]), unescape("|".join(parts[1:]))
-    conditions = [ref.identifier_system.is_(None) if system == "" else ref.identifier_system == system]
+    conditions = [ref.identifier_system.is_(None) if system == "" else ref.identifier_system == indexed_text(system)]
     if code:
-        conditions.append(ref.identifier_value == code)
+        conditions.append(ref.identifier_value == indexed_text(code))
     else:
         conditions.append(ref.identifier_value.is_not(None))
     return and_(*conditions)
@@ -116,12 +118,12 @@ def identifier_condition(clause: Clause, value: str, ref: Any) -> ColumnElement[
 def uri_condition(clause: Clause, value: str, u: Any) -> ColumnElement[bool]:
     text = unescape(value)
     if clause.modifier == "below":
-        return _prefix_range(u.value, text)
+        return _prefix_range(u.value, text if len(text.encode()) <= MAX_INDEXED_BYTES else indexed_text(text)[:-33])
     if clause.modifier == "above":
         segments = text.split("/")
         prefixes = ["/".join(segments[:end]) for end in range(3, len(segments) + 1)]
-        return u.value.in_(prefixes or [text])
-    return u.value == text
+        return u.value.in_([indexed_text(p) for p in prefixes or [text]])
+    return u.value == indexed_text(text)
 
 
 # --- date --------------------------------------------------------------------
@@ -150,7 +152,8 @@ def date_range_condition(
     # ap: within 10% of the distance between the value and now, as HAPI does
     now = datetime.now(UTC)
     margin = max(abs(now - low) * 0.1, timedelta(days=1))
-    return and_(col_low <= high + margin, col_high >= low - margin)
+    near = widen(DateValue(low, high), margin)
+    return and_(col_low <= near.high, col_high >= near.low)
 
 
 def _date_value(clause: Clause, value: str) -> tuple[str, datetime, datetime]:
@@ -169,13 +172,20 @@ def date_condition(clause: Clause, value: str, d: Any) -> ColumnElement[bool]:
 # --- number and quantity -------------------------------------------------------
 
 
+_DECIMAL = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")
+
+
 def _decimal(clause: Clause, value: str, text: str) -> Decimal:
+    """A FHIR decimal (datatypes.html#decimal) within about 1e-300..1e300, so that range arithmetic
+    and both databases' numeric types can hold it."""
+    if len(text) > 64 or not _DECIMAL.fullmatch(text):
+        raise _bad(clause, value, "not a number")
     try:
         number = Decimal(text)
     except InvalidOperation:
         raise _bad(clause, value, "not a number") from None
-    if not number.is_finite():
-        raise _bad(clause, value, "not a finite number")
+    if number and not -300 < number.adjusted() < 300:
+        raise _bad(clause, value, "the number is outside the supported range (1e-300 to 1e300)")
     return number
 
 
@@ -215,9 +225,9 @@ def quantity_condition(clause: Clause, value: str, q: Any) -> ColumnElement[bool
     if len(parts) == 3:
         system, code = unescape(parts[1]), unescape(parts[2])
         if system:
-            conditions.append(q.system == system)
+            conditions.append(q.system == indexed_text(system))
         if code:
-            conditions.append(q.code == code)
+            conditions.append(q.code == indexed_text(code))
     elif len(parts) != 1:
         raise _bad(clause, value, "a quantity is [prefix]number or [prefix]number|system|code")
     return and_(*conditions)

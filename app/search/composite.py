@@ -21,9 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import fhirpathpy
-
 from app.search.converters import CONVERTERS
+from app.search.fhirpath import compile_fhirpath, skipping_errors
 from app.search.registry import Component, SearchParam
 from app.search.values import IndexValue
 
@@ -75,7 +74,7 @@ def compile_component(expression: str) -> Evaluate:
         from_resource = part.startswith("%resource.")
         segments = _split_path(part.removeprefix("%resource."))
         if segments is None:
-            compiled = fhirpathpy.compile(part)
+            compiled = skipping_errors(compile_fhirpath(part, None), part)
             walkers.append(lambda element, resource, f=compiled: f(element, {"resource": resource}))
             continue
 

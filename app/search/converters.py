@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from app.fhirjson import JsonNumber
 from app.search.dates import MAX_INSTANT, MIN_INSTANT, parse_date_range
 from app.search.values import (
     DateValue,
@@ -77,6 +79,9 @@ def to_tokens(item: Any) -> list[IndexValue]:
     return []
 
 
+_TYPE_NAME = re.compile(r"[A-Z][A-Za-z]{0,63}")
+
+
 def to_references(item: Any) -> list[IndexValue]:
     if isinstance(item, str):  # canonical or uri
         return [_reference_from_text(item)]
@@ -102,15 +107,15 @@ def _reference_from_text(text: str) -> ReferenceValue:
     """``Type/id`` (optionally ``/_history/n``) or an absolute/canonical URL."""
     if "://" in text or text.startswith("urn:"):
         parts = text.split("|", 1)[0].rstrip("/").split("/")
-        if len(parts) >= 2 and parts[-2][:1].isupper() and "." not in parts[-2]:
+        if len(parts) >= 2 and _TYPE_NAME.fullmatch(parts[-2]):
             return ReferenceValue(parts[-2], parts[-1], text)
-        if len(parts) >= 4 and parts[-2] == "_history" and parts[-4][:1].isupper():
+        if len(parts) >= 4 and parts[-2] == "_history" and _TYPE_NAME.fullmatch(parts[-4]):
             return ReferenceValue(parts[-4], parts[-3], text)
         return ReferenceValue(None, None, text)
     parts = text.split("/")
     if len(parts) >= 4 and parts[-2] == "_history":
         parts = parts[:-2]
-    if len(parts) == 2:
+    if len(parts) == 2 and _TYPE_NAME.fullmatch(parts[0]):
         return ReferenceValue(parts[0], parts[1])
     return ReferenceValue(None, None, text)
 
@@ -137,12 +142,14 @@ def to_dates(item: Any) -> list[IndexValue]:
 
 
 def _decimal(value: Any) -> Decimal | None:
+    """The value as written (a ``JsonNumber`` keeps its text, so 12345678901234567.89 stays exact)."""
     if isinstance(value, bool) or value is None:
         return None
     try:
-        return Decimal(str(value))
+        number = Decimal(value.text if isinstance(value, JsonNumber) else str(value))
     except (InvalidOperation, ValueError):
         return None
+    return number if number.is_finite() else None
 
 
 def to_numbers(item: Any) -> list[IndexValue]:

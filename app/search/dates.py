@@ -65,5 +65,24 @@ def _zone(text: str | None) -> timezone:
 
 
 def _range(low: datetime, width: timedelta) -> DateValue:
-    low_utc = low.astimezone(UTC)
-    return DateValue(low_utc, low_utc + width - ONE_MICROSECOND)
+    """[low, low + width) in UTC; the calendar's ends clamp instead of overflowing (``9999-12-31``
+    has no next day, ``0001-01-01T00:00:00+14:00`` is in year 0 in UTC)."""
+    try:
+        high = low + (width - ONE_MICROSECOND)
+    except OverflowError:
+        high = MAX_INSTANT
+    return DateValue(_utc(low), _utc(high))
+
+
+def _utc(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        return MIN_INSTANT if value.year == 1 else MAX_INSTANT
+
+
+def widen(value: DateValue, margin: timedelta) -> DateValue:
+    """The range grown by ``margin`` on both sides, within the representable instants."""
+    low = value.low - margin if value.low - MIN_INSTANT > margin else MIN_INSTANT
+    high = value.high + margin if MAX_INSTANT - value.high > margin else MAX_INSTANT
+    return DateValue(low, high)

@@ -15,6 +15,7 @@ from typing import Any
 from app.errors import InvalidResource
 from app.search.composite import compile_component
 from app.search.extraction import compile_expression, split_union
+from app.search.fhirpath import MAX_EXPRESSION_CHARS, explain
 
 KEPT = ("url", "code", "type", "description", "target", "modifier", "comparator", "multipleOr", "multipleAnd")
 # Types a client-defined parameter may have: the ones the index can hold.
@@ -78,15 +79,20 @@ def client_definition(parameter: Mapping[str, Any], resource_types: frozenset[st
     expression = parameter.get("expression")
     if not expression:
         problems.append(("an active SearchParameter needs an expression", "SearchParameter.expression"))
+    elif not isinstance(expression, str) or len(expression) > MAX_EXPRESSION_CHARS:
+        problems.append((f"expression longer than {MAX_EXPRESSION_CHARS} characters", "SearchParameter.expression"))
+        raise InvalidResource(problems)
     definition = reduce(parameter)
     if expression and not problems:
         for base, part in definition.get("expressions", {}).items():
             try:
                 # fhirpathpy compiles leniently and reports some errors only when run: run it once
-                for compiled in compile_expression(part):
+                for compiled in compile_expression(part, guarded=False):
                     compiled.evaluate({"resourceType": base})
             except Exception as exc:  # fhirpathpy raises plain exceptions for syntax errors
-                problems.append((f"expression for {base} does not compile: {exc}", "SearchParameter.expression"))
+                problems.append(
+                    (f"expression for {base} does not compile: {explain(exc)}", "SearchParameter.expression")
+                )
         missing = [b for b in bases if b not in definition.get("expressions", {})]
         if missing and not any(b in ("Resource", "DomainResource") for b in bases):
             problems.append((f"expression has no part for {', '.join(missing)}", "SearchParameter.expression"))
@@ -94,7 +100,8 @@ def client_definition(parameter: Mapping[str, Any], resource_types: frozenset[st
         try:
             compile_component(component["expression"] or "")
         except Exception as exc:
-            problems.append((f"component expression does not compile: {exc}", f"SearchParameter.component[{index}]"))
+            where = f"SearchParameter.component[{index}]"
+            problems.append((f"component expression does not compile: {explain(exc)}", where))
     if problems:
         raise InvalidResource(problems)
     return definition

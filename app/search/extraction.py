@@ -1,6 +1,6 @@
 """Index values of a resource, from its search parameters' FHIRPath expressions.
 
-Each expression is compiled once (``fhirpathpy.compile`` with the R4 model,
+Each expression is compiled once (``app.search.fhirpath.compile_fhirpath``, R4 model,
 so choice elements such as ``Observation.value`` resolve), lazily per
 resource type on first use, and cached in the extractor. fhirpathpy has no
 ``resolve()``; every R4 use of it has the form ``X.where(resolve() is T)``,
@@ -15,14 +15,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import fhirpathpy
-from fhirpathpy.models import models
-
 from app.search.composite import CompiledComposite, compile_composite, extract_composite, indexable_composite
 from app.search.converters import CONVERTERS
 from app.search.fastpath import compile_fast
+from app.search.fhirpath import R4_MODEL, compile_fhirpath, skipping_errors, split_top_level, split_union
 from app.search.registry import SearchParam, SearchRegistry
 from app.search.values import IndexValue, ReferenceValue
+
+__all__ = ["Extractor", "compile_expression", "rewrite_as", "split_top_level", "split_union"]
 
 _RESOLVE_IS = re.compile(r"^(?P<path>.+)\.where\(resolve\(\) is (?P<type>[A-Za-z]+)\)$")
 # R4 writes "(X as T)" where X may be a collection; FHIRPath's "as" needs a singleton,
@@ -31,7 +31,7 @@ _AS_OPERATOR = re.compile(r"\((?P<path>[^()]+?) as (?P<type>[A-Za-z]+)\)")
 _AS_FUNCTION = re.compile(r"\.as\((?P<type>[A-Za-z]+)\)")
 # Parameters stored on the resources table itself, not in index tables.
 COLUMN_PARAMS = frozenset({"_id", "_lastUpdated"})
-_MODEL = models["r4"]
+_MODEL = R4_MODEL
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,59 +48,32 @@ class CompiledParam:
     parts: tuple[CompiledPart, ...]
 
 
-def split_top_level(text: str, separator: str) -> tuple[list[str], bool]:
-    """``text`` split on ``separator`` outside parentheses and quoted strings (``\\'`` escapes a quote);
-    also whether the parentheses and quotes were balanced."""
-    parts: list[str] = []
-    depth = 0
-    quoted = False
-    start = 0
-    for index, char in enumerate(text):
-        if char == "'" and (index == 0 or text[index - 1] != "\\"):
-            quoted = not quoted
-        elif quoted:
-            continue
-        elif char == "(":
-            depth += 1
-        elif char == ")":
-            depth -= 1
-        elif char == separator and depth == 0:
-            parts.append(text[start:index])
-            start = index + 1
-    parts.append(text[start:])
-    return parts, depth == 0 and not quoted
-
-
-def split_union(expression: str) -> list[str]:
-    """``a | b`` at top level (not inside parentheses or quotes)."""
-    parts, _ = split_top_level(expression, "|")
-    return [p.strip() for p in parts if p.strip()]
-
-
 def rewrite_as(expression: str) -> str:
     """``(X as T)`` and ``X.as(T)`` -> ``X.ofType(T)``."""
     expression = _AS_OPERATOR.sub(lambda m: f"{m.group('path').strip()}.ofType({m.group('type')})", expression)
     return _AS_FUNCTION.sub(lambda m: f".ofType({m.group('type')})", expression)
 
 
-def compile_part(part: str, use_fast_path: bool = True) -> Callable[..., list[Any]]:
-    """The fast walker when the part is a plain path, else fhirpathpy's compiled form."""
+def compile_part(part: str, use_fast_path: bool = True, guarded: bool = True) -> Callable[..., list[Any]]:
+    """The fast walker when the part is a plain path, else fhirpathpy's compiled form (``guarded``:
+    giving no values where it fails on a resource, see ``skipping_errors``)."""
     rewritten = rewrite_as(part)
     if use_fast_path:
         fast = compile_fast(rewritten, _MODEL)
         if fast is not None:
             return fast
-    return fhirpathpy.compile(rewritten, _MODEL)
+    compiled = compile_fhirpath(rewritten, _MODEL)
+    return skipping_errors(compiled, rewritten) if guarded else compiled
 
 
-def compile_expression(expression: str, use_fast_path: bool = True) -> tuple[CompiledPart, ...]:
+def compile_expression(expression: str, use_fast_path: bool = True, guarded: bool = True) -> tuple[CompiledPart, ...]:
     compiled = []
     for part in split_union(expression):
         target = None
         match = _RESOLVE_IS.match(part)
         if match:
             part, target = match.group("path"), match.group("type")
-        evaluate = compile_part(part, use_fast_path)
+        evaluate = compile_part(part, use_fast_path, guarded)
         compiled.append(CompiledPart(evaluate, target, getattr(evaluate, "first_keys", None)))
     return tuple(compiled)
 

@@ -21,7 +21,7 @@ from app.search.values import (
     UriValue,
     normalize_string,
 )
-from app.storage.index_tables import MAX_INDEXED_CHARS
+from app.storage.index_tables import MAX_INDEXED_CHARS, indexed_or_none, indexed_text
 
 IndexRows = dict[str, list[dict[str, Any]]]
 
@@ -34,26 +34,36 @@ def _row(param_hash: int, value: IndexValue) -> tuple[str, dict[str, Any]]:
     key: dict[str, Any] = {"param_hash": param_hash}
     if isinstance(value, TokenValue):
         display = normalize_string(value.display) if value.display else None
-        return "token", {**key, "system": _cut(value.system), "code": _cut(value.code), "display_norm": _cut(display)}
+        return "token", {
+            **key,
+            "system": indexed_or_none(value.system),
+            "code": indexed_or_none(value.code),
+            "display_norm": _cut(display),
+        }
     if isinstance(value, StringValue):
         return "string", {**key, "value_norm": _cut(value.normalized), "value_exact": value.exact}
     if isinstance(value, ReferenceValue):
         return "reference", {
             **key,
             "target_type": value.target_type,
-            "target_id": _cut(value.target_id),
-            "url": _cut(value.url),
-            "identifier_system": _cut(value.identifier_system),
-            "identifier_value": _cut(value.identifier_value),
+            "target_id": indexed_or_none(value.target_id),
+            "url": indexed_or_none(value.url),
+            "identifier_system": indexed_or_none(value.identifier_system),
+            "identifier_value": indexed_or_none(value.identifier_value),
         }
     if isinstance(value, DateValue):
         return "date", {**key, "low": value.low, "high": value.high}
     if isinstance(value, NumberValue):
         return "number", {**key, "value": value.value}
     if isinstance(value, QuantityValue):
-        return "quantity", {**key, "value": value.value, "system": _cut(value.system), "code": _cut(value.code)}
+        return "quantity", {
+            **key,
+            "value": value.value,
+            "system": indexed_or_none(value.system),
+            "code": indexed_or_none(value.code),
+        }
     assert isinstance(value, UriValue)
-    return "uri", {**key, "value": _cut(value.value)}
+    return "uri", {**key, "value": indexed_text(value.value)}
 
 
 def build_index_rows(

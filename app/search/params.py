@@ -4,8 +4,17 @@ from __future__ import annotations
 
 from typing import Literal
 
+from app.errors import InvalidRequest
+
 Prefix = Literal["eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"]
 PREFIXES: tuple[Prefix, ...] = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
+
+
+def parse_count(raw: str, name: str = "_count") -> int:
+    """A non-negative count in ASCII digits (``²`` and other Unicode digits are not numbers here)."""
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 9:
+        raise InvalidRequest(f"{name} '{raw[:20]}' is not a non-negative integer", [name])
+    return int(raw)
 
 
 def split_escaped(text: str, separator: str) -> list[str]:

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 from app.errors import InvalidRequest
 from app.interactions.subsetting import Subsetting, parse_subsetting
-from app.search.params import split_escaped
+from app.search.bounds import MAX_INCLUDES, MAX_SORT_KEYS, Budget, check_key, check_parameter_count, check_value
+from app.search.params import parse_count, split_escaped
 from app.search.registry import SearchParam, SearchRegistry
 
 SUPPORTED_TYPES = frozenset({"token", "string", "reference", "date", "number", "quantity", "uri"})
@@ -192,15 +193,18 @@ def parse_search(
     total = "none"
     includes: list[Include] = []
     sort: tuple[SortKey, ...] = ()
+    budget = Budget()
+    check_parameter_count(pairs, RESULT_PARAMS | INCLUDE_PARAMS)
     for name, raw in pairs:
+        check_value(name, raw)
         if name in INCLUDE_PARAMS:
+            if len(includes) >= MAX_INCLUDES:
+                raise InvalidRequest(f"at most {MAX_INCLUDES} _include and _revinclude parameters", [name])
             includes.append(parse_include(name, raw, registry))
             continue
         if name in RESULT_PARAMS:
             if name == "_count":
-                if not raw.isdigit():
-                    raise InvalidRequest(f"_count '{raw}' is not a non-negative integer", ["_count"])
-                count = min(int(raw), max_count)
+                count = min(parse_count(raw), max_count)
             elif name == "_page":
                 page_token = raw
             elif name == "_sort":
@@ -210,7 +214,7 @@ def parse_search(
                     raise InvalidRequest(f"_total '{raw}' must be one of none, estimate, accurate", ["_total"])
                 total = raw
             continue
-        clause = parse_clause(resource_type, name, name, raw, registry, strict)
+        clause = parse_clause(resource_type, name, name, raw, registry, strict, budget)
         if clause is not None:
             clauses.append(clause)
     resolved = resolve_compartment(resource_type, compartment, registry) if compartment else None
@@ -225,23 +229,35 @@ class _Unknown(Exception):
 
 
 def parse_clause(
-    resource_type: str, key: str, name: str, raw: str, registry: SearchRegistry, strict: bool
+    resource_type: str,
+    key: str,
+    name: str,
+    raw: str,
+    registry: SearchRegistry,
+    strict: bool,
+    budget: Budget | None = None,
 ) -> AnyClause | None:
     """One ``key=raw`` on ``resource_type``; ``name`` is the full parameter name for messages and links."""
+    check_key(key)
+    budget = budget or Budget()
     try:
-        return _parse_clause(resource_type, key, name, raw, registry)
+        clause = _parse_clause(resource_type, key, name, raw, registry, budget)
     except _Unknown as exc:
         if strict:
             raise InvalidRequest(str(exc), [name]) from None
         return None
+    budget.add_parameter(name, raw.count(",") + 1)
+    return clause
 
 
-def _parse_clause(resource_type: str, key: str, name: str, raw: str, registry: SearchRegistry) -> AnyClause:
+def _parse_clause(
+    resource_type: str, key: str, name: str, raw: str, registry: SearchRegistry, budget: Budget
+) -> AnyClause:
     if key.startswith("_has:"):
-        return _parse_has(resource_type, key, name, raw, registry)
+        return _parse_has(resource_type, key, name, raw, registry, budget)
     head, dot, rest = key.partition(".")
     if dot:
-        return _parse_chain(resource_type, head, rest, name, raw, registry)
+        return _parse_chain(resource_type, head, rest, name, raw, registry, budget)
     code, _, modifier = key.partition(":")
     param = registry.get(resource_type, code)
     if param is None or not supported(param):
@@ -266,27 +282,38 @@ def _reference_param(resource_type: str, code: str, registry: SearchRegistry) ->
 
 
 def _parse_chain(
-    resource_type: str, head: str, rest: str, name: str, raw: str, registry: SearchRegistry
+    resource_type: str, head: str, rest: str, name: str, raw: str, registry: SearchRegistry, budget: Budget
 ) -> ChainClause:
     """``subject:Patient.name=x`` (search.html#chaining); without a type, every target type that has the
-    chained parameter is searched, as HAPI does."""
+    chained parameter is searched, as HAPI does.
+
+    A target type that cannot follow the rest of the chain is left out; the
+    others still restrict the result (dropping the whole parameter because
+    one target lacks a link would widen it to every resource). Only when no
+    target can follow is the parameter unknown.
+    """
     code, _, type_modifier = head.partition(":")
     param = _reference_param(resource_type, code, registry)
     candidates = [type_modifier] if type_modifier else [t for t in param.targets if t in registry.by_type]
     if type_modifier and param.targets and type_modifier not in param.targets:
         raise InvalidRequest(f"{code} cannot point to {type_modifier}", [name])
     chained_code = rest.partition(".")[0].partition(":")[0]
+    followed = [t for t in candidates if rest.startswith("_has:") or registry.get(t, chained_code) is not None]
+    budget.add_chain_targets(name, len(followed))
     alternatives = []
-    for target_type in candidates:
-        if rest.startswith("_has:") or registry.get(target_type, chained_code) is not None:
-            inner = _parse_clause(target_type, rest, name, raw, registry)
-            alternatives.append((target_type, inner))
+    for target_type in followed:
+        try:
+            alternatives.append((target_type, _parse_clause(target_type, rest, name, raw, registry, budget)))
+        except _Unknown:
+            continue
     if not alternatives:
-        raise _Unknown(f"no target of {resource_type}.{code} has a search parameter '{chained_code}'")
+        raise _Unknown(f"no target of {resource_type}.{code} can follow '{rest[:80]}'")
     return ChainClause(param, tuple(alternatives), name, raw)
 
 
-def _parse_has(resource_type: str, key: str, name: str, raw: str, registry: SearchRegistry) -> HasClause:
+def _parse_has(
+    resource_type: str, key: str, name: str, raw: str, registry: SearchRegistry, budget: Budget
+) -> HasClause:
     """``_has:Task:patient:status=requested`` (search.html#has): referenced by a matching resource."""
     parts = key.split(":", 3)
     if len(parts) != 4 or not all(parts[1:]):
@@ -297,14 +324,17 @@ def _parse_has(resource_type: str, key: str, name: str, raw: str, registry: Sear
     param = _reference_param(source_type, code, registry)
     if param.targets and resource_type not in param.targets:
         raise InvalidRequest(f"{source_type}.{code} cannot point to {resource_type}", [name])
-    inner = _parse_clause(source_type, rest, name, raw, registry)
+    inner = _parse_clause(source_type, rest, name, raw, registry, budget)
     return HasClause(source_type, param, inner, name, raw, resource_type)
 
 
 def parse_sort(resource_type: str, raw: str, registry: SearchRegistry, strict: bool) -> tuple[SortKey, ...]:
     """``_sort=status,-date``: unknown keys are dropped (400 under strict handling)."""
     keys: list[SortKey] = []
-    for item in raw.split(","):
+    items = raw.split(",")
+    if len(items) > MAX_SORT_KEYS:
+        raise InvalidRequest(f"_sort takes at most {MAX_SORT_KEYS} keys", ["_sort"])
+    for item in items:
         item = item.strip()
         if not item:
             continue

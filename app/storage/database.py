@@ -7,25 +7,83 @@ an asyncio lock instead of spinning on ``SQLITE_BUSY``. On PostgreSQL the
 default READ COMMITTED isolation is enough: optimistic locking compares the
 version inside the UPDATE, and conditional creates take a transaction-scoped
 advisory lock on their criteria.
+
+Writers that lock several rows can still meet in opposite order, and
+PostgreSQL then aborts one of them (deadlock, SQLSTATE 40P01; a serialization
+failure, 40001, is the same kind of loss). Such a transaction did nothing, so
+``Database.run_write`` runs it again, a bounded number of times
+(www.postgresql.org/docs/current/mvcc-serialization-failure-handling.html).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import event, func, select
+import asyncpg
+from sqlalchemy import BigInteger, event, func, literal, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from app.errors import FhirError, StatementTimeout, VersionConflict
 from app.storage.sqlite_inline import connect_inline
 
 WRITE_OPTION = "fhir_write"
 AUTOCOMMIT_OPTION = "fhir_autocommit"
+WRITE_ATTEMPTS = 5
+BACKOFF_SECONDS = 0.01  # first pause at most; doubles per attempt
+RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
+
+T = TypeVar("T")
+
+
+def is_retryable(error: BaseException) -> bool:
+    """True for a transaction the database aborted only to break a conflict with a concurrent one.
+
+    Errors of the SQLAlchemy asyncpg dialect are ``DBAPIError`` whose ``orig``
+    carries the SQLSTATE as ``sqlstate`` (and ``pgcode``); statements run on
+    the asyncpg connection itself (COPY, single statements) raise asyncpg's
+    own errors, such as ``DeadlockDetectedError``, with ``sqlstate`` on them.
+    """
+    return sqlstate(error) in RETRYABLE_SQLSTATES
+
+
+def sqlstate(error: BaseException) -> str | None:
+    """The SQLSTATE of a database error, raised through SQLAlchemy or by asyncpg directly."""
+    for candidate in (error, getattr(error, "orig", None)):
+        state = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
+        if isinstance(state, str):
+            return state
+    return None
+
+
+# what a statement may raise: through SQLAlchemy, or from asyncpg on the single-statement paths
+DATABASE_ERRORS: tuple[type[Exception], ...] = (DBAPIError, asyncpg.PostgresError)
+QUERY_CANCELED = "57014"  # statement_timeout (a client's disconnect cancels the task instead)
+
+
+def storage_error(error: BaseException) -> FhirError | None:
+    """The FHIR error a database error stands for, or None when it is a server fault (500)."""
+    if sqlstate(error) == QUERY_CANCELED:
+        return StatementTimeout("the database took too long and cancelled the request's statement; narrow it")
+    return None
+
+
+def backoff(attempt: int) -> float:
+    """Seconds to wait after failed ``attempt`` (1-based): full jitter, so the losers do not meet again."""
+    return random.uniform(0, BACKOFF_SECONDS * 2 ** (attempt - 1))
+
+
+def lock_id(key: str) -> int:
+    """The signed 64-bit advisory lock number of ``key`` (one key space for every caller)."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big", signed=True)
 
 
 def _ensure_sqlite_directory(url: str) -> None:
@@ -34,11 +92,15 @@ def _ensure_sqlite_directory(url: str) -> None:
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
 
 
-def create_engine(url: str, pool_size: int = 20, sqlite_inline: bool = False) -> AsyncEngine:
+def create_engine(
+    url: str, pool_size: int = 20, sqlite_inline: bool = False, statement_timeout: float | None = None
+) -> AsyncEngine:
     """Create the async engine for ``url`` with the per-backend settings.
 
     ``sqlite_inline`` runs SQLite calls on the event loop thread (see
     ``app.storage.sqlite_inline``); only for a single server process.
+    ``statement_timeout`` (seconds) bounds every PostgreSQL statement: the
+    server cancels it and the request gets a 503 ``timeout``.
     """
     if url.startswith("sqlite"):
         _ensure_sqlite_directory(url)
@@ -59,13 +121,16 @@ def create_engine(url: str, pool_size: int = 20, sqlite_inline: bool = False) ->
     # a prepared search to a generic plan that ignores the values: with skewed
     # data (one practitioner owning thousands of tasks, another none) such a
     # plan can be a hundred times slower. Searches are planned per execution.
+    server_settings = {"plan_cache_mode": "force_custom_plan"}
+    if statement_timeout is not None:
+        server_settings["statement_timeout"] = str(max(1, round(statement_timeout * 1000)))
     return create_async_engine(
         url,
         pool_size=pool_size,
         max_overflow=0,
         pool_pre_ping=False,
         pool_reset_on_return=None,
-        connect_args={"server_settings": {"plan_cache_mode": "force_custom_plan"}},
+        connect_args={"server_settings": server_settings},
     )
 
 
@@ -99,8 +164,10 @@ class Database:
         self._sqlite_writer = asyncio.Lock() if self.dialect == "sqlite" else None
 
     @classmethod
-    def from_url(cls, url: str, pool_size: int = 20, sqlite_inline: bool = False) -> Database:
-        return cls(create_engine(url, pool_size, sqlite_inline))
+    def from_url(
+        cls, url: str, pool_size: int = 20, sqlite_inline: bool = False, statement_timeout: float | None = None
+    ) -> Database:
+        return cls(create_engine(url, pool_size, sqlite_inline, statement_timeout))
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
@@ -141,8 +208,47 @@ class Database:
     async def lock_key(self, conn: AsyncConnection, key: str) -> None:
         """Serialise transactions that share ``key`` (no-op on SQLite, which serialises writers)."""
         if self.dialect == "postgresql":
-            digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
-            await conn.execute(select(func.pg_advisory_xact_lock(int.from_bytes(digest, "big", signed=True))))
+            await conn.execute(select(func.pg_advisory_xact_lock(lock_id(key))))
+
+    async def lock_keys(self, conn: AsyncConnection, keys: Iterable[str]) -> None:
+        """``lock_key`` for every key, in ascending lock number, in one statement.
+
+        Every caller taking several locks in the same global order means two
+        transactions never each hold a lock the other waits for. The numbers
+        are passed sorted and ``unnest`` yields them in array order, so the
+        locks are taken in that order.
+        """
+        if self.dialect != "postgresql":
+            return
+        ids = sorted({lock_id(key) for key in keys})
+        if len(ids) == 1:
+            await conn.execute(select(func.pg_advisory_xact_lock(ids[0])))
+        elif ids:
+            number = func.unnest(literal(ids, ARRAY(BigInteger))).column_valued("n")
+            await conn.execute(select(func.pg_advisory_xact_lock(number)))
+
+    async def run_write(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """``work`` in a write transaction, run again from the start when the database aborted it
+        for a deadlock or serialization failure.
+
+        Each attempt is a fresh transaction and the failed one was rolled back,
+        so ``work`` must keep no state between calls. After ``WRITE_ATTEMPTS``
+        the client gets a 412 it can retry (hl7.org/fhir/R4/http.html#concurrency),
+        not a 500. Other errors propagate at once.
+        """
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            try:
+                async with self.write() as conn:
+                    return await work(conn)
+            except Exception as exc:
+                if not is_retryable(exc):
+                    raise
+                if attempt == WRITE_ATTEMPTS:
+                    raise VersionConflict(
+                        f"the write conflicted with concurrent writes {WRITE_ATTEMPTS} times; try again"
+                    ) from exc
+            await asyncio.sleep(backoff(attempt))
+        raise AssertionError("unreachable")
 
     async def dispose(self) -> None:
         await self.engine.dispose()

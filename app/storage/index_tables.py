@@ -5,16 +5,46 @@ parameter by ``param_hash``, a 64-bit hash of ``Type.code``: a query on one
 parameter is then one index range scan on ``(param_hash, value...)``, and
 the hash keeps rows small. Strings are compared in C collation on
 PostgreSQL so prefix matches are plain range scans on either backend.
-Values longer than ``MAX_INDEXED_CHARS`` are cut to fit a B-tree entry.
+
+A B-tree entry must fit a third of a page (2,704 bytes on PostgreSQL), and an
+identifier system or value can be any length. Values matched for equality
+(codes, systems, ids, urls, identifiers) whose UTF-8 form is longer than
+``MAX_INDEXED_BYTES`` are stored as a prefix plus a hash of the whole value
+(``indexed_text``), and a search value is turned into the same form, so long
+values stay exactly searchable. Strings searched by prefix are cut to
+``MAX_INDEXED_CHARS`` instead (the search value is cut the same way).
 """
 
 from __future__ import annotations
+
+import hashlib
 
 from sqlalchemy import BigInteger, Column, Index, Integer, Numeric, String, Table, Text, text
 
 from app.storage.tables import UTCDateTime, metadata
 
 MAX_INDEXED_CHARS = 512
+MAX_INDEXED_BYTES = 512
+_KEPT_PREFIX_BYTES = 400
+MAX_TYPE_CHARS = 64  # resource_type and target_type columns
+
+
+def indexed_text(value: str) -> str:
+    """``value`` as stored in an equality-matched index column: itself when it fits, otherwise its
+    first 400 bytes, ``#`` and a 128-bit hash of the whole value."""
+    if len(value) <= MAX_INDEXED_BYTES // 4:  # cannot pass the limit, whatever the characters
+        return value
+    encoded = value.encode()
+    if len(encoded) <= MAX_INDEXED_BYTES:
+        return value
+    prefix = encoded[:_KEPT_PREFIX_BYTES].decode(errors="ignore")
+    return f"{prefix}#{hashlib.blake2b(encoded, digest_size=16).hexdigest()}"
+
+
+def indexed_or_none(value: str | None) -> str | None:
+    return None if value is None else indexed_text(value)
+
+
 CText = Text().with_variant(Text(collation="C"), "postgresql")
 
 

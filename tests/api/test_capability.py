@@ -9,6 +9,7 @@ import httpx
 import pytest
 from fhir.resources.R4B.capabilitystatement import CapabilityStatement
 
+from app.config import Settings
 from tests.conftest import FHIR_JSON_HEADERS, TEST_BASE_URL
 from tests.examples import CARE_COORDINATION_TYPES, first_example
 
@@ -65,22 +66,22 @@ async def check_patch(client: httpx.AsyncClient, resource_type: str, example: di
 async def check_history_instance(client: httpx.AsyncClient, resource_type: str, example: dict[str, Any]) -> None:
     body = await _create(client, resource_type, example)
     bundle = (await client.get(f"/fhir/{resource_type}/{body['id']}/_history")).json()
-    assert [e["resource"]["id"] for e in bundle["entry"]] == [body["id"]]
+    assert [e["resource"]["id"] for e in bundle.get("entry", [])] == [body["id"]]
 
 
 async def check_history_type(client: httpx.AsyncClient, resource_type: str, example: dict[str, Any]) -> None:
     body = await _create(client, resource_type, example)
     bundle = (await client.get(f"/fhir/{resource_type}/_history")).json()
-    assert body["id"] in [e["resource"]["id"] for e in bundle["entry"]]
+    assert body["id"] in [e["resource"]["id"] for e in bundle.get("entry", [])]
 
 
 async def check_search_type(client: httpx.AsyncClient, resource_type: str, example: dict[str, Any]) -> None:
     body = await _create(client, resource_type, example)
     bundle = (await client.get(f"/fhir/{resource_type}?_id={body['id']}")).json()
     assert bundle["type"] == "searchset"
-    assert [e["resource"]["id"] for e in bundle["entry"]] == [body["id"]]
+    assert [e["resource"]["id"] for e in bundle.get("entry", [])] == [body["id"]]
     posted = await client.post(f"/fhir/{resource_type}/_search", data={"_id": body["id"]})
-    assert [e["resource"]["id"] for e in posted.json()["entry"]] == [body["id"]]
+    assert [e["resource"]["id"] for e in posted.json().get("entry", [])] == [body["id"]]
 
 
 CHECKS: dict[str, Check] = {
@@ -114,8 +115,23 @@ async def test_metadata_is_a_valid_r4_capability_statement(client: httpx.AsyncCl
         "search-system",
     ]
     assert statement["rest"][0]["operation"] == [
-        {"name": "reindex", "definition": "urn:care-plan-repository:OperationDefinition:reindex"}
+        {"name": "reindex", "definition": "urn:care-plan-repository:OperationDefinition:reindex"},
+        {"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"},
     ]
+    assert statement["patchFormat"] == ["application/json-patch+json", "application/fhir+json"]
+
+
+async def test_limits_are_published(client: httpx.AsyncClient, settings: Settings) -> None:
+    """The limits a client can run into: in words and as a machine-readable extension, from the settings."""
+    rest = (await client.get("/fhir/metadata")).json()["rest"][0]
+    limits = {e["url"]: e["valueInteger"] for e in rest["extension"][0]["extension"]}
+    assert limits["maxBundleEntries"] == settings.max_bundle_entries
+    assert limits["maxBodyBytes"] == settings.max_body_bytes
+    assert limits["maxBundleResponseResources"] == settings.max_bundle_response_resources
+    assert limits["maxArrayItems"] == settings.max_array_items
+    assert limits["searchMaxParameters"] == 30
+    assert f"at most {settings.max_bundle_entries} entries per transaction or batch Bundle" in rest["documentation"]
+    assert "chains of at most 3 links" in rest["documentation"]
 
 
 @pytest.mark.parametrize("resource_type", CARE_COORDINATION_TYPES)
@@ -156,7 +172,7 @@ async def test_every_listed_interaction_works(client: httpx.AsyncClient, resourc
         assert put.json()["language"] == "fr"
     if entry["conditionalDelete"] in ("single", "multiple"):
         assert (await client.delete(f"/fhir/{resource_type}?{marker}")).status_code == 200
-        assert (await client.get(f"/fhir/{resource_type}?{marker}")).json()["entry"] == []
+        assert "entry" not in (await client.get(f"/fhir/{resource_type}?{marker}")).json()
 
 
 async def test_system_history_listed_and_works(client: httpx.AsyncClient) -> None:

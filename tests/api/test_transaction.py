@@ -122,7 +122,7 @@ async def test_discharge_transaction_stores_everything_with_references_rewritten
     assert response.status_code == 200, response.text
     result = response.json()
     assert result["type"] == "transaction-response"
-    assert [e["response"]["status"] for e in result["entry"]] == ["201 Created"] * 6
+    assert [e["response"]["status"] for e in result.get("entry", [])] == ["201 Created"] * 6
     ids = {}
     for item in result["entry"]:
         location = item["response"]["location"]
@@ -140,7 +140,7 @@ async def test_discharge_transaction_stores_everything_with_references_rewritten
     found = (await client.get(f"/fhir/CarePlan?subject=Patient/{ids['Patient']}")).json()["entry"]
     assert [e["resource"]["id"] for e in found] == [ids["CarePlan"]]
     tasks = (await client.get(f"/fhir/ServiceRequest?_id={ids['ServiceRequest']}&_revinclude=Task:based-on")).json()
-    assert {e["resource"]["resourceType"] for e in tasks["entry"]} == {"ServiceRequest", "Task"}
+    assert {e["resource"]["resourceType"] for e in tasks.get("entry", [])} == {"ServiceRequest", "Task"}
 
 
 async def test_failing_entry_rolls_back_everything_and_names_the_entry(client: httpx.AsyncClient) -> None:
@@ -206,7 +206,7 @@ async def test_order_conditionals_and_own_reads(client: httpx.AsyncClient) -> No
     assert entries[1]["response"]["location"] == f"Patient/{patient_id}/_history/1"  # matched, not created
     created_eight = entries[3]["response"]["location"].split("/")[1]
     search = entries[0]["resource"]
-    assert [e["resource"]["id"] for e in search["entry"]] == [created_eight]
+    assert [e["resource"]["id"] for e in search.get("entry", [])] == [created_eight]
     task = entries[2]["resource"]
     assert task["for"]["reference"] == f"Patient/{patient_id}"
     assert task["owner"]["reference"] == f"Patient/{patient_id}"  # the conditional reference, resolved
@@ -322,7 +322,7 @@ async def test_a_series_of_bad_bundles_leaves_the_server_up_and_empty(client: ht
         assert (await post_bundle(client, bundle(good, *entries))).status_code == status
     for resource_type in ("Patient", "Task"):
         assert await total(client, resource_type) == 0
-    assert (await client.get("/fhir/_history")).json()["entry"] == []
+    assert "entry" not in (await client.get("/fhir/_history")).json()
     response = await post_bundle(client, bundle(good))
     assert response.json()["entry"][0]["response"]["status"] == "201 Created"
 
@@ -336,7 +336,7 @@ async def test_if_match_per_entry(client: httpx.AsyncClient) -> None:
     fresh = entry("PUT", f"Patient/{created['id']}", {**created, "active": True}, ifMatch='W/"1"')
     read = entry("GET", f"Patient/{created['id']}", ifNoneMatch='W/"2"')
     response = await post_bundle(client, bundle(fresh, read))
-    assert [e["response"]["status"] for e in response.json()["entry"]] == ["200 OK", "304 Not Modified"]
+    assert [e["response"]["status"] for e in response.json().get("entry", [])] == ["200 OK", "304 Not Modified"]
     later = entry("GET", f"Patient/{created['id']}", ifModifiedSince="Fri, 01 Jan 2100 00:00:00 GMT")
     earlier = entry("GET", f"Patient/{created['id']}", ifModifiedSince="Thu, 01 Jan 2015 00:00:00 GMT")
     response = await post_bundle(client, bundle(later, earlier))
@@ -401,7 +401,7 @@ async def test_batch_entries_are_independent(client: httpx.AsyncClient) -> None:
     assert response.status_code == 200
     result = response.json()
     assert result["type"] == "batch-response"
-    statuses = [e["response"]["status"] for e in result["entry"]]
+    statuses = [e["response"]["status"] for e in result.get("entry", [])]
     assert statuses == ["201 Created", "400 Bad Request", "404 Not Found", "400 Bad Request", "201 Created"]
     assert result["entry"][1]["response"]["outcome"]["issue"][0]["expression"][0].startswith("Bundle.entry[1]")
     assert await total(client, "Patient") == 2

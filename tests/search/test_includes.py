@@ -63,12 +63,12 @@ async def entries(client: httpx.AsyncClient, query: str) -> tuple[list[str], lis
     bundle = response.json()
     matches = sorted(
         f"{e['resource']['resourceType']}/{e['resource']['id']}"
-        for e in bundle["entry"]
+        for e in bundle.get("entry", [])
         if e["search"]["mode"] == "match"
     )
     included = sorted(
         f"{e['resource']['resourceType']}/{e['resource']['id']}"
-        for e in bundle["entry"]
+        for e in bundle.get("entry", [])
         if e["search"]["mode"] == "include"
     )
     return matches, included

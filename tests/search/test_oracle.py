@@ -133,7 +133,7 @@ async def _scenario(app: Any, data: list[dict[str, Any]], queries: list[list[Cla
             while url:
                 bundle = (await client.get(url)).json()
                 assert bundle["resourceType"] == "Bundle", bundle
-                found += [e["resource"]["id"] for e in bundle["entry"]]
+                found += [e["resource"]["id"] for e in bundle.get("entry", [])]
                 nxt = [link["url"] for link in bundle["link"] if link["relation"] == "next"]
                 url = "/fhir" + nxt[0][len(TEST_BASE_URL) :] if nxt else None
             assert sorted(found) == expected, query

@@ -41,7 +41,7 @@ async def data(client: httpx.AsyncClient) -> httpx.AsyncClient:
 
 
 def refs(bundle: dict) -> list[str]:
-    return [f"{e['resource']['resourceType']}/{e['resource']['id']}" for e in bundle["entry"]]
+    return [f"{e['resource']['resourceType']}/{e['resource']['id']}" for e in bundle.get("entry", [])]
 
 
 async def test_type_and_common_parameters(data: httpx.AsyncClient) -> None:

@@ -99,7 +99,7 @@ async def test_create_read_update_history_over_http(server: RunningServer, http:
     )
     assert updated.status_code == 200
     history = (await http.get(f"/fhir/CarePlan/{pid}/_history")).json()
-    assert [e["resource"]["status"] for e in history["entry"]] == ["completed", "active"]
+    assert [e["resource"]["status"] for e in history.get("entry", [])] == ["completed", "active"]
 
 
 async def test_twenty_clients_racing_if_match_updates(http: httpx.AsyncClient) -> None:

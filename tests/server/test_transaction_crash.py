@@ -26,7 +26,7 @@ def big_transaction() -> dict:
                 "status": "requested",
                 "intent": "order",
                 "description": f"crash test task {n}",
-                "partOf": [{"reference": "urn:uuid:00000000-0000-4000-8000-000000000000"}] if n else [],
+                **({"partOf": [{"reference": "urn:uuid:00000000-0000-4000-8000-000000000000"}]} if n else {}),
             },
             "request": {"method": "POST", "url": "Task"},
         }

@@ -1,0 +1,16 @@
+"""Batch sizing of the ``$reindex`` job: as many resources as fit in the target time."""
+
+from __future__ import annotations
+
+from app.interactions.reindex_job import TARGET_BATCH_SECONDS, next_batch_size
+
+
+def test_batches_are_sized_to_the_target_time() -> None:
+    assert next_batch_size(100, TARGET_BATCH_SECONDS, 200) == 100
+    assert next_batch_size(100, TARGET_BATCH_SECONDS * 4, 200) == 25
+
+
+def test_batch_size_stays_between_one_and_the_limit() -> None:
+    assert next_batch_size(10, TARGET_BATCH_SECONDS / 100, 200) == 200
+    assert next_batch_size(1, 10.0, 200) == 1
+    assert next_batch_size(0, 0.0, 200) == 200

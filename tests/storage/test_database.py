@@ -1,0 +1,216 @@
+"""Write transactions on both backends: retried when the database aborted them to break a conflict.
+
+PostgreSQL aborts one of two transactions waiting on each other's locks
+(deadlock_detected, SQLSTATE 40P01) and, at stricter isolation, one of two
+that cannot be serialised (serialization_failure, 40001); both did nothing and
+can simply run again (www.postgresql.org/docs/current/mvcc-serialization-failure-handling.html).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+
+import asyncpg
+import pytest
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.errors import VersionConflict
+from app.interactions.context import utc_now
+from app.storage.database import WRITE_ATTEMPTS, Database, is_retryable
+from app.storage.repository import StoredVersion, insert_first, read_current
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    database = Database.from_url(database_url)
+    yield database
+    await database.dispose()
+
+
+def version(resource_id: str) -> StoredVersion:
+    return StoredVersion("Task", resource_id, 1, utc_now(), False, b"{}", "PUT")
+
+
+def driver_error(error: Exception) -> DBAPIError:
+    """An error as SQLAlchemy raises it: a DBAPIError whose ``orig`` carries the SQLSTATE."""
+    return DBAPIError("UPDATE resources SET ...", None, error)
+
+
+async def stored_ids(db: Database, candidates: list[str]) -> set[str]:
+    async with db.read() as conn:
+        return {rid for rid in candidates if await read_current(conn, "Task", rid) is not None}
+
+
+async def test_a_deadlocked_attempt_is_rolled_back_and_run_again(db: Database) -> None:
+    attempts = 0
+
+    async def work(conn: AsyncConnection) -> int:
+        nonlocal attempts
+        attempts += 1
+        await insert_first(conn, version(f"attempt-{attempts}"))
+        if attempts < 3:
+            raise driver_error(asyncpg.exceptions.DeadlockDetectedError("deadlock detected"))
+        return attempts
+
+    assert await db.run_write(work) == 3
+    assert await stored_ids(db, ["attempt-1", "attempt-2", "attempt-3"]) == {"attempt-3"}
+
+
+async def test_a_serialization_failure_is_run_again(db: Database) -> None:
+    attempts = 0
+
+    async def work(conn: AsyncConnection) -> str:
+        nonlocal attempts
+        attempts += 1
+        if attempts == 1:
+            raise driver_error(asyncpg.exceptions.SerializationError("could not serialize access"))
+        return "done"
+
+    assert await db.run_write(work) == "done" and attempts == 2
+
+
+async def test_gives_up_after_the_bound_with_a_version_conflict(db: Database) -> None:
+    attempts = 0
+    deadlock = driver_error(asyncpg.exceptions.DeadlockDetectedError("deadlock detected"))
+
+    async def work(conn: AsyncConnection) -> None:
+        nonlocal attempts
+        attempts += 1
+        raise deadlock
+
+    with pytest.raises(VersionConflict) as raised:
+        await db.run_write(work)
+    assert attempts == WRITE_ATTEMPTS == 5
+    assert raised.value.__cause__ is deadlock
+
+
+@pytest.mark.parametrize(
+    "make_error",
+    [
+        lambda: driver_error(asyncpg.exceptions.UniqueViolationError("duplicate key")),
+        lambda: driver_error(ValueError("no SQLSTATE at all")),
+        lambda: VersionConflict("If-Match expects version 1"),
+        lambda: RuntimeError("a bug"),
+    ],
+    ids=["unique-violation", "driver-error-without-sqlstate", "fhir-error", "bug"],
+)
+async def test_other_errors_are_raised_at_once(db: Database, make_error: Callable[[], Exception]) -> None:
+    attempts = 0
+    error = make_error()
+
+    async def work(conn: AsyncConnection) -> None:
+        nonlocal attempts
+        attempts += 1
+        await insert_first(conn, version("written"))
+        raise error
+
+    with pytest.raises(type(error)) as raised:
+        await db.run_write(work)
+    assert raised.value is error and attempts == 1
+    assert await stored_ids(db, ["written"]) == set()
+
+
+def test_asyncpg_errors_raised_outside_sqlalchemy_are_recognised() -> None:
+    """COPY and single statements run on the asyncpg connection itself, whose errors are not wrapped."""
+    assert is_retryable(asyncpg.exceptions.DeadlockDetectedError("deadlock detected"))
+    assert is_retryable(asyncpg.exceptions.SerializationError("could not serialize access"))
+    assert not is_retryable(asyncpg.exceptions.UniqueViolationError("duplicate key"))
+    assert not is_retryable(asyncpg.exceptions.LockNotAvailableError("lock timeout"))
+
+
+async def test_a_real_deadlock_loses_one_attempt_and_both_writes_commit(db: Database) -> None:
+    """Two transactions lock two keys in opposite order; PostgreSQL aborts one, which then runs again."""
+    if db.dialect != "postgresql":
+        pytest.skip("SQLite runs one writer at a time, so its writers never wait on each other's locks")
+    holding = {"a": asyncio.Event(), "b": asyncio.Event()}
+    attempts: Counter[str] = Counter()
+
+    async def write(first: str, second: str) -> int:
+        async def work(conn: AsyncConnection) -> int:
+            attempts[first] += 1
+            await insert_first(conn, version(f"{first}-{attempts[first]}"))
+            await db.lock_key(conn, first)
+            if attempts[first] == 1:
+                holding[first].set()
+                await holding[second].wait()
+            await db.lock_key(conn, second)
+            return attempts[first]
+
+        return await db.run_write(work)
+
+    results = await asyncio.wait_for(asyncio.gather(write("a", "b"), write("b", "a")), timeout=30)
+    assert sorted(results) == [1, 2]
+    loser = "a" if results[0] == 2 else "b"
+    winner = "b" if loser == "a" else "a"
+    assert await stored_ids(db, ["a-1", "a-2", "b-1", "b-2"]) == {f"{winner}-1", f"{loser}-2"}
+
+
+async def test_locking_many_keys_in_any_order_never_deadlocks(db: Database) -> None:
+    """``lock_keys`` takes the locks in one global order, whatever order the caller names them in."""
+    keys = [f"Task/{n}" for n in range(8)]
+
+    async def hold(offset: int) -> None:
+        rotated = keys[offset:] + keys[:offset]
+        async with db.write() as conn:
+            await db.lock_keys(conn, rotated if offset % 2 else rotated[::-1])
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(asyncio.gather(*(hold(n) for n in range(16))), timeout=30)
+
+
+async def test_statements_past_the_timeout_are_cancelled_and_reported(database_url: str, backend: str) -> None:
+    """statement_timeout bounds every statement; the error becomes a 503 ``timeout`` outcome."""
+    if backend != "postgresql":
+        pytest.skip("statement_timeout is a PostgreSQL setting")
+    from sqlalchemy import func, select
+
+    from app.errors import StatementTimeout
+    from app.storage.database import storage_error
+
+    database = Database.from_url(database_url, statement_timeout=0.2)
+    try:
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(DBAPIError) as caught:
+            async with database.read() as conn:
+                await conn.execute(select(func.pg_sleep(5)))
+        assert asyncio.get_running_loop().time() - started < 2
+        assert isinstance(storage_error(caught.value), StatementTimeout)
+        async with database.read() as conn:  # the pool still serves
+            assert (await conn.execute(select(1))).scalar() == 1
+    finally:
+        await database.dispose()
+
+
+async def test_a_cancelled_request_cancels_its_statement_in_postgresql(database_url: str, backend: str) -> None:
+    """When a client disconnects the request task is cancelled: its running query must stop on the server."""
+    if backend != "postgresql":
+        pytest.skip("SQLite runs in the process; there is no server-side statement to cancel")
+    from sqlalchemy import func, select, text
+
+    database = Database.from_url(database_url)
+    try:
+
+        async def slow() -> None:
+            async with database.read() as conn:
+                await conn.execute(select(func.pg_sleep(30)))
+
+        task = asyncio.create_task(slow())
+        await asyncio.sleep(0.5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0.5)
+        async with database.read() as conn:
+            running = await conn.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep%' AND state = 'active' "
+                    "AND pid <> pg_backend_pid()"
+                )
+            )
+            assert running.scalar() == 0
+            assert (await conn.execute(select(1))).scalar() == 1
+    finally:
+        await database.dispose()
