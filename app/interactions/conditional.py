@@ -53,7 +53,7 @@ async def conditional_update(
         stored_body = {**body, "id": resource_id}
         if pending:
             await resolve_in_body(ctx, conn, stored_body, pending)
-        rows = ctx.index_rows(resource_type, resource_id, stored_body)
+        rows = await ctx.index_rows_checked(resource_type, resource_id, stored_body, report)
         return await write_version_until_written(ctx, conn, resource_type, resource_id, stored_body, rows, if_match)
 
     return await ctx.db.run_write(attempt)

@@ -59,8 +59,19 @@ class FhirContext:
         """Validate ``body`` (``ResourceValidator.validate``); a large body in a worker thread, so
         validating it does not hold up every other request on the event loop."""
         if len(fhirjson.dumps(body)) > OFFLOAD_BYTES:
-            return await asyncio.to_thread(self.validator.validate, resource_type, body)
+            report = await asyncio.to_thread(self.validator.validate, resource_type, body)
+            report.large = True
+            return report
         return self.validator.validate(resource_type, body)
+
+    async def index_rows_checked(
+        self, resource_type: str, resource_id: str, body: dict[str, Any], report: ShapeReport
+    ) -> IndexRows:
+        """``index_rows``, in a worker thread for a body ``check`` found large (extraction is CPU work
+        proportional to the body: a 9 MB Patient's string rows take over a second)."""
+        if report.large:
+            return await asyncio.to_thread(self.index_rows, resource_type, resource_id, body)
+        return self.index_rows(resource_type, resource_id, body)
 
     def index_rows(self, resource_type: str, resource_id: str, body: dict[str, Any]) -> IndexRows:
         """Index rows of a body; computed before the write transaction opens."""

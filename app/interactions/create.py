@@ -44,7 +44,7 @@ async def create(
     refuse_bundle_local(report.references)
     pending = conditional_references(report.references)
     resource_id = str(uuid.uuid4())
-    rows = None if pending else ctx.index_rows(resource_type, resource_id, body)
+    rows = None if pending else await ctx.index_rows_checked(resource_type, resource_id, body, report)
     if criteria is None and rows is not None and ctx.db.dialect == "postgresql":  # one statement, no round trips
         now = utc_now()
         version = StoredVersion(resource_type, resource_id, 1, now, False, stamp(body, resource_id, 1, now), "POST")
@@ -65,7 +65,7 @@ async def create(
         index_rows = rows
         if index_rows is None:
             await resolve_in_body(ctx, conn, body, pending)
-            index_rows = ctx.index_rows(resource_type, resource_id, body)
+            index_rows = await ctx.index_rows_checked(resource_type, resource_id, body, report)
         now = utc_now()
         version = StoredVersion(resource_type, resource_id, 1, now, False, stamp(body, resource_id, 1, now), "POST")
         await insert_first(conn, version)

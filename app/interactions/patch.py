@@ -26,6 +26,7 @@ from app.interactions.create import conditional_criteria
 from app.interactions.fhirpath_patch import apply_fhirpath_patch
 from app.interactions.search import find_ids
 from app.interactions.update import write_version
+from app.search.indexing import IndexRows
 from app.storage.repository import read_current
 
 JSON_PATCH = "application/json-patch+json"
@@ -131,8 +132,11 @@ async def patch_in_transaction(
     if current.deleted or current.body is None:
         raise Gone(f"{resource_type}/{resource_id} was deleted")
     # CPU work proportional to the resource and the patch: off the event loop
-    body = await asyncio.to_thread(patched, ctx, resource_type, fhirjson.loads(current.body), media_type, document)
-    rows = ctx.index_rows(resource_type, resource_id, body)
+    def patch_and_index() -> tuple[dict[str, Any], IndexRows]:
+        body = patched(ctx, resource_type, fhirjson.loads(current.body or b"{}"), media_type, document)
+        return body, ctx.index_rows(resource_type, resource_id, body)
+
+    body, rows = await asyncio.to_thread(patch_and_index)
     result = await write_version(ctx, conn, resource_type, resource_id, body, rows, current.version_id, "PATCH")
     return result
 

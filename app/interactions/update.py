@@ -21,6 +21,7 @@ from app.storage.repository import (
     replace_version,
 )
 from app.storage.single_statement import create_in_one_statement, read_version_state, replace_in_one_statement
+from app.validation.json_rules import ShapeReport
 
 MAX_ATTEMPTS = 20
 
@@ -50,8 +51,8 @@ async def update(
     refuse_bundle_local(report.references)
     pending = conditional_references(report.references)
     if pending:
-        return await _update_resolving(ctx, resource_type, resource_id, body, pending, if_match)
-    rows = ctx.index_rows(resource_type, resource_id, body)
+        return await _update_resolving(ctx, resource_type, resource_id, body, pending, if_match, report)
+    rows = await ctx.index_rows_checked(resource_type, resource_id, body, report)
     for _ in range(MAX_ATTEMPTS):
         if ctx.db.dialect == "postgresql":  # one statement per attempt, no transaction round trips
             async with ctx.db.single_statement() as conn:
@@ -71,12 +72,13 @@ async def _update_resolving(
     body: dict[str, Any],
     pending: list[str],
     if_match: int | None,
+    report: ShapeReport,
 ) -> WriteResult:
     """An update whose body has conditional references: resolved and written in one transaction."""
 
     async def attempt(conn: AsyncConnection) -> WriteResult:
         await resolve_in_body(ctx, conn, body, pending)
-        rows = ctx.index_rows(resource_type, resource_id, body)
+        rows = await ctx.index_rows_checked(resource_type, resource_id, body, report)
         return await write_version_until_written(ctx, conn, resource_type, resource_id, body, rows, if_match)
 
     return await ctx.db.run_write(attempt)

@@ -29,6 +29,7 @@ from app.search.values import (
     UriValue,
     normalize_string,
 )
+from app.storage.index_tables import MAX_INDEXED_CHARS
 
 NAME_PARTS = ("text", "family", "given", "prefix", "suffix")
 ADDRESS_PARTS = ("text", "line", "city", "district", "state", "postalCode", "country")
@@ -42,6 +43,9 @@ def _strings(values: Any) -> list[str]:
     return []
 
 
+NORMALIZED_INPUT_CHARS = 4 * MAX_INDEXED_CHARS
+
+
 def to_strings(item: Any) -> list[IndexValue]:
     texts: list[str] = []
     if isinstance(item, str):
@@ -50,7 +54,8 @@ def to_strings(item: Any) -> list[IndexValue]:
         parts = ADDRESS_PARTS if any(k in item for k in ("line", "city", "postalCode", "country")) else NAME_PARTS
         for key in parts:
             texts.extend(_strings(item.get(key)))
-    return [StringValue(normalize_string(t), t) for t in texts if t.strip()]
+    # only the start of the normalized form is indexed (MAX_INDEXED_CHARS): normalize no more than can reach it
+    return [StringValue(normalize_string(t[:NORMALIZED_INPUT_CHARS]), t) for t in texts if t.strip()]
 
 
 def to_tokens(item: Any) -> list[IndexValue]:

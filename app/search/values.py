@@ -66,6 +66,10 @@ IndexValue = StringValue | TokenValue | ReferenceValue | DateValue | NumberValue
 
 
 def normalize_string(value: str) -> str:
-    """Case- and accent-insensitive form used by string search (search.html#string)."""
+    """Case- and accent-insensitive form used by string search (search.html#string).
+
+    ASCII text has nothing to decompose or strip, so it takes the short way (most values do)."""
+    if value.isascii():
+        return value.casefold().strip()
     decomposed = unicodedata.normalize("NFKD", value)
     return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold().strip()

@@ -89,6 +89,7 @@ class ShapeReport:
 
     issues: list[tuple[str, str]] = field(default_factory=list)
     references: list[str] = field(default_factory=list)
+    large: bool = False  # set by the caller that measured the body: its other CPU work goes off the event loop
 
 
 class JsonRules:

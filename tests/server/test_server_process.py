@@ -6,64 +6,16 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
-import time
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import orjson
 import pytest
 
-from tests.postgres_cluster import free_port
+from tests.server.process import BIN, FHIR, RunningServer, start_server, stop_server
 
 pytestmark = pytest.mark.server
-FHIR = {"Content-Type": "application/fhir+json"}
-BIN = Path(sys.executable).parent
-
-
-@dataclass
-class RunningServer:
-    process: subprocess.Popen[bytes]
-    base: str
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
-def start_server(database_url: str, log_path: Path) -> RunningServer:
-    port = free_port()
-    env = {**os.environ, "FHIR_DATABASE_URL": database_url, "FHIR_PORT": str(port), "FHIR_HOST": "127.0.0.1"}
-    env.pop("FHIR_BASE_URL", None)
-    subprocess.run([str(BIN / "fhir-server"), "migrate"], env=env, check=True, capture_output=True)
-    log_file = log_path.open("wb")
-    process = subprocess.Popen([str(BIN / "fhir-server"), "serve"], env=env, stdout=log_file, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited early: {log_path.read_text()}")
-        try:
-            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                return RunningServer(process, base, log_path)
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    process.kill()
-    raise RuntimeError("server did not become healthy")
-
-
-@pytest.fixture
-def server(database_url: str, tmp_path: Path) -> Iterator[RunningServer]:
-    running = start_server(database_url, tmp_path / "server.log")
-    yield running
-    if running.process.poll() is None:
-        running.process.send_signal(signal.SIGTERM)
-        try:
-            running.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            running.process.kill()
 
 
 @pytest.fixture
@@ -142,3 +94,37 @@ async def test_sigterm_finishes_in_flight_request(server: RunningServer) -> None
     assert server.process.wait(timeout=30) in (0, -signal.SIGTERM)
     assert "Finished server process" in server.log()
     assert "Traceback" not in server.log()
+
+
+async def test_serve_on_an_unmigrated_database_migrates_first(database_url: str, backend: str, tmp_path: Path) -> None:
+    """``fhir-server serve`` brings the schema up to date itself instead of failing on a missing table."""
+    if backend == "sqlite":
+        database_url = f"sqlite+aiosqlite:///{tmp_path / 'fresh.sqlite'}"
+    else:  # an empty database next to the test one
+        from sqlalchemy import text
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        admin = create_async_engine(database_url, isolation_level="AUTOCOMMIT")
+        async with admin.connect() as conn:
+            await conn.execute(text('DROP DATABASE IF EXISTS "fhir_fresh"'))
+            await conn.execute(text('CREATE DATABASE "fhir_fresh"'))
+        await admin.dispose()
+        database_url = database_url.rsplit("/", 1)[0] + "/fhir_fresh"
+    running = start_server(database_url, tmp_path / "fresh.log", migrate=False)
+    try:
+        async with httpx.AsyncClient(base_url=running.base, timeout=30) as client:
+            created = await client.post("/fhir/Patient", json={"resourceType": "Patient", "active": True}, headers=FHIR)
+            assert created.status_code == 201, created.text
+        assert "Traceback" not in running.log()
+    finally:
+        stop_server(running)
+
+
+def test_an_unreachable_database_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    env = {**os.environ, "FHIR_DATABASE_URL": "postgresql+asyncpg://fhir:s3cret@127.0.0.1:1/none"}
+    result = subprocess.run([str(BIN / "fhir-server"), "migrate"], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    output = result.stdout + result.stderr
+    assert "cannot migrate the database postgresql+asyncpg://fhir:***@127.0.0.1:1/none" in output
+    assert "s3cret" not in output
+    assert "Traceback" not in output

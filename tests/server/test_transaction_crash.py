@@ -11,7 +11,7 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.server.test_server_process import FHIR, start_server
+from tests.server.process import FHIR, start_server
 
 pytestmark = pytest.mark.server
 ENTRIES = 3000

@@ -12,19 +12,16 @@ database could not serialise, so clients see only 200, or 412 when their own
 from __future__ import annotations
 
 import asyncio
-import signal
-import subprocess
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.server.test_server_process import FHIR, RunningServer, start_server
+from tests.server.process import FHIR, RunningServer
 
 pytestmark = pytest.mark.server
 CLIENTS = 20
@@ -32,21 +29,9 @@ SECONDS = 6.0
 
 
 @pytest.fixture
-def running(database_url: str, tmp_path: Path) -> Iterator[RunningServer]:
-    server = start_server(database_url, tmp_path / "server.log")
-    yield server
-    if server.process.poll() is None:
-        server.process.send_signal(signal.SIGTERM)
-        try:
-            server.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.process.kill()
-
-
-@pytest.fixture
-async def http(running: RunningServer) -> AsyncIterator[httpx.AsyncClient]:
+async def http(server: RunningServer) -> AsyncIterator[httpx.AsyncClient]:
     limits = httpx.Limits(max_connections=CLIENTS + 5)
-    async with httpx.AsyncClient(base_url=running.base, timeout=60, limits=limits) as client:
+    async with httpx.AsyncClient(base_url=server.base, timeout=60, limits=limits) as client:
         yield client
 
 
@@ -107,7 +92,7 @@ async def client(http: httpx.AsyncClient, number: int, ids: tuple[str, str], dea
 
 
 async def test_transactions_updating_two_resources_in_opposite_order_never_fail(
-    running: RunningServer, http: httpx.AsyncClient
+    server: RunningServer, http: httpx.AsyncClient
 ) -> None:
     ids: list[str] = []
     for name in ("first", "second"):
@@ -133,4 +118,4 @@ async def test_transactions_updating_two_resources_in_opposite_order_never_fail(
         assert versions == list(range(1, succeeded + 2)), (
             f"Task/{task_id}: {len(versions)} versions, {succeeded} updates"
         )
-    assert "Traceback" not in running.log()
+    assert "Traceback" not in server.log()

@@ -1,0 +1,61 @@
+"""The real ``fhir-server serve`` process for black-box tests: start it, wait until healthy, stop it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from tests.postgres_cluster import free_port
+
+FHIR = {"Content-Type": "application/fhir+json"}
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class RunningServer:
+    process: subprocess.Popen[bytes]
+    base: str
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def start_server(database_url: str, log_path: Path, migrate: bool = True) -> RunningServer:
+    """``fhir-server serve`` on a free port; ``migrate=False`` leaves the schema to ``serve`` itself."""
+    port = free_port()
+    env = {**os.environ, "FHIR_DATABASE_URL": database_url, "FHIR_PORT": str(port), "FHIR_HOST": "127.0.0.1"}
+    env.pop("FHIR_BASE_URL", None)
+    if migrate:
+        subprocess.run([str(BIN / "fhir-server"), "migrate"], env=env, check=True, capture_output=True)
+    log_file = log_path.open("wb")
+    process = subprocess.Popen([str(BIN / "fhir-server"), "serve"], env=env, stdout=log_file, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited early: {log_path.read_text()}")
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                return RunningServer(process, base, log_path)
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError("server did not become healthy")
+
+
+def stop_server(running: RunningServer) -> None:
+    """SIGTERM (the server finishes in-flight requests), then SIGKILL after 30 s."""
+    if running.process.poll() is None:
+        running.process.send_signal(signal.SIGTERM)
+        try:
+            running.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            running.process.kill()
