@@ -20,12 +20,15 @@ nesting deep enough to exhaust the parser's recursion.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import orjson
 
 from app.errors import InvalidRequest
 
+# orjson renders at most 254 levels of nesting; a body must be renderable to be stored.
+_DEEPEST = 254
 # 64-bit integers survive orjson; longer ones are kept as text.
 _LONGEST_PLAIN_INTEGER = 18
 
@@ -83,8 +86,11 @@ _DECODER = json.JSONDecoder(
 )
 
 
-def loads(raw: bytes | str) -> Any:
-    """Parse a request body or a stored body; InvalidRequest (400) for anything that is not FHIR JSON."""
+def loads(raw: bytes | str, check_strings: bool = True) -> Any:
+    """Parse a request body or a stored body; InvalidRequest (400) for anything that is not FHIR JSON.
+
+    ``check_strings=False`` leaves control characters and unpaired surrogates to the caller: a batch
+    refuses only the entry that holds one (``refuse_bad_strings`` per entry)."""
     try:
         text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
     except UnicodeDecodeError as exc:
@@ -92,16 +98,68 @@ def loads(raw: bytes | str) -> Any:
     if text.startswith("\ufeff"):
         raise InvalidRequest("the body starts with a byte-order mark; send plain UTF-8 JSON")
     try:
-        return _DECODER.decode(text)
+        parsed = _DECODER.decode(text)
     except DuplicateKey as exc:
-        key = exc.key[:80]
-        raise InvalidRequest(f"the property '{key}' appears twice in one object", [key]) from None
+        key = _printable(exc.key[:80])
+        raise InvalidRequest(f"the property '{key}' appears twice in one object") from None
     except json.JSONDecodeError as exc:
         raise InvalidRequest(f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:
         raise InvalidRequest("the body is nested too deeply") from None
     except ValueError as exc:  # NaN/Infinity
         raise InvalidRequest(f"the body is not valid JSON: {str(exc)[:120]}") from None
+    # A JSON escape is the only way a control character or an unpaired surrogate gets into the text (the
+    # bytes are strict UTF-8 and the decoder refuses raw control characters): look only when one is there.
+    if len(text) > _DEEPEST:  # only a text this long can nest deeper than orjson renders
+        try:
+            orjson.dumps(parsed, default=_default)
+        except orjson.JSONEncodeError as exc:
+            if "recursion" in str(exc).lower():
+                raise InvalidRequest("the body is nested too deeply") from None
+    if check_strings and "\\u" in text:
+        root = parsed.get("resourceType") if isinstance(parsed, dict) else None
+        refuse_bad_strings(parsed, root if isinstance(root, str) and root.isalpha() else "$")
+    return parsed
+
+
+def refuse_bad_strings(node: Any, path: str) -> None:
+    """InvalidRequest naming the first string or property name under ``node`` that holds a control
+    character or an unpaired surrogate (neither can be stored as FHIR text)."""
+    found = _bad_string(node, path)
+    if found is not None:
+        where, in_name = found
+        what = "a property name" if in_name else "strings"
+        raise InvalidRequest(
+            f"{where}: {what} must not hold control characters (other than tab, LF and CR) or unpaired surrogates",
+            [] if where.startswith("$") else [where],
+        )
+
+
+_BAD_CHARACTERS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]")
+
+
+def _bad_string(node: Any, path: str) -> tuple[str, bool] | None:
+    """(where, whether in a property name) of the first string holding a forbidden character."""
+    if isinstance(node, str):
+        return (path, False) if _BAD_CHARACTERS.search(node) else None
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if _BAD_CHARACTERS.search(key):
+                return path, True
+            found = _bad_string(value, f"{path}.{key[:40]}")
+            if found:
+                return found
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            found = _bad_string(value, f"{path}[{index}]")
+            if found:
+                return found
+    return None
+
+
+def _printable(text: str) -> str:
+    """``text`` safe to echo in a message: forbidden characters shown as escapes."""
+    return _BAD_CHARACTERS.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def _default(value: Any) -> Any:

@@ -133,13 +133,27 @@ async def app(settings: Settings) -> AsyncIterator[FastAPI]:
 
 
 def empty_values(node: Any, path: str = "$") -> list[str]:
-    """Where a JSON document holds null, {}, [] or "" (json.html forbids them in FHIR JSON)."""
+    """Where a JSON document holds null, {}, [] or "" (json.html forbids them in FHIR JSON, except a null
+    in a primitive array whose ``_name`` array carries that position)."""
     if node is None or node == {} or node == [] or node == "":
         return [path]
     found: list[str] = []
     if isinstance(node, dict):
         for key, value in node.items():
-            found += empty_values(value, f"{path}.{key}")
+            carried = node.get(f"_{key}")
+            if isinstance(value, list) and isinstance(carried, list):
+                for index, item in enumerate(value):
+                    if item is None and index < len(carried) and carried[index] is not None:
+                        continue
+                    found += empty_values(item, f"{path}.{key}[{index}]")
+            elif key.startswith("_") and isinstance(value, list):
+                bases = node.get(key[1:])
+                for index, item in enumerate(value):
+                    if item is None and isinstance(bases, list) and index < len(bases) and bases[index] is not None:
+                        continue
+                    found += empty_values(item, f"{path}.{key}[{index}]")
+            else:
+                found += empty_values(value, f"{path}.{key}")
     elif isinstance(node, list):
         for index, value in enumerate(node):
             found += empty_values(value, f"{path}[{index}]")

@@ -35,20 +35,21 @@ async def read_limited(request: Request, max_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
-async def parse_json(raw: bytes) -> Any:
+async def parse_json(raw: bytes, check_strings: bool = True) -> Any:
     """Any JSON document (FHIR rules: no duplicate keys, decimals kept as written)."""
     if not raw.strip():
         raise InvalidRequest("the request body is empty; a JSON document is expected")
     if len(raw) > OFFLOAD_BYTES:
-        return await asyncio.to_thread(fhirjson.loads, raw)
-    return fhirjson.loads(raw)
+        return await asyncio.to_thread(fhirjson.loads, raw, check_strings)
+    return fhirjson.loads(raw, check_strings)
 
 
-async def parse_resource(raw: bytes) -> dict[str, Any]:
-    """A JSON object with a resourceType; the FHIR JSON rules proper are checked by the validator."""
+async def parse_resource(raw: bytes, check_strings: bool = True) -> dict[str, Any]:
+    """A JSON object with a resourceType; the FHIR JSON rules proper are checked by the validator.
+    ``check_strings=False`` for a Bundle whose entries are checked one by one."""
     if not raw.strip():
         raise InvalidRequest("the request body is empty; a FHIR resource is expected")
-    parsed = await parse_json(raw)
+    parsed = await parse_json(raw, check_strings)
     if not isinstance(parsed, dict):
         raise InvalidRequest("the body must be a JSON object (a FHIR resource)")
     if not isinstance(parsed.get("resourceType"), str):

@@ -172,7 +172,7 @@ def _has_body(scope: Scope) -> bool:
 def _incoming_request_id(scope: Scope) -> str | None:
     for name, value in scope.get("headers", []):
         if name == b"x-request-id":
-            text = value.decode("latin-1").strip()
+            text: str = value.decode("latin-1").strip()
             if 0 < len(text) <= 200 and text.isprintable():
                 return text
     return None

@@ -54,6 +54,8 @@ def status_of(error: FhirError) -> tuple[int, str]:
 
 
 def _issue(severity: str, code: str, text: str, error_code: str | None, expression: list[str]) -> dict[str, Any]:
+    text = text or "no further detail"  # json.html: no empty strings, in answers either
+    expression = [e for e in expression if e]
     issue: dict[str, Any] = {"severity": severity, "code": code, "diagnostics": text}
     if error_code:
         issue["details"] = {

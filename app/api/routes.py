@@ -89,9 +89,9 @@ def _settings(request: Request) -> Settings:
     return settings
 
 
-async def _body(request: Request) -> dict[str, object]:
+async def _body(request: Request, check_strings: bool = True) -> dict[str, object]:
     require_json_body(request.headers)
-    return await parse_resource(await read_limited(request, _settings(request).max_body_bytes))
+    return await parse_resource(await read_limited(request, _settings(request).max_body_bytes), check_strings)
 
 
 async def _after_write(request: Request, resource_type: str) -> None:
@@ -347,7 +347,9 @@ async def transaction_or_batch(request: Request) -> Response:
     """``POST [base]`` with a transaction or batch Bundle (http.html#transaction)."""
     fmt = negotiate(request.headers, request.query_params)
     ctx, settings = _ctx(request), _settings(request)
-    body = await _body(request)
+    require_json_body(request.headers)
+    raw = await read_limited(request, settings.max_body_bytes)
+    body = await parse_resource(raw, check_strings=False)  # per entry: a batch refuses only the entry
     kind, entries = parse_bundle(
         body,
         ("transaction", "batch"),
@@ -355,6 +357,7 @@ async def transaction_or_batch(request: Request) -> Response:
         settings.public_base_url,
         ctx.resource_types,
         ctx.validator.json_rules,
+        check_strings=b"\\u" in raw,  # only a JSON escape can bring a control character in
     )
     budget = ResponseBudget(settings.max_bundle_response_resources)
     limits = SearchLimits(settings.default_page_size, settings.max_page_size, budget)

@@ -111,10 +111,14 @@ def _patch_document(resource: Any, where: str) -> tuple[str, Any]:
     )
 
 
-def parse_entry(index: int, raw: Any, base_url: str, resource_types: frozenset[str], rules: JsonRules) -> Entry:
+def parse_entry(
+    index: int, raw: Any, base_url: str, resource_types: frozenset[str], rules: JsonRules, check_strings: bool = True
+) -> Entry:
     where = f"Bundle.entry[{index}]"
     if not isinstance(raw, dict):
         raise InvalidRequest(f"{where} is not an object", [where])
+    if check_strings:
+        fhirjson.refuse_bad_strings(raw, where)
     shape = rules.check_element(raw, "Bundle.entry", where, skip_resources=True)  # resources: checked on their own
     if shape.issues:
         raise InvalidResource(shape.issues)
@@ -186,6 +190,7 @@ def parse_bundle(
     base_url: str,
     resource_types: frozenset[str],
     rules: JsonRules,
+    check_strings: bool = True,
 ) -> tuple[str, list[Entry | FhirError]]:
     """(bundle type, entries); for a batch an unparsable entry is kept as its error, for a transaction it is raised."""
     if bundle.get("resourceType") != "Bundle":
@@ -199,6 +204,8 @@ def parse_bundle(
         raise InvalidRequest("Bundle.entry must be a non-empty array (or absent)", ["Bundle.entry"])
     if len(raw_entries) > max_entries:
         raise PayloadTooLarge(f"the Bundle has {len(raw_entries)} entries; at most {max_entries} are accepted")
+    if check_strings:
+        fhirjson.refuse_bad_strings({k: v for k, v in bundle.items() if k != "entry"}, "Bundle")
     shell = rules.check_element(
         {k: v for k, v in bundle.items() if k not in ("resourceType", "entry")}, "Bundle", "Bundle"
     )
@@ -207,7 +214,7 @@ def parse_bundle(
     entries: list[Entry | FhirError] = []
     for index, raw in enumerate(raw_entries):
         try:
-            entries.append(parse_entry(index, raw, base_url, resource_types, rules))
+            entries.append(parse_entry(index, raw, base_url, resource_types, rules, check_strings))
         except FhirError as exc:
             if kind == "transaction":
                 raise

@@ -69,7 +69,7 @@ def _child_keys(node: dict[str, Any], name: str) -> list[str]:
 
 
 def _children(locations: list[Location], name: str) -> list[Location]:
-    found = []
+    found: list[Location] = []
     for location in locations:
         node = location.get()
         if not isinstance(node, dict):
@@ -178,7 +178,7 @@ def parse_patch(parameters: Any) -> list[Operation]:
         if not isinstance(path, str) or not path:
             raise InvalidRequest(f"{where}: an operation needs a path", [where])
 
-        def integer(name: str, where: str = where, parts: dict = parts) -> int | None:
+        def integer(name: str, where: str = where, parts: dict[str, Any] = parts) -> int | None:
             if name not in parts:
                 return None
             value = parts[name].get("valueInteger")

@@ -43,25 +43,38 @@ def apply_json_patch(resource: dict[str, Any], document: Any, max_bytes: int) ->
     """
     if not isinstance(document, list) or not all(isinstance(op, dict) for op in document):
         raise InvalidRequest("a JSON Patch document is an array of operation objects")
-    try:
-        operations = [jsonpatch.JsonPatch([op]) for op in document]  # checks each operation's op and path
-    except (jsonpatch.InvalidJsonPatch, jsonpointer.JsonPointerException, TypeError) as exc:
-        raise InvalidRequest(f"invalid JSON Patch document: {_short(exc)}") from None
+    operations = []
+    for number, op in enumerate(document):
+        try:
+            operations.append(jsonpatch.JsonPatch([op]))  # checks the operation's op and path
+        except (jsonpatch.InvalidJsonPatch, jsonpointer.JsonPointerException, TypeError):
+            raise InvalidRequest(f"JSON Patch operation {number} is not a valid RFC 6902 operation") from None
     result: Any = copy.deepcopy(resource)
     size = len(fhirjson.dumps(result))
-    for op, single in zip(document, operations, strict=True):
+    for number, (op, single) in enumerate(zip(document, operations, strict=True)):
         size += _added_bytes(result, op)
         if size > max_bytes:
             raise Unprocessable(f"the patched resource would pass the limit of {max_bytes} bytes")
         try:
             result = single.apply(result, in_place=True)
-        except jsonpatch.InvalidJsonPatch as exc:  # e.g. an "add" without "value"
-            raise InvalidRequest(f"invalid JSON Patch document: {_short(exc)}") from None
-        except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as exc:
-            raise Unprocessable(f"the JSON Patch does not apply to this resource: {_short(exc)}") from None
+        except jsonpatch.InvalidJsonPatch:  # e.g. an "add" without "value"
+            raise InvalidRequest(f"JSON Patch operation {number} is not a valid RFC 6902 operation") from None
+        except jsonpatch.JsonPatchTestFailed:
+            tested = _shown(op.get("path"))
+            raise Unprocessable(f"JSON Patch operation {number}: the test of '{tested}' failed") from None
+        except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException, TypeError, KeyError, IndexError):
+            where = _shown(op.get("from") if op.get("op") in ("copy", "move") else op.get("path"))
+            raise Unprocessable(
+                f"JSON Patch operation {number} ({_shown(op.get('op'))}) does not apply: '{where}' is not a place "
+                "in this resource"
+            ) from None
     if not isinstance(result, dict):
         raise Unprocessable("the JSON Patch replaced the whole resource with something that is not one")
     return result
+
+
+def _shown(value: Any) -> str:
+    return value[:120] if isinstance(value, str) else "?"
 
 
 def _added_bytes(document: Any, op: dict[str, Any]) -> int:
@@ -75,10 +88,6 @@ def _added_bytes(document: Any, op: dict[str, Any]) -> int:
         except (jsonpointer.JsonPointerException, TypeError):
             return 0  # the operation itself will fail with 422
     return 0
-
-
-def _short(exc: Exception) -> str:
-    return str(exc).splitlines()[0][:200] if str(exc) else "not understood"
 
 
 def patched(
@@ -131,6 +140,7 @@ async def patch_in_transaction(
         )
     if current.deleted or current.body is None:
         raise Gone(f"{resource_type}/{resource_id} was deleted")
+
     # CPU work proportional to the resource and the patch: off the event loop
     def patch_and_index() -> tuple[dict[str, Any], IndexRows]:
         body = patched(ctx, resource_type, fhirjson.loads(current.body or b"{}"), media_type, document)

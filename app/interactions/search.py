@@ -69,10 +69,9 @@ async def search_on(conn: AsyncConnection, request: SearchRequest, most_included
     ``most_included`` resources are added by ``_include``/``_revinclude``."""
     after = decode_page_token(request.page_token, request.sort) if request.page_token else None
     if request.subsetting.summary == "count" or request.count == 0:  # the total only (search.html#count)
-        total = (await conn.execute(compile_count(request))).scalar_one()
-        return SearchPage(request, [], None, total)
+        return SearchPage(request, [], None, (await conn.execute(compile_count(request))).scalar_one())
     rows = list(await conn.execute(compile_search(request, after, request.count + 1)))
-    total = None
+    total: int | None = None
     if request.total != "none":
         total = (await conn.execute(compile_count(request))).scalar_one()
     matches = [(row[0], row[1]) for row in rows[: request.count] if row[1] is not None]

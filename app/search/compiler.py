@@ -248,7 +248,7 @@ VALUE_CONDITIONS: dict[str, Callable[[Clause, str, Any], ColumnElement[bool]]] =
 # --- composite -----------------------------------------------------------------
 
 
-def composite_ids(clause: Clause, value: str) -> Select[tuple[str]]:
+def composite_ids(clause: Clause, value: str) -> Select[str]:
     """Ids with one combination matching every ``$``-separated part (search.html#composite).
 
     Each component's rows are in its type's table; rows of one combination
@@ -286,7 +286,7 @@ def _column_clause(clause: Clause, r: Any) -> ColumnElement[bool]:
     return or_(*ranges)
 
 
-def _matching_ids(resource_type: str, clause: AnyClause) -> Select[tuple[str]]:
+def _matching_ids(resource_type: str, clause: AnyClause) -> Select[str]:
     """Ids of live ``resource_type`` resources matching ``clause`` (for chains and _has).
 
     Index rows exist only for live resources (a delete removes them), so a
@@ -307,7 +307,7 @@ def _matching_ids(resource_type: str, clause: AnyClause) -> Select[tuple[str]]:
     )
 
 
-def _indexed_ids(clause: AnyClause) -> Select[tuple[str]] | None:
+def _indexed_ids(clause: AnyClause) -> Select[str] | None:
     """The ids matching a positive clause, from the index tables alone; None when that is not possible."""
     ref = INDEX_TABLES["reference"].c
     if isinstance(clause, ChainClause):
@@ -476,7 +476,7 @@ def compile_search(request: SearchRequest, cursor: list[Any] | None, limit: int)
     return query.order_by(*order, inner.c.id).limit(limit)
 
 
-def compile_count(request: SearchRequest) -> Select[tuple[int]]:
+def compile_count(request: SearchRequest) -> Select[int]:
     query = (
         select(func.count())
         .select_from(resources)

@@ -75,10 +75,16 @@ def compile_component(expression: str) -> Evaluate:
         segments = _split_path(part.removeprefix("%resource."))
         if segments is None:
             compiled = skipping_errors(compile_fhirpath(part, None), part)
-            walkers.append(lambda element, resource, f=compiled: f(element, {"resource": resource}))
+
+            def evaluate(element: Any, resource: dict[str, Any], f: Callable[..., list[Any]] = compiled) -> list[Any]:
+                return f(element, {"resource": resource})
+
+            walkers.append(evaluate)
             continue
 
-        def walk(element: Any, resource: dict[str, Any], s: list[str] = segments, root: bool = from_resource) -> list:
+        def walk(
+            element: Any, resource: dict[str, Any], s: list[str] = segments, root: bool = from_resource
+        ) -> list[Any]:
             items = [resource if root else element]
             for segment in s:
                 items = _children(items, segment)

@@ -20,7 +20,7 @@ R = resources.c
 MAX_ITERATIONS = 4
 
 
-def forward_targets(include: Include, source_ids: list[str]) -> Select[tuple[str | None, str | None]]:
+def forward_targets(include: Include, source_ids: list[str]) -> Select[str | None, str | None]:
     """(type, id) of what the sources' followed references point at."""
     query = select(REF.target_type, REF.target_id).where(
         REF.param_hash.in_([p.hash for p in include.params]),
@@ -33,7 +33,7 @@ def forward_targets(include: Include, source_ids: list[str]) -> Select[tuple[str
     return query.distinct()
 
 
-def reverse_sources(include: Include, target_type: str, target_ids: list[str]) -> Select[tuple[str, str]]:
+def reverse_sources(include: Include, target_type: str, target_ids: list[str]) -> Select[str, str]:
     """(type, id) of resources of the include's type whose references point at the targets."""
     return (
         select(REF.resource_type, REF.resource_id)
@@ -46,7 +46,7 @@ def reverse_sources(include: Include, target_type: str, target_ids: list[str]) -
     )
 
 
-def load_live(keys: Iterable[tuple[str, str]]) -> Select[tuple[str, str, bytes | None]]:
+def load_live(keys: Iterable[tuple[str, str]]) -> Select[str, str, bytes | None]:
     """Bodies of the live resources among ``keys`` (grouped by type for index use)."""
     by_type: dict[str, list[str]] = {}
     for resource_type, resource_id in keys:

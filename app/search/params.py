@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, cast
 
 from app.errors import InvalidRequest
 
@@ -58,7 +58,7 @@ def unescape(text: str) -> str:
 
 def split_prefix(value: str) -> tuple[Prefix, str]:
     """``ge2020`` -> ("ge", "2020"); no prefix means ``eq``."""
-    head = value[:2]
+    head = cast(Prefix, value[:2])
     if head in PREFIXES and len(value) > 2 and (value[2].isdigit() or value[2] in "-+."):
-        return head, value[2:]  # type: ignore[return-value]
+        return head, value[2:]
     return "eq", value

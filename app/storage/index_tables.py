@@ -18,6 +18,7 @@ values stay exactly searchable. Strings searched by prefix are cut to
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 from sqlalchemy import BigInteger, Column, Index, Integer, Numeric, String, Table, Text, text
 
@@ -48,7 +49,7 @@ def indexed_or_none(value: str | None) -> str | None:
 CText = Text().with_variant(Text(collation="C"), "postgresql")
 
 
-def _index_table(name: str, *columns: Column | Index, value_index: tuple[str, ...]) -> Table:
+def _index_table(name: str, *columns: Column[Any] | Index, value_index: tuple[str, ...]) -> Table:
     return Table(
         name,
         metadata,

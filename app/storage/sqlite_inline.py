@@ -79,6 +79,7 @@ def connect_inline(database: str | Path, **kwargs: Any) -> InlineConnection:
     location = str(database)
 
     def connector() -> sqlite3.Connection:
-        return sqlite3.connect(location, **kwargs)
+        connection: sqlite3.Connection = sqlite3.connect(location, **kwargs)
+        return connection
 
     return InlineConnection(connector, 64)

@@ -48,8 +48,10 @@ def structural_problems(resource_type: str, body: dict[str, Any]) -> list[tuple[
         model_class(resource_type).model_validate(body)
     except ValidationError as exc:
         return [(_message(err), format_location(resource_type, err["loc"])) for err in exc.errors()]
-    except KeyError as exc:  # fhir_core looks nested resource types up in a table
-        return [(f"unknown or invalid nested resource type {exc}", resource_type)]
-    except (ValueError, TypeError, AttributeError, IndexError, RecursionError) as exc:
-        return [(f"invalid resource: {exc}", resource_type)]
+    except KeyError:  # fhir_core looks nested resource types up in a table
+        return [("unknown or invalid nested resource type", resource_type)]
+    except RecursionError:
+        return [("the resource is nested too deeply", resource_type)]
+    except (ValueError, TypeError, AttributeError, IndexError):  # model code failing on odd input: no details
+        return [("the resource does not have the structure of its type", resource_type)]
     return []

@@ -108,8 +108,14 @@ async def test_patch_results_follow_the_rules(client: httpx.AsyncClient) -> None
         "/fhir/Patient", json={"resourceType": "Patient", "active": True}, headers=FHIR_JSON_HEADERS
     )
     pid = created.json()["id"]
+    control = await client.patch(
+        f"/fhir/Patient/{pid}",
+        content=b'[{"op":"add","path":"/name","value":[{"family":"A\\u0007"}]}]',
+        headers=JSON_PATCH,
+    )
+    assert control.status_code == 400  # refused as the patch document is read
+    assert "control characters" in control.json()["issue"][0]["diagnostics"]
     for patch in (
-        [{"op": "add", "path": "/name", "value": [{"family": "A\u0007"}]}],
         [{"op": "add", "path": "/gender", "value": None}],
         [{"op": "add", "path": "/name", "value": []}],
         [{"op": "replace", "path": "/active", "value": "yes"}],
