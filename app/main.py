@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from app.api.async_requests import ASYNC_PATH, cancel, job_status
 from app.api.errors import install_error_handlers
 from app.api.middleware import MAX_URL_BYTES, RequestLogMiddleware
-from app.api.routes import INTERACTIONS
+from app.api.routes import INTERACTIONS, OPERATION_METHODS, UNSUPPORTED_OPERATIONS
 from app.api.system_routes import health, metadata, ready
 from app.config import Settings
 from app.interactions.context import FhirContext, utc_now
@@ -147,4 +147,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             registered.add((route.method, route.path))
             methods = READ_METHODS if route.method == "GET" else [route.method]  # HEAD wherever GET works
             app.add_api_route(FHIR_PREFIX + route.path, route.endpoint, methods=methods, include_in_schema=False)
+    for path, endpoint in UNSUPPORTED_OPERATIONS:
+        app.add_api_route(FHIR_PREFIX + path, endpoint, methods=OPERATION_METHODS, include_in_schema=False)
     return app

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import parse_qsl
 
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -57,7 +58,7 @@ class InteractionRoute:
     """One FHIR interaction served at one path (hl7.org/fhir/R4/http.html)."""
 
     interaction: str
-    level: Literal["type", "system", "compartment", "operation", "unsupported"]
+    level: Literal["type", "system", "compartment", "operation"]
     method: str
     path: str
     endpoint: Endpoint
@@ -427,44 +428,70 @@ OPERATION_DEFINITIONS = {
 }
 OPERATION_METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH"]
 
-# Order matters: literal segments before path parameters, operations before compartments.
+
+class ResourceTypeConvertor(Convertor[str]):
+    """A path segment that can be a resource type (``CarePlan``): never ``_history``, ``$op`` or ``metadata``,
+    so routes of the same shape do not compete and the hot ones can come first."""
+
+    regex = "[A-Z][A-Za-z]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+class ResourceIdConvertor(ResourceTypeConvertor):
+    """A path segment in the place of an id: anything but an ``$operation`` (an invalid id is refused by
+    the interaction, with a message, rather than by the router)."""
+
+    regex = "[^/$][^/]*"
+
+
+register_url_convertor("rtype", ResourceTypeConvertor())
+register_url_convertor("rid", ResourceIdConvertor())
+
+T = "{resource_type:rtype}"
+ID = "{resource_id:rid}"
+
+# The most frequent interactions first (the router tries routes in order); a literal segment before a
+# parameter of the same shape and method.
 INTERACTIONS: tuple[InteractionRoute, ...] = (
-    InteractionRoute("reindex", "operation", "POST", "/$reindex", reindex_system),
-    InteractionRoute("reindex", "operation", "POST", "/{resource_type}/$reindex", reindex_type),
-    InteractionRoute("reindex", "operation", "POST", "/{resource_type}/{resource_id}/$reindex", reindex_instance),
-    InteractionRoute("validate", "operation", "POST", "/{resource_type}/$validate", validate_type),
-    InteractionRoute("validate", "operation", "POST", "/{resource_type}/{resource_id}/$validate", validate_instance),
-    *(
-        InteractionRoute("unsupported", "unsupported", method, path, endpoint)
-        for path, endpoint in (
-            ("/${operation}", unsupported_operation),
-            ("/{resource_type}/${operation}", unsupported_type_operation),
-            ("/{resource_type}/{resource_id}/${operation}", unsupported_instance_operation),
-        )
-        for method in OPERATION_METHODS
+    InteractionRoute("history-type", "type", "GET", f"/{T}/_history", type_history),
+    InteractionRoute("read", "type", "GET", f"/{T}/{ID}", read_resource),
+    InteractionRoute("search-type", "type", "POST", f"/{T}/_search", search_type_post),
+    InteractionRoute("create", "type", "POST", f"/{T}", create_resource),
+    InteractionRoute("search-type", "type", "GET", f"/{T}", search_type),
+    InteractionRoute("update", "type", "PUT", f"/{T}/{ID}", update_resource),
+    InteractionRoute("delete", "type", "DELETE", f"/{T}/{ID}", delete_resource),
+    InteractionRoute("patch", "type", "PATCH", f"/{T}/{ID}", patch_resource),
+    InteractionRoute("history-instance", "type", "GET", f"/{T}/{ID}/_history", instance_history),
+    InteractionRoute("vread", "type", "GET", f"/{T}/{ID}/_history/{{version_id}}", vread_resource),
+    InteractionRoute("update", "type", "PUT", f"/{T}", conditional_update_resource),
+    InteractionRoute("delete", "type", "DELETE", f"/{T}", conditional_delete_resource),
+    InteractionRoute("patch", "type", "PATCH", f"/{T}", conditional_patch_resource),
+    InteractionRoute(
+        "search-compartment",
+        "compartment",
+        "GET",
+        f"/{{compartment_type:rtype}}/{{compartment_id:rid}}/{T}",
+        search_compartment,
     ),
     InteractionRoute("transaction", "system", "POST", "", transaction_or_batch),
     InteractionRoute("batch", "system", "POST", "", transaction_or_batch),
     InteractionRoute("history-system", "system", "GET", "/_history", system_history),
     InteractionRoute("search-system", "system", "GET", "", search_system),
-    InteractionRoute("history-type", "type", "GET", "/{resource_type}/_history", type_history),
-    InteractionRoute("search-type", "type", "POST", "/{resource_type}/_search", search_type_post),
-    InteractionRoute("create", "type", "POST", "/{resource_type}", create_resource),
-    InteractionRoute("search-type", "type", "GET", "/{resource_type}", search_type),
-    InteractionRoute("update", "type", "PUT", "/{resource_type}", conditional_update_resource),
-    InteractionRoute("delete", "type", "DELETE", "/{resource_type}", conditional_delete_resource),
-    InteractionRoute("patch", "type", "PATCH", "/{resource_type}", conditional_patch_resource),
-    InteractionRoute("history-instance", "type", "GET", "/{resource_type}/{resource_id}/_history", instance_history),
-    InteractionRoute("vread", "type", "GET", "/{resource_type}/{resource_id}/_history/{version_id}", vread_resource),
-    InteractionRoute("read", "type", "GET", "/{resource_type}/{resource_id}", read_resource),
-    InteractionRoute(
-        "search-compartment",
-        "compartment",
-        "GET",
-        "/{compartment_type}/{compartment_id}/{resource_type}",
-        search_compartment,
-    ),
-    InteractionRoute("update", "type", "PUT", "/{resource_type}/{resource_id}", update_resource),
-    InteractionRoute("delete", "type", "DELETE", "/{resource_type}/{resource_id}", delete_resource),
-    InteractionRoute("patch", "type", "PATCH", "/{resource_type}/{resource_id}", patch_resource),
+    InteractionRoute("reindex", "operation", "POST", "/$reindex", reindex_system),
+    InteractionRoute("reindex", "operation", "POST", f"/{T}/$reindex", reindex_type),
+    InteractionRoute("reindex", "operation", "POST", f"/{T}/{ID}/$reindex", reindex_instance),
+    InteractionRoute("validate", "operation", "POST", f"/{T}/$validate", validate_type),
+    InteractionRoute("validate", "operation", "POST", f"/{T}/{ID}/$validate", validate_instance),
+)
+
+# After every interaction: any other ``$operation`` at the system, type or instance level.
+UNSUPPORTED_OPERATIONS: tuple[tuple[str, Endpoint], ...] = (
+    ("/${operation}", unsupported_operation),
+    (f"/{T}/${{operation}}", unsupported_type_operation),
+    (f"/{T}/{ID}/${{operation}}", unsupported_instance_operation),
 )

@@ -117,5 +117,4 @@ def utc_now() -> datetime:
 
 def format_instant(value: datetime) -> str:
     """FHIR ``instant`` with microseconds, always UTC (``Z``); four-digit years even before 1000."""
-    utc = value.astimezone(UTC)
-    return f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}T{utc:%H:%M:%S}.{utc.microsecond:06d}Z"
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"

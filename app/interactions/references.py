@@ -30,6 +30,8 @@ BUNDLE_LOCAL_PREFIXES = ("urn:uuid:", "urn:oid:")
 
 def is_conditional_reference(reference: str) -> bool:
     """``Type?query`` (a search in place of an id)."""
+    if "?" not in reference:
+        return False
     head, question, _ = reference.partition("?")
     return bool(question) and "/" not in head and head[:1].isupper()
 

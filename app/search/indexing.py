@@ -21,9 +21,14 @@ from app.search.values import (
     UriValue,
     normalize_string,
 )
-from app.storage.index_tables import MAX_INDEXED_CHARS, indexed_or_none, indexed_text
+from app.storage.index_tables import MAX_INDEXED_CHARS, indexed_text
 
 IndexRows = dict[str, list[dict[str, Any]]]
+
+
+def _key(value: str | None) -> str | None:
+    """``indexed_text`` with the common short value decided inline (this runs for every index row)."""
+    return value if value is None or len(value) <= 128 else indexed_text(value)
 
 
 def _cut(value: str | None) -> str | None:
@@ -36,8 +41,8 @@ def _row(param_hash: int, value: IndexValue) -> tuple[str, dict[str, Any]]:
         display = normalize_string(value.display) if value.display else None
         return "token", {
             **key,
-            "system": indexed_or_none(value.system),
-            "code": indexed_or_none(value.code),
+            "system": _key(value.system),
+            "code": _key(value.code),
             "display_norm": _cut(display),
         }
     if isinstance(value, StringValue):
@@ -46,10 +51,10 @@ def _row(param_hash: int, value: IndexValue) -> tuple[str, dict[str, Any]]:
         return "reference", {
             **key,
             "target_type": value.target_type,
-            "target_id": indexed_or_none(value.target_id),
-            "url": indexed_or_none(value.url),
-            "identifier_system": indexed_or_none(value.identifier_system),
-            "identifier_value": indexed_or_none(value.identifier_value),
+            "target_id": _key(value.target_id),
+            "url": _key(value.url),
+            "identifier_system": _key(value.identifier_system),
+            "identifier_value": _key(value.identifier_value),
         }
     if isinstance(value, DateValue):
         return "date", {**key, "low": value.low, "high": value.high}
@@ -59,8 +64,8 @@ def _row(param_hash: int, value: IndexValue) -> tuple[str, dict[str, Any]]:
         return "quantity", {
             **key,
             "value": value.value,
-            "system": indexed_or_none(value.system),
-            "code": indexed_or_none(value.code),
+            "system": _key(value.system),
+            "code": _key(value.code),
         }
     assert isinstance(value, UriValue)
     return "uri", {**key, "value": indexed_text(value.value)}

@@ -15,13 +15,14 @@ official StructureDefinitions (``capability/elements.json``), and refuses:
   ``false``, integers JSON integers in their range (integer, positiveInt,
   unsignedInt are 32-bit), decimals finite JSON numbers, everything else a
   JSON string;
-* control characters and lone surrogates in any string (datatypes.html#string);
 * narrative ``div`` content outside the XHTML rules txt-1 and txt-2
   (``app.validation.narrative``);
 * arrays longer and objects nested deeper than the server's limits, before
   any per-element work is done on them, so an oversized body costs little.
 
-Unknown properties are left to fhir.resources, which names them. The walk
+Control characters and unpaired surrogates, in any string or property name,
+are refused by the parser (``app.fhirjson``) before this walk. Unknown
+properties are left to fhir.resources, which names them. The walk
 also collects every ``Reference.reference`` it passes, so the write path
 learns of ``urn:uuid:`` and conditional references without a second walk.
 """
@@ -30,7 +31,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -39,9 +39,6 @@ from typing import Any
 
 from app.fhirjson import JsonNumber
 
-# json.html and datatypes.html#string: no control characters but tab, LF and CR; strings are
-# Unicode, so a lone surrogate (valid in JSON escapes, not in UTF-8) is refused too.
-_BAD_CHARACTERS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]")
 _INTEGER_RANGES = {
     "integer": (-(2**31), 2**31 - 1),
     "positiveInt": (1, 2**31 - 1),
@@ -142,6 +139,8 @@ class _Walk:
         self.object(node, resource_type, path or resource_type, depth, resource=True)
 
     def object(self, node: dict[str, Any], type_name: str, path: str, depth: int, resource: bool = False) -> None:
+        """Every property of one object; the common valid cases are decided inline, and a location
+        string is built only to report a problem or to enter a nested object."""
         if depth > self.depth_limit:
             self.problem(path, f"objects are nested more than {self.depth_limit} levels deep")
             return
@@ -151,50 +150,88 @@ class _Walk:
         rules = self.types.get(type_name)
         if rules is None:
             return
+        kinds = self.kinds
         for key, value in node.items():
             rule = rules.get(key)
             if rule is None:
                 if key.startswith("_"):
                     base = rules.get(key[1:])
-                    if base is not None and base[0] in self.kinds:
+                    if base is not None and base[0] in kinds:
                         self.primitive_extension(node, key, value, base[1], path, depth)
-                elif not (resource and key == "resourceType"):
-                    continue  # unknown: fhir.resources names it
-                continue
+                continue  # unknown (or resourceType): fhir.resources names it
             child, repeats = rule
-            where = f"{path}.{key}"
+            if repeats:
+                if type(value) is list and value and len(value) <= self.array_limit:
+                    self.items(node, key, value, child, path, depth)
+                else:
+                    self.array(node, key, value, child, f"{path}.{key}", depth)
+                continue
+            kind = kinds.get(child)
+            if kind is None:
+                if type(value) is dict and child != "Resource":
+                    self.object(value, child, f"{path}.{key}", depth + 1)
+                    continue
+            elif (kind == "string" and type(value) is str and value) or (
+                kind == "boolean" and (value is True or value is False)
+            ):
+                continue
             if value is None:
-                self.problem(where, "null is not allowed")
-            elif repeats:
-                self.array(node, key, value, child, where, depth)
-            elif isinstance(value, list):
-                self.problem(where, "takes one value, not an array")
+                self.problem(f"{path}.{key}", "null is not allowed")
+            elif type(value) is list:
+                self.problem(f"{path}.{key}", "takes one value, not an array")
             else:
-                self.value(value, child, where, depth)
+                self.value(value, child, f"{path}.{key}", depth)
         if type_name == "Reference":
             reference = node.get("reference")
             if isinstance(reference, str):
                 self.report.references.append(reference)
 
+    def items(self, node: dict[str, Any], key: str, value: list[Any], child: str, path: str, depth: int) -> None:
+        """The items of a non-empty array within the limit."""
+        kind = self.kinds.get(child)
+        if kind is None and child != "Resource":
+            for index, item in enumerate(value):
+                if type(item) is dict:
+                    self.object(item, child, f"{path}.{key}[{index}]", depth + 1)
+                else:
+                    self.item(node, key, value, index, child, path, depth)
+            return
+        if kind == "string":
+            for index, item in enumerate(value):
+                if not (type(item) is str and item):
+                    self.item(node, key, value, index, child, path, depth)
+            return
+        for index in range(len(value)):
+            self.item(node, key, value, index, child, path, depth)
+
+    def item(
+        self, node: dict[str, Any], key: str, value: list[Any], index: int, child: str, path: str, depth: int
+    ) -> None:
+        item = value[index]
+        where = f"{path}.{key}[{index}]"
+        if item is None:
+            extensions = node.get("_" + key)
+            carried = (
+                child in self.kinds
+                and isinstance(extensions, list)
+                and index < len(extensions)
+                and extensions[index] is not None
+            )
+            if not carried:
+                self.problem(where, "null is not allowed")
+            return
+        self.value(item, child, where, depth)
+
     def array(self, node: dict[str, Any], key: str, value: Any, child: str, where: str, depth: int) -> None:
-        if not isinstance(value, list):
+        """An array property that is not a non-empty list within the limit: say what is wrong."""
+        if value is None:
+            self.problem(where, "null is not allowed")
+        elif not isinstance(value, list):
             self.problem(where, "must be an array")
-            return
-        if not value:
+        elif not value:
             self.problem(where, "an empty array is not allowed")
-            return
-        if len(value) > self.array_limit:
+        else:
             self.problem(where, f"has {len(value)} items; at most {self.array_limit} are accepted")
-            return
-        extensions = node.get("_" + key)
-        aligned = extensions if isinstance(extensions, list) and child in self.kinds else None
-        for index, item in enumerate(value):
-            if item is None:
-                carried = aligned is not None and index < len(aligned) and aligned[index] is not None
-                if not carried:
-                    self.problem(f"{where}[{index}]", "null is not allowed")
-                continue
-            self.value(item, child, f"{where}[{index}]", depth)
 
     def value(self, item: Any, type_name: str, where: str, depth: int) -> None:
         kind = self.kinds.get(type_name)
@@ -216,8 +253,6 @@ class _Walk:
                 self.problem(where, f"must be a JSON string ({type_name})")
             elif not item:
                 self.problem(where, "an empty string is not allowed")
-            elif _BAD_CHARACTERS.search(item):
-                self.problem(where, "strings must not contain control characters or unpaired surrogates")
             elif kind == "xhtml":
                 for message in self.narrative(item):
                     self.problem(where, message)
