@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run serve migrate test lint lint-check bench clean
+.PHONY: run serve migrate test lint lint-check typecheck bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ lint: $(STAMP)
 
 lint-check: $(STAMP)
 	$(BIN)/ruff check app capability tests bench alembic
+
+## typecheck: mypy --strict on app/ (configured in pyproject.toml)
+typecheck: $(STAMP)
+	$(BIN)/mypy
 
 ## bench: drive running servers over HTTP (see BENCHMARKS.md)
 bench: $(STAMP)

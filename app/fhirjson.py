@@ -27,6 +27,7 @@ import orjson
 
 from app.errors import InvalidRequest
 
+FHIR_JSON = "application/fhir+json"  # the media type (http.html#mime-type)
 # orjson renders at most 254 levels of nesting; a body must be renderable to be stored.
 _DEEPEST = 254
 # 64-bit integers survive orjson; longer ones are kept as text.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -14,9 +15,10 @@ from fastapi import FastAPI
 from app.api.async_requests import ASYNC_PATH, cancel, job_status
 from app.api.errors import install_error_handlers
 from app.api.middleware import MAX_URL_BYTES, RequestLogMiddleware
-from app.api.routes import INTERACTIONS, OPERATION_METHODS, UNSUPPORTED_OPERATIONS
+from app.api.routes import ENDPOINTS
 from app.api.system_routes import health, metadata, ready
 from app.config import Settings
+from app.interactions.catalog import INTERACTIONS, OPERATION_METHODS, UNSUPPORTED_OPERATIONS
 from app.interactions.context import FhirContext, utc_now
 from app.interactions.jobs import JobRunner
 from app.interactions.reindex_job import REINDEX, REINDEX_JOB
@@ -75,6 +77,14 @@ async def _watch_search_parameters(ctx: FhirContext, interval: float) -> None:
             logging.getLogger("fhir.search_parameters").exception("SearchParameter refresh failed")
 
 
+def freeze_startup_heap() -> None:
+    """Take what start-up built (models, definitions, registry, tables: most of the heap) out of the
+    cyclic collector's sight. Otherwise every full collection walks it all and frees nothing, stalling
+    every request in flight (docs.python.org/3/library/gc.html#gc.freeze)."""
+    gc.collect()
+    gc.freeze()
+
+
 def server_limits(settings: Settings) -> dict[str, int]:
     """Every limit a client can run into, as published in the CapabilityStatement and the README."""
     return {
@@ -110,6 +120,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await reload_search_parameters(ctx)
         watcher = asyncio.create_task(_watch_search_parameters(ctx, settings.search_parameter_refresh_seconds))
         await jobs.start()  # resume jobs whose process stopped
+        freeze_startup_heap()
         yield
         watcher.cancel()
         await jobs.close()  # their jobs stay resumable
@@ -146,7 +157,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if (route.method, route.path) not in registered:
             registered.add((route.method, route.path))
             methods = READ_METHODS if route.method == "GET" else [route.method]  # HEAD wherever GET works
-            app.add_api_route(FHIR_PREFIX + route.path, route.endpoint, methods=methods, include_in_schema=False)
-    for path, endpoint in UNSUPPORTED_OPERATIONS:
-        app.add_api_route(FHIR_PREFIX + path, endpoint, methods=OPERATION_METHODS, include_in_schema=False)
+            endpoint = ENDPOINTS[route.endpoint]
+            app.add_api_route(FHIR_PREFIX + route.path, endpoint, methods=methods, include_in_schema=False)
+    for path, name in UNSUPPORTED_OPERATIONS:
+        app.add_api_route(FHIR_PREFIX + path, ENDPOINTS[name], methods=OPERATION_METHODS, include_in_schema=False)
     return app

@@ -2,7 +2,7 @@
 
 Nothing here is hand-written per type: the resource types come from the
 types the server validates and stores, the interactions and flags from the
-route table in ``app.api.routes``. Built once at start-up and served as bytes.
+route table in ``app.interactions.catalog``. Built once at start-up and served as bytes.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any
 import orjson
 
 from app import __version__
-from app.api.negotiation import FHIR_JSON
-from app.api.routes import FEATURES, OPERATION_DEFINITIONS, InteractionRoute, ServerFeatures
+from app.fhirjson import FHIR_JSON
+from app.interactions.catalog import FEATURES, OPERATION_DEFINITIONS, InteractionRoute, ServerFeatures
 from app.interactions.context import format_instant
 from app.search.registry import SearchRegistry
 from app.search.request import supported

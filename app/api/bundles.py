@@ -15,9 +15,9 @@ from app.api.responses import STATUS_TEXT, etag
 from app.interactions.context import format_instant, utc_now
 from app.interactions.history import HistoryPage
 from app.interactions.search import SearchPage
-from app.interactions.subsetting import Subsetting, subset
 from app.interactions.system_search import SystemSearchPage
 from app.interactions.transaction import EntryResult
+from app.search.subsetting import Subsetting, subset
 from app.storage.repository import StoredVersion
 
 

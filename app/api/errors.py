@@ -12,9 +12,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from app.api.negotiation import FHIR_JSON
 from app.api.outcomes import dumps, error_outcome, outcome_for_error
 from app.errors import ErrorCode, FhirError, Gone, MethodNotAllowed
+from app.fhirjson import FHIR_JSON
 from app.storage.database import DATABASE_ERRORS, storage_error
 
 CONTENT_TYPE = f"{FHIR_JSON}; charset=utf-8"

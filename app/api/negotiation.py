@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from starlette.datastructures import Headers, QueryParams
 
 from app.errors import NotAcceptable, UnsupportedMediaType
+from app.fhirjson import FHIR_JSON
 
-FHIR_JSON = "application/fhir+json"
 JSON_TYPES = {FHIR_JSON, "application/json", "application/json+fhir", "json", "text/json"}
 WILDCARDS = {"*/*", "application/*"}
 FORMAT_ALIASES = JSON_TYPES | {"application/fhir json"}  # '+' arrives as a space when not escaped

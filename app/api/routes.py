@@ -1,15 +1,13 @@
 """FHIR REST routes: parse the request, call an interaction, render the result.
 
-``INTERACTIONS`` is the single list from which both the router and the
-CapabilityStatement are built, so /metadata lists exactly what is served.
+Which route serves which interaction at which path is the table in
+``app.interactions.catalog``; ``ENDPOINTS`` gives its route functions.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Literal
 from urllib.parse import parse_qsl
 
 from starlette.convertors import Convertor, register_url_convertor
@@ -38,46 +36,20 @@ from app.interactions import read as read_mod
 from app.interactions import update as update_mod
 from app.interactions import validate as validate_mod
 from app.interactions.bundle_entries import Entry, parse_bundle
+from app.interactions.catalog import INTERACTIONS
 from app.interactions.context import FhirContext, WriteResult
 from app.interactions.history import history, parse_history_query
 from app.interactions.instants import parse_http_date
 from app.interactions.reindex_job import REINDEX, reindex_parameters
 from app.interactions.search import search
 from app.interactions.search_parameters import reload_search_parameters
-from app.interactions.subsetting import parse_subsetting, subset
 from app.interactions.system_search import plan_system_search, system_search
 from app.interactions.transaction import ResponseBudget, SearchLimits, run_batch, run_transaction
 from app.search.request import parse_search
+from app.search.subsetting import parse_subsetting, subset
 from app.storage.repository import StoredVersion
 
 Endpoint = Callable[..., Awaitable[Response]]
-
-
-@dataclass(frozen=True, slots=True)
-class InteractionRoute:
-    """One FHIR interaction served at one path (hl7.org/fhir/R4/http.html)."""
-
-    interaction: str
-    level: Literal["type", "system", "compartment", "operation"]
-    method: str
-    path: str
-    endpoint: Endpoint
-
-
-@dataclass(frozen=True, slots=True)
-class ServerFeatures:
-    """Behaviour flags advertised per type in the CapabilityStatement."""
-
-    versioning: str = "versioned-update"
-    read_history: bool = True
-    update_create: bool = True
-    conditional_create: bool = True
-    conditional_update: bool = True
-    conditional_delete: str = "multiple"
-    conditional_read: str = "not-supported"
-
-
-FEATURES = ServerFeatures()
 
 
 def _ctx(request: Request) -> FhirContext:
@@ -421,14 +393,6 @@ async def unsupported_instance_operation(
     return await unsupported_operation(request, operation)
 
 
-# Operations: (name, path, endpoint); listed in the CapabilityStatement under rest.operation.
-OPERATION_DEFINITIONS = {
-    "reindex": "urn:care-plan-repository:OperationDefinition:reindex",
-    "validate": "http://hl7.org/fhir/OperationDefinition/Resource-validate",
-}
-OPERATION_METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH"]
-
-
 class ResourceTypeConvertor(Convertor[str]):
     """A path segment that can be a resource type (``CarePlan``): never ``_history``, ``$op`` or ``metadata``,
     so routes of the same shape do not compete and the hot ones can come first."""
@@ -452,46 +416,32 @@ class ResourceIdConvertor(ResourceTypeConvertor):
 register_url_convertor("rtype", ResourceTypeConvertor())
 register_url_convertor("rid", ResourceIdConvertor())
 
-T = "{resource_type:rtype}"
-ID = "{resource_id:rid}"
 
-# The most frequent interactions first (the router tries routes in order); a literal segment before a
-# parameter of the same shape and method.
-INTERACTIONS: tuple[InteractionRoute, ...] = (
-    InteractionRoute("history-type", "type", "GET", f"/{T}/_history", type_history),
-    InteractionRoute("read", "type", "GET", f"/{T}/{ID}", read_resource),
-    InteractionRoute("search-type", "type", "POST", f"/{T}/_search", search_type_post),
-    InteractionRoute("create", "type", "POST", f"/{T}", create_resource),
-    InteractionRoute("search-type", "type", "GET", f"/{T}", search_type),
-    InteractionRoute("update", "type", "PUT", f"/{T}/{ID}", update_resource),
-    InteractionRoute("delete", "type", "DELETE", f"/{T}/{ID}", delete_resource),
-    InteractionRoute("patch", "type", "PATCH", f"/{T}/{ID}", patch_resource),
-    InteractionRoute("history-instance", "type", "GET", f"/{T}/{ID}/_history", instance_history),
-    InteractionRoute("vread", "type", "GET", f"/{T}/{ID}/_history/{{version_id}}", vread_resource),
-    InteractionRoute("update", "type", "PUT", f"/{T}", conditional_update_resource),
-    InteractionRoute("delete", "type", "DELETE", f"/{T}", conditional_delete_resource),
-    InteractionRoute("patch", "type", "PATCH", f"/{T}", conditional_patch_resource),
-    InteractionRoute(
-        "search-compartment",
-        "compartment",
-        "GET",
-        f"/{{compartment_type:rtype}}/{{compartment_id:rid}}/{T}",
-        search_compartment,
-    ),
-    InteractionRoute("transaction", "system", "POST", "", transaction_or_batch),
-    InteractionRoute("batch", "system", "POST", "", transaction_or_batch),
-    InteractionRoute("history-system", "system", "GET", "/_history", system_history),
-    InteractionRoute("search-system", "system", "GET", "", search_system),
-    InteractionRoute("reindex", "operation", "POST", "/$reindex", reindex_system),
-    InteractionRoute("reindex", "operation", "POST", f"/{T}/$reindex", reindex_type),
-    InteractionRoute("reindex", "operation", "POST", f"/{T}/{ID}/$reindex", reindex_instance),
-    InteractionRoute("validate", "operation", "POST", f"/{T}/$validate", validate_type),
-    InteractionRoute("validate", "operation", "POST", f"/{T}/{ID}/$validate", validate_instance),
-)
-
-# After every interaction: any other ``$operation`` at the system, type or instance level.
-UNSUPPORTED_OPERATIONS: tuple[tuple[str, Endpoint], ...] = (
-    ("/${operation}", unsupported_operation),
-    (f"/{T}/${{operation}}", unsupported_type_operation),
-    (f"/{T}/{ID}/${{operation}}", unsupported_instance_operation),
-)
+# Route functions by the names app.interactions.catalog gives them.
+ENDPOINTS: dict[str, Endpoint] = {
+    "search_compartment": search_compartment,
+    "type_history": type_history,
+    "read_resource": read_resource,
+    "search_type_post": search_type_post,
+    "create_resource": create_resource,
+    "search_type": search_type,
+    "update_resource": update_resource,
+    "delete_resource": delete_resource,
+    "patch_resource": patch_resource,
+    "instance_history": instance_history,
+    "vread_resource": vread_resource,
+    "conditional_update_resource": conditional_update_resource,
+    "conditional_delete_resource": conditional_delete_resource,
+    "conditional_patch_resource": conditional_patch_resource,
+    "transaction_or_batch": transaction_or_batch,
+    "system_history": system_history,
+    "search_system": search_system,
+    "reindex_system": reindex_system,
+    "reindex_type": reindex_type,
+    "reindex_instance": reindex_instance,
+    "validate_type": validate_type,
+    "validate_instance": validate_instance,
+    "unsupported_operation": unsupported_operation,
+    "unsupported_type_operation": unsupported_type_operation,
+    "unsupported_instance_operation": unsupported_instance_operation,
+}

@@ -20,7 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from app.interactions.context import FhirContext, utc_now
 from app.interactions.create import check_body_type
 from app.interactions.stamping import stamp
-from app.search.indexing import IndexRows, merge_rows
+from app.search.indexing import merge_rows
+from app.storage.index_tables import IndexRows
 from app.storage.index_writer import insert_index_rows
 from app.storage.repository import StoredVersion, insert_new_many
 

@@ -12,9 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from app import fhirjson
 from app.errors import InvalidRequest, NotFound
 from app.search.extraction import Extractor
-from app.search.indexing import IndexRows, build_index_rows
+from app.search.indexing import build_index_rows
 from app.search.registry import SearchRegistry
 from app.storage.database import Database
+from app.storage.index_tables import IndexRows
 from app.storage.index_writer import replace_index_rows
 from app.storage.repository import StoredVersion
 from app.validation.json_rules import ShapeReport

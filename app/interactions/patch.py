@@ -26,7 +26,7 @@ from app.interactions.create import conditional_criteria
 from app.interactions.fhirpath_patch import apply_fhirpath_patch
 from app.interactions.search import find_ids
 from app.interactions.update import write_version
-from app.search.indexing import IndexRows
+from app.storage.index_tables import IndexRows
 from app.storage.repository import read_current
 
 JSON_PATCH = "application/json-patch+json"

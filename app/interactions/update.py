@@ -12,7 +12,7 @@ from app.interactions.context import FhirContext, WriteResult, require_valid_id,
 from app.interactions.create import check_body_type
 from app.interactions.references import conditional_references, refuse_bundle_local, resolve_in_body
 from app.interactions.stamping import stamp
-from app.search.indexing import IndexRows
+from app.storage.index_tables import IndexRows
 from app.storage.repository import (
     AlreadyExists,
     StoredVersion,

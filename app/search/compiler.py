@@ -28,7 +28,14 @@ from app.search.dates import parse_date_range, widen
 from app.search.params import split_escaped, split_prefix, unescape
 from app.search.request import AnyClause, ChainClause, Clause, HasClause, SearchRequest, SortKey
 from app.search.values import DateValue, normalize_string
-from app.storage.index_tables import INDEX_TABLES, MAX_INDEXED_BYTES, MAX_INDEXED_CHARS, MAX_TYPE_CHARS, indexed_text
+from app.storage.index_tables import (
+    INDEX_TABLES,
+    MAX_INDEXED_BYTES,
+    MAX_INDEXED_CHARS,
+    MAX_TYPE_CHARS,
+    Columns,
+    indexed_text,
+)
 from app.storage.tables import resources
 
 R = resources.c
@@ -50,7 +57,7 @@ def _like_escape(text: str) -> str:
 # --- token -----------------------------------------------------------------
 
 
-def token_condition(clause: Clause, value: str, t: Any) -> ColumnElement[bool]:
+def token_condition(clause: Clause, value: str, t: Columns) -> ColumnElement[bool]:
     if clause.modifier == "text":
         return _prefix_range(t.display_norm, normalize_string(unescape(value))[:MAX_INDEXED_CHARS])
     parts = split_escaped(value, "|")
@@ -66,7 +73,7 @@ def token_condition(clause: Clause, value: str, t: Any) -> ColumnElement[bool]:
 # --- string ----------------------------------------------------------------
 
 
-def string_condition(clause: Clause, value: str, s: Any) -> ColumnElement[bool]:
+def string_condition(clause: Clause, value: str, s: Columns) -> ColumnElement[bool]:
     text = unescape(value)
     if clause.modifier == "exact":
         return s.value_exact == text
@@ -79,7 +86,7 @@ def string_condition(clause: Clause, value: str, s: Any) -> ColumnElement[bool]:
 # --- reference ---------------------------------------------------------------
 
 
-def reference_condition(clause: Clause, value: str, ref: Any) -> ColumnElement[bool]:
+def reference_condition(clause: Clause, value: str, ref: Columns) -> ColumnElement[bool]:
     if clause.modifier == "identifier":
         return identifier_condition(clause, value, ref)
     text = unescape(value)
@@ -98,7 +105,7 @@ def reference_condition(clause: Clause, value: str, ref: Any) -> ColumnElement[b
     return ref.target_id == indexed_text(text)
 
 
-def identifier_condition(clause: Clause, value: str, ref: Any) -> ColumnElement[bool]:
+def identifier_condition(clause: Clause, value: str, ref: Columns) -> ColumnElement[bool]:
     """``subject:identifier=system|value`` matches ``Reference.identifier`` (search.html#reference)."""
     parts = split_escaped(value, "|")
     if len(parts) == 1:
@@ -115,7 +122,7 @@ def identifier_condition(clause: Clause, value: str, ref: Any) -> ColumnElement[
 # --- uri ---------------------------------------------------------------------
 
 
-def uri_condition(clause: Clause, value: str, u: Any) -> ColumnElement[bool]:
+def uri_condition(clause: Clause, value: str, u: Columns) -> ColumnElement[bool]:
     text = unescape(value)
     if clause.modifier == "below":
         return _prefix_range(u.value, text if len(text.encode()) <= MAX_INDEXED_BYTES else indexed_text(text)[:-33])
@@ -164,7 +171,7 @@ def _date_value(clause: Clause, value: str) -> tuple[str, datetime, datetime]:
     return prefix, parsed.low, parsed.high
 
 
-def date_condition(clause: Clause, value: str, d: Any) -> ColumnElement[bool]:
+def date_condition(clause: Clause, value: str, d: Columns) -> ColumnElement[bool]:
     prefix, low, high = _date_value(clause, value)
     return date_range_condition(prefix, low, high, d.low, d.high)
 
@@ -213,12 +220,12 @@ def number_range_condition(prefix: str, number: Decimal, column: ColumnElement[D
     return and_(column >= number - margin, column <= number + margin)
 
 
-def number_condition(clause: Clause, value: str, n: Any) -> ColumnElement[bool]:
+def number_condition(clause: Clause, value: str, n: Columns) -> ColumnElement[bool]:
     prefix, text = split_prefix(value)
     return number_range_condition(prefix, _decimal(clause, value, text), n.value)
 
 
-def quantity_condition(clause: Clause, value: str, q: Any) -> ColumnElement[bool]:
+def quantity_condition(clause: Clause, value: str, q: Columns) -> ColumnElement[bool]:
     parts = split_escaped(value, "|")
     prefix, text = split_prefix(parts[0])
     conditions = [number_range_condition(prefix, _decimal(clause, value, text), q.value)]
@@ -234,7 +241,7 @@ def quantity_condition(clause: Clause, value: str, q: Any) -> ColumnElement[bool
 
 
 # (clause, one value, the index table's columns) -> condition on that table
-VALUE_CONDITIONS: dict[str, Callable[[Clause, str, Any], ColumnElement[bool]]] = {
+VALUE_CONDITIONS: dict[str, Callable[[Clause, str, Columns], ColumnElement[bool]]] = {
     "token": token_condition,
     "string": string_condition,
     "reference": reference_condition,
@@ -274,7 +281,7 @@ def composite_ids(clause: Clause, value: str) -> Select[str]:
 # --- clauses -------------------------------------------------------------------
 
 
-def _column_clause(clause: Clause, r: Any) -> ColumnElement[bool]:
+def _column_clause(clause: Clause, r: Columns) -> ColumnElement[bool]:
     if clause.param.code == "_id":
         ids = [unescape(v) for v in clause.values]
         condition = r.id.in_(ids)
@@ -337,7 +344,7 @@ def _indexed_ids(clause: AnyClause) -> Select[str] | None:
     )
 
 
-def clause_condition(clause: AnyClause, r: Any = R, resource_type: str | None = None) -> ColumnElement[bool]:
+def clause_condition(clause: AnyClause, r: Columns = R, resource_type: str | None = None) -> ColumnElement[bool]:
     """The condition on resource columns ``r`` (the main table or an alias) for one clause.
 
     Every subquery is uncorrelated (``IN (SELECT ...)``) and says so, because a

@@ -21,9 +21,7 @@ from app.search.values import (
     UriValue,
     normalize_string,
 )
-from app.storage.index_tables import MAX_INDEXED_CHARS, indexed_text
-
-IndexRows = dict[str, list[dict[str, Any]]]
+from app.storage.index_tables import MAX_INDEXED_CHARS, IndexRows, indexed_text
 
 
 def _key(value: str | None) -> str | None:

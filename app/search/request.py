@@ -11,10 +11,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from app.errors import InvalidRequest
-from app.interactions.subsetting import Subsetting, parse_subsetting
 from app.search.bounds import MAX_INCLUDES, MAX_SORT_KEYS, Budget, check_key, check_parameter_count, check_value
 from app.search.params import parse_count, split_escaped
 from app.search.registry import SearchParam, SearchRegistry
+from app.search.subsetting import Subsetting, parse_subsetting
 
 SUPPORTED_TYPES = frozenset({"token", "string", "reference", "date", "number", "quantity", "uri"})
 MODIFIERS: dict[str, frozenset[str]] = {

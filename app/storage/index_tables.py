@@ -20,9 +20,16 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, Index, Integer, Numeric, String, Table, Text, text
+from sqlalchemy import BigInteger, Column, ColumnElement, Index, Integer, Numeric, String, Table, Text, text
+from sqlalchemy.sql.base import ReadOnlyColumnCollection
 
 from app.storage.tables import UTCDateTime, metadata
+
+# Rows for the index tables, per table name, as one resource's extraction produces them.
+IndexRows = dict[str, list[dict[str, Any]]]
+
+# The columns of an index table or of the resources table (or an alias of one), as conditions use them.
+Columns = ReadOnlyColumnCollection[str, ColumnElement[Any]]
 
 MAX_INDEXED_CHARS = 512
 MAX_INDEXED_BYTES = 512

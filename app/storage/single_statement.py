@@ -23,8 +23,7 @@ from functools import lru_cache
 from sqlalchemy import BigInteger, Integer, Numeric, Table
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.search.indexing import IndexRows
-from app.storage.index_tables import INDEX_TABLES
+from app.storage.index_tables import INDEX_TABLES, IndexRows
 from app.storage.repository import AlreadyExists, StoredVersion
 from app.storage.tables import UTCDateTime
 

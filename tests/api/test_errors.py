@@ -170,6 +170,7 @@ async def test_unexpected_errors_are_500_outcomes_without_traces(app: FastAPI, c
     app.state.ctx.db.ping = broken
     ready = await client.get("/health/ready")
     assert ready.status_code == 503
+    assert ready.json() == {"status": "unavailable", "database": "unreachable"}  # the reason is logged, not shown
 
     original = app.state.ctx.validator.validate
 
