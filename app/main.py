@@ -13,13 +13,14 @@ from importlib import resources
 from fastapi import FastAPI
 
 from app.api.async_requests import ASYNC_PATH, cancel, job_status
+from app.api.deps import request_limits
+from app.api.endpoints import ENDPOINTS
 from app.api.errors import install_error_handlers
 from app.api.middleware import MAX_URL_BYTES, RequestLogMiddleware
-from app.api.routes import ENDPOINTS
-from app.api.system_routes import health, metadata, ready
+from app.api.server_routes import CapabilityCache, health, metadata, ready
 from app.config import Settings
 from app.interactions.catalog import INTERACTIONS, OPERATION_METHODS, UNSUPPORTED_OPERATIONS
-from app.interactions.context import FhirContext, utc_now
+from app.interactions.context import ContextHolder, FhirContext, utc_now
 from app.interactions.jobs import JobRunner
 from app.interactions.reindex_job import REINDEX, REINDEX_JOB
 from app.interactions.search_parameters import check_search_parameter, refresh_if_changed, reload_search_parameters
@@ -67,12 +68,12 @@ def build_context(
     )
 
 
-async def _watch_search_parameters(ctx: FhirContext, interval: float) -> None:
+async def _watch_search_parameters(holder: ContextHolder, interval: float) -> None:
     """Pick up SearchParameters stored through other worker processes."""
     while True:
         await asyncio.sleep(interval)
         try:
-            await refresh_if_changed(ctx)
+            await refresh_if_changed(holder)
         except Exception:  # a database hiccup must not end the watcher
             logging.getLogger("fhir.search_parameters").exception("SearchParameter refresh failed")
 
@@ -113,12 +114,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ctx = build_context(
         database, types, JsonLimits(settings.max_array_items, settings.max_json_depth, settings.max_body_bytes)
     )
-    jobs = JobRunner(ctx, {REINDEX: REINDEX_JOB})
+    holder = ContextHolder(ctx)
+    jobs = JobRunner(holder, {REINDEX: REINDEX_JOB})
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await reload_search_parameters(ctx)
-        watcher = asyncio.create_task(_watch_search_parameters(ctx, settings.search_parameter_refresh_seconds))
+        await reload_search_parameters(holder)
+        watcher = asyncio.create_task(_watch_search_parameters(holder, settings.search_parameter_refresh_seconds))
         await jobs.start()  # resume jobs whose process stopped
         freeze_startup_heap()
         yield
@@ -128,7 +130,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="Care plan repository", lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None)
     app.state.settings = settings
-    app.state.ctx = ctx
+    app.state.request_limits = request_limits(settings)
+    app.state.fhir = holder
     app.state.jobs = jobs
     started = utc_now()
 
@@ -140,8 +143,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         return render(statement)
 
-    app.state.capability_for = capability_bytes  # metadata re-renders when the registry changes
-    app.state.capability = (ctx.registry, capability_bytes(ctx.registry))
+    app.state.capability = CapabilityCache(capability_bytes)  # rendered again when the registry changes
+    app.state.capability.body(ctx.registry)
     app.add_middleware(RequestLogMiddleware)
     install_error_handlers(app)
     app.add_api_route("/health", health, methods=READ_METHODS, include_in_schema=False)

@@ -26,6 +26,7 @@ import orjson
 from app import fhirjson
 from app.interactions.context import utc_now
 from app.interactions.create import create
+from app.interactions.request_context import RequestContext
 from app.interactions.stamping import stamp
 from app.main import build_context
 from app.search.extraction import Extractor
@@ -53,10 +54,10 @@ async def interaction_us(url: str, bodies: list[dict[str, Any]]) -> tuple[float,
     db = Database.from_url(url, sqlite_inline=url.startswith("sqlite"))  # as one server process runs it
     ctx = build_context(db)
     for body in bodies[:50]:  # warm caches and connections
-        await create(ctx, "CarePlan", body)
+        await create(ctx, RequestContext(), "CarePlan", body)
     started, cpu_started = time.perf_counter(), time.process_time()
     for body in bodies:
-        await create(ctx, "CarePlan", body)
+        await create(ctx, RequestContext(), "CarePlan", body)
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     await db.dispose()
     return elapsed / len(bodies) * 1e6, cpu / len(bodies) * 1e6

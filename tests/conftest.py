@@ -129,7 +129,7 @@ async def app(settings: Settings) -> AsyncIterator[FastAPI]:
     application = create_app(settings)
     yield application
     await application.state.jobs.close()  # background jobs a test left running (their rows stay resumable)
-    await application.state.ctx.db.dispose()
+    await application.state.fhir.current.db.dispose()
 
 
 def empty_values(node: Any, path: str = "$") -> list[str]:

@@ -17,41 +17,38 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from app.api.deps import Jobs
 from app.api.negotiation import negotiate
 from app.api.outcomes import dumps, error_outcome, informational
-from app.config import Settings
 from app.errors import ErrorCode
 from app.interactions.jobs import JobRunner
+from app.interactions.request_context import RequestContext
 from app.storage.jobs import ACTIVE
 
 ASYNC_PATH = "/_async"
 RETRY_AFTER_SECONDS = "1"
 
 
-def _runner(request: Request) -> JobRunner:
-    runner: JobRunner = request.app.state.jobs
-    return runner
+def status_url(rc: RequestContext, job_id: str) -> str:
+    return f"{rc.base_url}{ASYNC_PATH}/{job_id}"
 
 
-def status_url(request: Request, job_id: str) -> str:
-    settings: Settings = request.app.state.settings
-    return f"{settings.public_base_url}{ASYNC_PATH}/{job_id}"
-
-
-async def accepted(request: Request, kind: str, parameters: dict[str, Any], what: str) -> Response:
+async def accepted(
+    request: Request, jobs: JobRunner, rc: RequestContext, kind: str, parameters: dict[str, Any], what: str
+) -> Response:
     """Start a job and answer the kick-off request: 202, ``Content-Location``, an informational outcome."""
     fmt = negotiate(request.headers, request.query_params)
-    job = await _runner(request).submit(kind, parameters)
-    url = status_url(request, job.id)
+    job = await jobs.submit(kind, parameters)
+    url = status_url(rc, job.id)
     text = f"Accepted: {what} runs in the background as job {job.id}; poll {url} for its status and result"
     headers = {"Content-Location": url}
     return Response(dumps(informational(text), fmt.pretty), 202, headers, media_type=fmt.content_type)
 
 
-async def job_status(request: Request, job_id: str) -> Response:
+async def job_status(request: Request, job_id: str, jobs: Jobs) -> Response:
     """``GET [base]/_async/[id]``."""
     fmt = negotiate(request.headers, request.query_params)
-    runner = _runner(request)
+    runner = jobs
     job = await runner.status(job_id)
     if job.status in ACTIVE:
         progress = job.progress if job.status == "running" and job.progress else "accepted, not started yet"
@@ -64,9 +61,9 @@ async def job_status(request: Request, job_id: str) -> Response:
     return Response(dumps(runner.result_resource(job), fmt.pretty), 200, media_type=fmt.content_type)
 
 
-async def cancel(request: Request, job_id: str) -> Response:
+async def cancel(request: Request, job_id: str, jobs: Jobs) -> Response:
     """``DELETE [base]/_async/[id]``: 202; the polling location is gone from then on."""
     fmt = negotiate(request.headers, request.query_params)
-    await _runner(request).cancel(job_id)
+    await jobs.cancel(job_id)
     text = f"Job {job_id} is cancelled"
     return Response(dumps(informational(text), fmt.pretty), 202, media_type=fmt.content_type)

@@ -12,6 +12,7 @@ from app import fhirjson
 from app.api.negotiation import ResponseFormat
 from app.api.outcomes import dumps, informational
 from app.errors import InvalidRequest
+from app.interactions.request_context import PreferReturn
 from app.storage.repository import StoredVersion
 
 STATUS_TEXT = {200: "200 OK", 201: "201 Created", 204: "204 No Content", 410: "410 Gone"}
@@ -56,15 +57,17 @@ def resource_response(
     return Response(body_bytes(stored.body, fmt), status_code=status, headers=headers, media_type=fmt.content_type)
 
 
-def prefer_return(headers: Headers) -> str:
+def prefer_return(headers: Headers) -> PreferReturn:
     """The ``return`` preference of the Prefer header (default ``representation``)."""
     for part in headers.get("prefer", "").split(";"):
         for item in part.split(","):
             key, _, value = item.strip().partition("=")
             if key.strip().lower() == "return":
                 value = value.strip().strip('"')
-                if value in ("minimal", "representation", "OperationOutcome"):
-                    return value
+                if value == "minimal":
+                    return "minimal"
+                if value == "OperationOutcome":
+                    return "OperationOutcome"
     return "representation"
 
 

@@ -19,6 +19,7 @@ from app.interactions.context import FhirContext, WriteResult, require_valid_id
 from app.interactions.create import check_body_type, conditional_criteria
 from app.interactions.delete import RETRY, write_tombstone
 from app.interactions.references import conditional_references, refuse_bundle_local, resolve_in_body
+from app.interactions.request_context import RequestContext
 from app.interactions.search import find_ids
 from app.interactions.update import MAX_ATTEMPTS, write_version_until_written
 
@@ -26,7 +27,12 @@ MAX_CONDITIONAL_DELETES = 1000
 
 
 async def conditional_update(
-    ctx: FhirContext, resource_type: str, query: str, body: dict[str, Any], if_match: int | None = None
+    ctx: FhirContext,
+    rc: RequestContext,
+    resource_type: str,
+    query: str,
+    body: dict[str, Any],
+    if_match: int | None = None,
 ) -> WriteResult:
     """``PUT [type]?query``: no match creates (the body's id, or a new one), one match is updated
     (a differing body id is 400), several are 412."""
@@ -59,7 +65,7 @@ async def conditional_update(
     return await ctx.db.run_write(attempt)
 
 
-async def conditional_delete(ctx: FhirContext, resource_type: str, query: str) -> list[WriteResult]:
+async def conditional_delete(ctx: FhirContext, rc: RequestContext, resource_type: str, query: str) -> list[WriteResult]:
     """``DELETE [type]?query``: deletes every match (conditionalDelete ``multiple``), up to a limit."""
     ctx.require_type(resource_type)
     criteria = conditional_criteria(ctx, resource_type, query, "criteria")

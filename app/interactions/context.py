@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,10 +38,11 @@ def require_valid_id(resource_id: str) -> None:
         raise InvalidRequest(f"'{resource_id[:80]}' is not a valid FHIR id ([A-Za-z0-9-.]{{1,64}})", ["id"])
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class FhirContext:
-    """Built once per process. ``registry`` and ``extractor`` are replaced together when clients add
-    SearchParameters (``app.interactions.search_parameters``); ``base_registry`` is the official set."""
+    """What every interaction needs, built once per process and never changed: when clients add
+    SearchParameters a new context with a new registry and extractor replaces it whole
+    (``ContextHolder``); ``base_registry`` is the official set."""
 
     db: Database
     validator: ResourceValidator
@@ -49,12 +50,10 @@ class FhirContext:
     registry: SearchRegistry
     extractor: Extractor
     base_registry: SearchRegistry | None = None
-    search_parameters_seen: object = None
 
-    def install_registry(self, registry: SearchRegistry) -> None:
-        """Use ``registry`` from the next statement on (both swapped with no await in between)."""
-        self.registry = registry
-        self.extractor = Extractor(registry, self.extractor.use_fast_path)
+    def with_registry(self, registry: SearchRegistry) -> FhirContext:
+        """A context that searches and indexes with ``registry`` (registry and extractor together)."""
+        return replace(self, registry=registry, extractor=Extractor(registry, self.extractor.use_fast_path))
 
     async def check(self, resource_type: str, body: dict[str, Any]) -> ShapeReport:
         """Validate ``body`` (``ResourceValidator.validate``); a large body in a worker thread, so
@@ -100,6 +99,17 @@ class FhirContext:
         self.require_type(resource_type)
         if not is_valid_id(resource_id):
             raise NotFound(f"{resource_type}/{resource_id[:80]} is not known")
+
+
+class ContextHolder:
+    """The process's current ``FhirContext``: requests take it once, at their start, so one request
+    uses one registry throughout even when another installs a new one meanwhile."""
+
+    __slots__ = ("current", "search_parameters_seen")
+
+    def __init__(self, context: FhirContext) -> None:
+        self.current = context
+        self.search_parameters_seen: object = None
 
 
 @dataclass(frozen=True, slots=True)

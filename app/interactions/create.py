@@ -11,6 +11,7 @@ from app.errors import MultipleMatches, ResourceTypeMismatch
 from app.interactions.context import FhirContext, WriteResult, utc_now
 from app.interactions.criteria import conditional_criteria
 from app.interactions.references import conditional_references, refuse_bundle_local, resolve_in_body
+from app.interactions.request_context import RequestContext
 from app.interactions.search import find_ids
 from app.interactions.stamping import stamp
 from app.storage.repository import StoredVersion, insert_first, read_current
@@ -28,7 +29,7 @@ def check_body_type(resource_type: str, body: dict[str, Any]) -> None:
 
 
 async def create(
-    ctx: FhirContext, resource_type: str, body: dict[str, Any], if_none_exist: str | None = None
+    ctx: FhirContext, rc: RequestContext, resource_type: str, body: dict[str, Any], if_none_exist: str | None = None
 ) -> WriteResult:
     """Store a new resource under a server-assigned id (a client id in the body is ignored).
 

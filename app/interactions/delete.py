@@ -6,13 +6,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.errors import VersionConflict
 from app.interactions.context import FhirContext, WriteResult, is_valid_id, utc_now
+from app.interactions.request_context import RequestContext
 from app.storage.repository import StoredVersion, read_current, replace_version
 
 MAX_ATTEMPTS = 20
 
 
 async def delete(
-    ctx: FhirContext, resource_type: str, resource_id: str, if_match: int | None = None
+    ctx: FhirContext, rc: RequestContext, resource_type: str, resource_id: str, if_match: int | None = None
 ) -> WriteResult | None:
     """Add a tombstone version; None when there was nothing live to delete.
 

@@ -15,6 +15,7 @@ from app.errors import InvalidRequest, NotFound
 from app.interactions.context import FhirContext, is_valid_id
 from app.interactions.cursors import decode_cursor, encode_cursor
 from app.interactions.instants import parse_fhir_instant
+from app.interactions.request_context import RequestContext
 from app.search.params import parse_count
 from app.storage.repository import HistoryCursor, StoredVersion, read_current, read_history
 
@@ -63,7 +64,11 @@ def parse_history_query(params: Mapping[str, str], default_count: int, max_count
 
 
 async def history(
-    ctx: FhirContext, query: HistoryQuery, resource_type: str | None = None, resource_id: str | None = None
+    ctx: FhirContext,
+    rc: RequestContext,
+    query: HistoryQuery,
+    resource_type: str | None = None,
+    resource_id: str | None = None,
 ) -> HistoryPage:
     if resource_id is not None:
         assert resource_type is not None

@@ -30,7 +30,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.errors import FhirError, NotFound
-from app.interactions.context import FhirContext, utc_now
+from app.interactions.context import ContextHolder, FhirContext, utc_now
 from app.storage.jobs import (
     Cursor,
     Job,
@@ -88,13 +88,13 @@ class JobRunner:
 
     def __init__(
         self,
-        ctx: FhirContext,
+        holder: ContextHolder,
         kinds: Mapping[str, JobKind],
         batch_size: int = BATCH_SIZE,
         stale_after: timedelta = STALE_AFTER,
         sweep_every: float = SWEEP_EVERY,
     ) -> None:
-        self.ctx = ctx
+        self.holder = holder
         self.kinds = dict(kinds)
         self.batch_size = batch_size
         self.stale_after = stale_after
@@ -102,6 +102,11 @@ class JobRunner:
         self.owner = uuid.uuid4().hex
         self.tasks: dict[str, asyncio.Task[None]] = {}  # strong references: job id -> its task
         self._sweeper: asyncio.Task[None] | None = None
+
+    @property
+    def ctx(self) -> FhirContext:
+        """The current context: a job started after a SearchParameter was added indexes for it."""
+        return self.holder.current
 
     async def submit(self, kind: str, parameters: dict[str, Any]) -> Job:
         """Record a new job owned by this process and start it; returns at once."""

@@ -24,6 +24,7 @@ from app.errors import Gone, InvalidRequest, InvalidResource, MultipleMatches, N
 from app.interactions.context import FhirContext, WriteResult
 from app.interactions.create import conditional_criteria
 from app.interactions.fhirpath_patch import apply_fhirpath_patch
+from app.interactions.request_context import RequestContext
 from app.interactions.search import find_ids
 from app.interactions.update import write_version
 from app.storage.index_tables import IndexRows
@@ -152,7 +153,13 @@ async def patch_in_transaction(
 
 
 async def patch(
-    ctx: FhirContext, resource_type: str, resource_id: str, media_type: str, document: Any, if_match: int | None = None
+    ctx: FhirContext,
+    rc: RequestContext,
+    resource_type: str,
+    resource_id: str,
+    media_type: str,
+    document: Any,
+    if_match: int | None = None,
 ) -> WriteResult:
     ctx.require_known(resource_type, resource_id)
 
@@ -172,7 +179,13 @@ async def patch(
 
 
 async def conditional_patch(
-    ctx: FhirContext, resource_type: str, query: str, media_type: str, document: Any, if_match: int | None = None
+    ctx: FhirContext,
+    rc: RequestContext,
+    resource_type: str,
+    query: str,
+    media_type: str,
+    document: Any,
+    if_match: int | None = None,
 ) -> WriteResult:
     """``PATCH [type]?query``: exactly one match is patched; none is 404, several 412."""
     ctx.require_type(resource_type)
@@ -183,4 +196,4 @@ async def conditional_patch(
         raise NotFound(f"no {resource_type} matches '{query}'")
     if len(matches) > 1:
         raise MultipleMatches(f"the criteria '{query}' match more than one {resource_type}")
-    return await patch(ctx, resource_type, matches[0], media_type, document, if_match)
+    return await patch(ctx, rc, resource_type, matches[0], media_type, document, if_match)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from app.errors import Gone, NotFound
 from app.interactions.context import FhirContext
+from app.interactions.request_context import RequestContext
 from app.storage.repository import StoredVersion, read_current, read_version
 
 
-async def read(ctx: FhirContext, resource_type: str, resource_id: str) -> StoredVersion:
+async def read(ctx: FhirContext, rc: RequestContext, resource_type: str, resource_id: str) -> StoredVersion:
     ctx.require_known(resource_type, resource_id)
     async with ctx.db.read() as conn:
         current = await read_current(conn, resource_type, resource_id)
@@ -18,7 +19,9 @@ async def read(ctx: FhirContext, resource_type: str, resource_id: str) -> Stored
     return current
 
 
-async def vread(ctx: FhirContext, resource_type: str, resource_id: str, version: str) -> StoredVersion:
+async def vread(
+    ctx: FhirContext, rc: RequestContext, resource_type: str, resource_id: str, version: str
+) -> StoredVersion:
     ctx.require_known(resource_type, resource_id)
     if not (version.isascii() and version.isdigit()) or len(version) > 9:  # versions are 32-bit integers in storage
         raise NotFound(f"{resource_type}/{resource_id} has no version '{version[:20]}'")

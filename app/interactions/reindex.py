@@ -23,6 +23,7 @@ from sqlalchemy.sql import Select
 from app import fhirjson
 from app.errors import NotFound
 from app.interactions.context import FhirContext
+from app.interactions.request_context import RequestContext
 from app.search.indexing import merge_rows
 from app.storage.index_writer import delete_index_rows_many, insert_index_rows
 from app.storage.tables import resources
@@ -94,7 +95,7 @@ async def reindex_type(ctx: FhirContext, resource_type: str) -> int:
         after = ids[-1]
 
 
-async def reindex_instance(ctx: FhirContext, resource_type: str, resource_id: str) -> int:
+async def reindex_instance(ctx: FhirContext, rc: RequestContext, resource_type: str, resource_id: str) -> int:
     ctx.require_known(resource_type, resource_id)
     if not await _reindex_batch(ctx, resource_type, _ONE, {"rt": resource_type, "rid": resource_id}):
         raise NotFound(f"{resource_type}/{resource_id} is not known")

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from app.errors import InvalidRequest
 from app.interactions.context import FhirContext, is_valid_id
 from app.interactions.cursors import decode_cursor, encode_cursor
+from app.interactions.request_context import RequestContext
 from app.search.compiler import compile_count, compile_search
 from app.search.includes import MAX_ITERATIONS, forward_targets, load_live, reverse_sources
 from app.search.request import Include, SearchRequest, SortKey
@@ -58,7 +59,7 @@ async def find_ids(conn: AsyncConnection, request: SearchRequest, limit: int) ->
     return [row[0] for row in await conn.execute(compile_search(request, None, limit))]
 
 
-async def search(ctx: FhirContext, request: SearchRequest) -> SearchPage:
+async def search(ctx: FhirContext, rc: RequestContext, request: SearchRequest) -> SearchPage:
     ctx.require_type(request.resource_type)
     async with ctx.db.read() as conn:
         return await search_on(conn, request)

@@ -21,7 +21,7 @@ import orjson
 from sqlalchemy import func, select
 
 from app.errors import InvalidResource
-from app.interactions.context import FhirContext
+from app.interactions.context import ContextHolder
 from app.search.definitions import client_definition
 from app.search.registry import SearchRegistry
 from app.storage.tables import resources
@@ -51,8 +51,10 @@ def check_search_parameter(body: dict[str, Any], resource_types: frozenset[str],
         )
 
 
-async def reload_search_parameters(ctx: FhirContext) -> int:
-    """Rebuild the registry from the official set plus every active stored SearchParameter; their count."""
+async def reload_search_parameters(holder: ContextHolder) -> int:
+    """Rebuild the registry from the official set plus every active stored SearchParameter and install a
+    context with it; the number of active ones."""
+    ctx = holder.current
     async with ctx.db.read() as conn:
         seen = tuple((await conn.execute(_NEWEST_CHANGE)).one())
         bodies = [orjson.loads(row[0]) for row in await conn.execute(_ACTIVE)]
@@ -69,16 +71,22 @@ async def reload_search_parameters(ctx: FhirContext) -> int:
             continue
         registry = registry.with_parameter(definition, ctx.resource_types)
         active += 1
-    ctx.install_registry(registry)
-    ctx.search_parameters_seen = seen
+    holder.current = ctx.with_registry(registry)
+    holder.search_parameters_seen = seen
     return active
 
 
-async def refresh_if_changed(ctx: FhirContext) -> bool:
+async def refresh_if_changed(holder: ContextHolder) -> bool:
     """Reload when a SearchParameter changed since the last load (in any process); True if it did."""
-    async with ctx.db.read() as conn:
+    async with holder.current.db.read() as conn:
         seen = tuple((await conn.execute(_NEWEST_CHANGE)).one())
-    if seen == ctx.search_parameters_seen:
+    if seen == holder.search_parameters_seen:
         return False
-    await reload_search_parameters(ctx)
+    await reload_search_parameters(holder)
     return True
+
+
+async def reload_after_write(holder: ContextHolder, resource_type: str) -> None:
+    """A stored SearchParameter changes what can be searched: reload this process's registry now."""
+    if resource_type == "SearchParameter":
+        await reload_search_parameters(holder)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from app.errors import InvalidRequest
 from app.interactions.context import FhirContext, is_valid_id
 from app.interactions.cursors import decode_cursor, encode_cursor
+from app.interactions.request_context import RequestContext
 from app.search.compiler import compile_count, compile_search
 from app.search.request import SearchRequest, parse_search
 
@@ -39,9 +40,10 @@ def _after(token: str) -> tuple[str, str]:
 
 
 def plan_system_search(
-    ctx: FhirContext, pairs: Sequence[tuple[str, str]], default_count: int, max_count: int, strict: bool
+    ctx: FhirContext, rc: RequestContext, pairs: Sequence[tuple[str, str]], default_count: int, max_count: int
 ) -> tuple[list[SearchRequest], str | None]:
     """One request per searched type, all with the same applied parameters."""
+    strict = rc.strict
     type_values = [v for k, v in pairs if k == "_type"]
     if type_values:
         types = sorted({t.strip() for v in type_values for t in v.split(",") if t.strip()})
@@ -64,7 +66,9 @@ def plan_system_search(
     return requests, page_token
 
 
-async def system_search(ctx: FhirContext, requests: list[SearchRequest], page_token: str | None) -> SystemSearchPage:
+async def system_search(
+    ctx: FhirContext, rc: RequestContext, requests: list[SearchRequest], page_token: str | None
+) -> SystemSearchPage:
     count = requests[0].count if requests else 0
     after = _after(page_token) if page_token else None
     matches: list[tuple[str, str, bytes]] = []

@@ -61,6 +61,7 @@ from app.interactions.references import (
     match_conditional_reference,
     rewrite_references,
 )
+from app.interactions.request_context import RequestContext
 from app.interactions.search import MAX_INCLUDED, SearchPage, find_ids, search_on
 from app.interactions.update import MAX_ATTEMPTS, check_id, write_version_until_written
 from app.search.request import parse_search
@@ -403,7 +404,9 @@ class Transaction:
         self.results[entry.index] = EntryResult(200, stored, method=entry.method)
 
 
-async def run_transaction(ctx: FhirContext, entries: list[Entry], limits: SearchLimits) -> list[EntryResult]:
+async def run_transaction(
+    ctx: FhirContext, rc: RequestContext, entries: list[Entry], limits: SearchLimits
+) -> list[EntryResult]:
     """All entries or none; the first failure is raised, naming its entry.
 
     Entries are checked once; the database part may run more than once
@@ -440,7 +443,9 @@ async def run_transaction(ctx: FhirContext, entries: list[Entry], limits: Search
     return await ctx.db.run_write(attempt)
 
 
-async def run_batch(ctx: FhirContext, entries: list[Entry | FhirError], limits: SearchLimits) -> list[EntryResult]:
+async def run_batch(
+    ctx: FhirContext, rc: RequestContext, entries: list[Entry | FhirError], limits: SearchLimits
+) -> list[EntryResult]:
     """Each entry on its own; a failure is that entry's result only."""
     results = []
     for entry in entries:
@@ -448,7 +453,7 @@ async def run_batch(ctx: FhirContext, entries: list[Entry | FhirError], limits: 
             results.append(EntryResult(0, error=entry))
             continue
         try:
-            results.extend(await run_transaction(ctx, [entry], limits))
+            results.extend(await run_transaction(ctx, rc, [entry], limits))
         except FhirError as exc:
             results.append(EntryResult(0, error=exc, method=entry.method))
     return results

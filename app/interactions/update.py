@@ -11,6 +11,7 @@ from app.errors import IdMismatch, VersionConflict
 from app.interactions.context import FhirContext, WriteResult, require_valid_id, utc_now
 from app.interactions.create import check_body_type
 from app.interactions.references import conditional_references, refuse_bundle_local, resolve_in_body
+from app.interactions.request_context import RequestContext
 from app.interactions.stamping import stamp
 from app.storage.index_tables import IndexRows
 from app.storage.repository import (
@@ -35,7 +36,12 @@ def check_id(resource_id: str, body: dict[str, Any]) -> None:
 
 
 async def update(
-    ctx: FhirContext, resource_type: str, resource_id: str, body: dict[str, Any], if_match: int | None = None
+    ctx: FhirContext,
+    rc: RequestContext,
+    resource_type: str,
+    resource_id: str,
+    body: dict[str, Any],
+    if_match: int | None = None,
 ) -> WriteResult:
     """Write a new version; create it (201) when the id is unused or deleted.
 

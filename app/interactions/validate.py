@@ -17,6 +17,7 @@ from typing import Any
 from app.errors import InvalidRequest, NotFound
 from app.interactions.context import FhirContext
 from app.interactions.create import check_body_type
+from app.interactions.request_context import RequestContext
 from app.interactions.update import check_id
 from app.storage.repository import read_current
 
@@ -51,7 +52,7 @@ def parse_validate_request(body: dict[str, Any]) -> ValidateRequest:
 
 
 async def validate(
-    ctx: FhirContext, resource_type: str, request: ValidateRequest, resource_id: str | None = None
+    ctx: FhirContext, rc: RequestContext, resource_type: str, request: ValidateRequest, resource_id: str | None = None
 ) -> None:
     """Return when the resource would be accepted; raise the error a write would get otherwise."""
     ctx.require_type(resource_type)

@@ -75,7 +75,7 @@ async def answer(
 
 async def fresh_store(app: FastAPI, client: httpx.AsyncClient) -> None:
     """The same few resources and nothing else, so every example starts alike."""
-    async with app.state.ctx.db.write() as conn:
+    async with app.state.fhir.current.db.write() as conn:
         for table in reversed(metadata.sorted_tables):
             await conn.execute(delete(table))
     for resource in SEED:

@@ -51,11 +51,11 @@ def composite_values(app: Any, resource_type: str, body: dict[str, Any]) -> list
     """(code, ``a$b`` value) for each indexed combination of each composite parameter."""
     owners = {
         component.hash: (param.code, index)
-        for param in app.state.ctx.registry.for_type(resource_type).values()
+        for param in app.state.fhir.current.registry.for_type(resource_type).values()
         for index, component in enumerate(param.components)
     }
     combos: dict[tuple[str, int], dict[int, str | None]] = {}
-    for component_hash, value, combo in app.state.ctx.extractor.extract_composites(resource_type, body):
+    for component_hash, value, combo in app.state.fhir.current.extractor.extract_composites(resource_type, body):
         code, index = owners[component_hash]
         combos.setdefault((code, combo), {})[index] = query_value(value)
     return [
@@ -73,7 +73,7 @@ async def test_each_declared_parameter_finds_its_resource(
     entry = next(r for r in statement["rest"][0]["resource"] if r["type"] == resource_type)
     declared = {p["name"]: p for p in entry["searchParam"]}
     assert {"_id", "_lastUpdated"} <= set(declared)
-    extractor = app.state.ctx.extractor
+    extractor = app.state.fhir.current.extractor
     exercised = set()
     for _, example in examples_of(resource_type):
         created = await client.post(f"/fhir/{resource_type}", json=example, headers=FHIR_JSON_HEADERS)

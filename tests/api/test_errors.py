@@ -145,7 +145,7 @@ async def small_limit_client(database_url: str) -> Any:
     app: FastAPI = create_app(Settings(database_url=database_url, max_body_bytes=200, log_level="warning"))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as http:
         yield http
-    await app.state.ctx.db.dispose()
+    await app.state.fhir.current.db.dispose()
 
 
 async def test_body_over_limit_is_413_without_storing(small_limit_client: httpx.AsyncClient) -> None:
@@ -167,21 +167,21 @@ async def test_unexpected_errors_are_500_outcomes_without_traces(app: FastAPI, c
     async def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("secret internal detail")
 
-    app.state.ctx.db.ping = broken
+    app.state.fhir.current.db.ping = broken
     ready = await client.get("/health/ready")
     assert ready.status_code == 503
     assert ready.json() == {"status": "unavailable", "database": "unreachable"}  # the reason is logged, not shown
 
-    original = app.state.ctx.validator.validate
+    original = app.state.fhir.current.validator.validate
 
     def exploding(*args: Any) -> None:
         raise RuntimeError("secret internal detail")
 
-    app.state.ctx.validator.validate = exploding
+    app.state.fhir.current.validator.validate = exploding
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
         response = await http.post("/fhir/Patient", json=PATIENT, headers=FHIR_JSON_HEADERS)
-    app.state.ctx.validator.validate = original
+    app.state.fhir.current.validator.validate = original
     assert response.status_code == 500
     first = response.json()["issue"][0]
     assert first["code"] == "exception"

@@ -425,7 +425,7 @@ async def test_entry_limit(settings: Settings) -> None:
         assert response.status_code == 413
         assert "at most 2" in response.json()["issue"][0]["diagnostics"]
         assert await total(client, "Patient") == 0
-    await app.state.ctx.db.dispose()
+    await app.state.fhir.current.db.dispose()
 
 
 async def test_concurrent_conditional_creates_make_one_patient(app: FastAPI, client: httpx.AsyncClient) -> None:

@@ -164,7 +164,7 @@ async def small_budget(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     application: FastAPI = create_app(settings.model_copy(update={"max_bundle_response_resources": 50}))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=application), base_url="http://testserver") as http:
         yield http
-    await application.state.ctx.db.dispose()
+    await application.state.fhir.current.db.dispose()
 
 
 async def test_batch_responses_are_bounded(small_budget: httpx.AsyncClient) -> None:

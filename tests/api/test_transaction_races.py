@@ -74,7 +74,7 @@ async def task_id(client: httpx.AsyncClient) -> AsyncIterator[str]:
 
 async def race(app: FastAPI, client: httpx.AsyncClient, entry: dict[str, Any]) -> httpx.Response:
     """Post a one-entry transaction while a concurrent update of its resource is in flight."""
-    ctx: FhirContext = app.state.ctx
+    ctx: FhirContext = app.state.fhir.current
     task_id = entry["request"]["url"].split("/")[1]
     body = task(task_id, "from the concurrent update")
     rows = ctx.index_rows("Task", task_id, body)

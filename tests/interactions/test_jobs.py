@@ -91,7 +91,7 @@ async def plans_then_parameter(client: httpx.AsyncClient, count: int) -> list[st
 
 async def seed(app: FastAPI, bodies: list[dict[str, Any]], copies: int) -> int:
     """Store ``copies`` of each body in one transaction (bulk path); the number stored."""
-    ctx = app.state.ctx
+    ctx = app.state.fhir.current
     prepared = [prepare_create(ctx, b["resourceType"], dict(b), validate=False) for _ in range(copies) for b in bodies]
     async with ctx.db.write() as conn:
         await store_creates(conn, prepared)
@@ -109,12 +109,12 @@ async def insert_job(app: FastAPI, **values: Any) -> None:
     """A job row written directly, as another (possibly dead) process would have left it."""
     now = utc_now()
     row = {"kind": REINDEX, "status": "accepted", "parameters": '{"type": "CarePlan"}', "created": now, "updated": now}
-    async with app.state.ctx.db.write() as conn:
+    async with app.state.fhir.current.db.write() as conn:
         await conn.execute(insert(jobs).values({**row, **values}))
 
 
 async def stored_job(app: FastAPI, job_id: str) -> dict[str, Any]:
-    async with app.state.ctx.db.read() as conn:
+    async with app.state.fhir.current.db.read() as conn:
         row = (await conn.execute(select(jobs).where(jobs.c.id == job_id))).one()
     return dict(row._mapping)
 
@@ -276,14 +276,14 @@ async def test_exactly_one_process_claims_an_abandoned_job(app: FastAPI, setting
         assert (await stored_job(app, "abandoned"))["status"] == "completed"
     finally:
         await other.state.jobs.close()
-        await other.state.ctx.db.dispose()
+        await other.state.fhir.current.db.dispose()
 
 
 async def test_heartbeats_keep_only_the_owners_running_jobs(app: FastAPI) -> None:
     an_hour_ago = utc_now() - timedelta(hours=1)
     await insert_job(app, id="mine", status="running", owner="this-process", heartbeat=an_hour_ago)
     await insert_job(app, id="theirs", status="running", owner="a-process-that-died", heartbeat=an_hour_ago)
-    async with app.state.ctx.db.write() as conn:
+    async with app.state.fhir.current.db.write() as conn:
         assert await beat(conn, "this-process", ["mine", "theirs"], utc_now()) == 1
     assert (await stored_job(app, "mine"))["heartbeat"] > an_hour_ago
     assert await app.state.jobs.resume_stale() == ["theirs"]

@@ -133,14 +133,14 @@ async def test_other_processes_and_restarts_pick_the_parameter_up(app: FastAPI, 
             async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
                 assert (await post(client, search_parameter())).status_code == 201
                 await post(client, plan("Stroke rehabilitation"))
-            assert "title" not in other.state.ctx.registry.for_type("CarePlan")
-            assert await refresh_if_changed(other.state.ctx) is True
-            assert await refresh_if_changed(other.state.ctx) is False
+            assert "title" not in other.state.fhir.current.registry.for_type("CarePlan")
+            assert await refresh_if_changed(other.state.fhir) is True
+            assert await refresh_if_changed(other.state.fhir) is False
             transport = httpx.ASGITransport(app=other)
             async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
                 assert len(await ids(client, "CarePlan?title=stroke")) == 1
         restarted = create_app(settings)
         async with restarted.router.lifespan_context(restarted):
-            assert "title" in restarted.state.ctx.registry.for_type("CarePlan")
+            assert "title" in restarted.state.fhir.current.registry.for_type("CarePlan")
     finally:
-        await other.state.ctx.db.dispose()
+        await other.state.fhir.current.db.dispose()

@@ -115,7 +115,7 @@ def oracle_matches(task: dict[str, Any], name: str, value: str) -> bool:
 
 
 async def _scenario(app: Any, data: list[dict[str, Any]], queries: list[list[Clause]]) -> None:
-    db = app.state.ctx.db
+    db = app.state.fhir.current.db
     async with db.write() as conn:
         for table in [*INDEX_TABLES.values(), resource_history, resources]:
             await conn.execute(delete(table))

@@ -9,6 +9,7 @@ import pytest
 
 from app.interactions.context import utc_now
 from app.interactions.create import create
+from app.interactions.request_context import RequestContext
 from app.interactions.update import update
 from app.main import build_context
 from app.storage.database import Database
@@ -83,10 +84,10 @@ async def test_failed_transaction_leaves_nothing(db: Database) -> None:
 async def test_concurrent_updates_without_if_match_all_land_in_sequence(db: Database) -> None:
     ctx = build_context(db)
     task = {"resourceType": "Task", "status": "requested", "intent": "order"}
-    created = await create(ctx, "Task", task)
+    created = await create(ctx, RequestContext(), "Task", task)
     rid = created.stored.id
     results = await asyncio.gather(
-        *(update(ctx, "Task", rid, {**task, "id": rid, "description": f"w{i}"}) for i in range(12))
+        *(update(ctx, RequestContext(), "Task", rid, {**task, "id": rid, "description": f"w{i}"}) for i in range(12))
     )
     assert sorted(r.stored.version_id for r in results) == list(range(2, 14))
     async with db.read() as conn:

@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 
 from app.interactions.context import FhirContext, utc_now
 from app.interactions.create import create
+from app.interactions.request_context import RequestContext
 from app.interactions.stamping import stamp
 from app.main import build_context
 from app.storage.database import Database
@@ -47,7 +48,7 @@ async def index_row_count(ctx: FhirContext, resource_id: str) -> int:
 
 
 async def test_create_writes_current_history_and_every_index_row(ctx: FhirContext) -> None:
-    result = await create(ctx, "CarePlan", dict(PLAN))
+    result = await create(ctx, RequestContext(), "CarePlan", dict(PLAN))
     rid = result.stored.id
     async with ctx.db.read() as conn:
         stored = await read_current(conn, "CarePlan", rid)
@@ -75,13 +76,13 @@ async def test_taken_id_writes_nothing(ctx: FhirContext) -> None:
 
 async def test_resource_without_index_rows(ctx: FhirContext) -> None:
     assert "unnest" not in create_statement(())
-    result = await create(ctx, "Basic", {"resourceType": "Basic", "code": {"text": "note"}})
+    result = await create(ctx, RequestContext(), "Basic", {"resourceType": "Basic", "code": {"text": "note"}})
     async with ctx.db.read() as conn:
         assert await read_current(conn, "Basic", result.stored.id) is not None
 
 
 async def test_update_replaces_index_rows_and_compares_the_version(ctx: FhirContext) -> None:
-    created = await create(ctx, "CarePlan", dict(PLAN))
+    created = await create(ctx, RequestContext(), "CarePlan", dict(PLAN))
     rid = created.stored.id
     changed = {**PLAN, "id": rid, "status": "completed", "subject": {"reference": "Patient/p2"}}
     now = utc_now()
