@@ -39,13 +39,14 @@ async def conditional_update(
     ctx.require_type(resource_type)
     check_body_type(resource_type, body)
     criteria = conditional_criteria(ctx, resource_type, query, "criteria")
+    gate = ctx.read_gate(rc.caller)
     report = await ctx.check(resource_type, body)
     refuse_bundle_local(report.references)
     pending = conditional_references(report.references)
 
     async def attempt(conn: AsyncConnection) -> WriteResult:
         await ctx.db.lock_key(conn, f"{resource_type}?{sorted(criteria.applied())}")
-        matches = await find_ids(conn, criteria, 2)
+        matches = await find_ids(conn, criteria, 2, gate)
         if len(matches) > 1:
             raise MultipleMatches(f"the criteria '{query}' match more than one {resource_type}")
         body_id = body.get("id")
@@ -58,7 +59,7 @@ async def conditional_update(
             require_valid_id(resource_id)
         stored_body = {**body, "id": resource_id}
         if pending:
-            await resolve_in_body(ctx, conn, stored_body, pending)
+            await resolve_in_body(ctx, conn, stored_body, pending, gate)
         rows = await ctx.index_rows_checked(resource_type, resource_id, stored_body, report)
         return await write_version_until_written(ctx, conn, resource_type, resource_id, stored_body, rows, if_match)
 
@@ -69,6 +70,7 @@ async def conditional_delete(ctx: FhirContext, rc: RequestContext, resource_type
     """``DELETE [type]?query``: deletes every match (conditionalDelete ``multiple``), up to a limit."""
     ctx.require_type(resource_type)
     criteria = conditional_criteria(ctx, resource_type, query, "criteria")
+    gate = ctx.read_gate(rc.caller)
 
     async def tombstone(conn: AsyncConnection, resource_id: str) -> WriteResult | object | None:
         for _ in range(MAX_ATTEMPTS):  # RETRY: a concurrent writer won; the next read sees its version
@@ -79,7 +81,7 @@ async def conditional_delete(ctx: FhirContext, rc: RequestContext, resource_type
 
     async def attempt(conn: AsyncConnection) -> list[WriteResult]:
         await ctx.db.lock_key(conn, f"{resource_type}?{sorted(criteria.applied())}")
-        matches = await find_ids(conn, criteria, MAX_CONDITIONAL_DELETES + 1)
+        matches = await find_ids(conn, criteria, MAX_CONDITIONAL_DELETES + 1, gate)
         if len(matches) > MAX_CONDITIONAL_DELETES:
             raise MultipleMatches(f"the criteria match more than {MAX_CONDITIONAL_DELETES} resources; narrow them")
         deleted = []

@@ -11,7 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app import fhirjson
 from app.errors import InvalidRequest, NotFound
+from app.interactions.request_context import Caller
 from app.search.extraction import Extractor
+from app.search.gate import OPEN, ReadGate, compartment_gate
 from app.search.indexing import build_index_rows
 from app.search.registry import SearchRegistry
 from app.storage.database import Database
@@ -50,6 +52,12 @@ class FhirContext:
     registry: SearchRegistry
     extractor: Extractor
     base_registry: SearchRegistry | None = None
+
+    def read_gate(self, caller: Caller) -> ReadGate:
+        """What ``caller`` may read (``app.storage.gate``): everything, or one compartment."""
+        if caller.compartment is None:
+            return OPEN
+        return compartment_gate(self.registry, *caller.compartment)
 
     def with_registry(self, registry: SearchRegistry) -> FhirContext:
         """A context that searches and indexes with ``registry`` (registry and extractor together)."""

@@ -53,19 +53,21 @@ async def create(
             await create_in_one_statement(conn, version, rows)
         return WriteResult(status=201, stored=version, created=True)
 
+    gate = ctx.read_gate(rc.caller)
+
     async def attempt(conn: AsyncConnection) -> WriteResult:
         if criteria is not None:
             await ctx.db.lock_key(conn, f"{resource_type}?{sorted(criteria.applied())}")
-            matches = await find_ids(conn, criteria, 2)
+            matches = await find_ids(conn, criteria, 2, gate)
             if len(matches) > 1:
                 raise MultipleMatches(f"If-None-Exist criteria '{if_none_exist}' match more than one resource")
             if matches:
-                existing = await read_current(conn, resource_type, matches[0])
+                existing = await read_current(conn, resource_type, matches[0], gate)
                 assert existing is not None
                 return WriteResult(status=200, stored=existing, changed=False)
         index_rows = rows
         if index_rows is None:
-            await resolve_in_body(ctx, conn, body, pending)
+            await resolve_in_body(ctx, conn, body, pending, gate)
             index_rows = await ctx.index_rows_checked(resource_type, resource_id, body, report)
         now = utc_now()
         version = StoredVersion(resource_type, resource_id, 1, now, False, stamp(body, resource_id, 1, now), "POST")

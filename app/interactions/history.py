@@ -76,10 +76,11 @@ async def history(
     elif resource_type is not None:
         ctx.require_type(resource_type)
     async with ctx.db.read() as conn:
-        rows = await read_history(conn, resource_type, resource_id, query.since, query.after, query.count + 1)
+        gate = ctx.read_gate(rc.caller)
+        rows = await read_history(conn, resource_type, resource_id, query.since, query.after, query.count + 1, gate)
         if resource_id is not None and not rows and query.after is None:
             assert resource_type is not None
-            if await read_current(conn, resource_type, resource_id) is None:
+            if await read_current(conn, resource_type, resource_id, gate) is None:
                 raise NotFound(f"{resource_type}/{resource_id} is not known")
     versions = rows[: query.count]
     last = versions[-1] if versions else None

@@ -191,7 +191,7 @@ async def conditional_patch(
     ctx.require_type(resource_type)
     criteria = conditional_criteria(ctx, resource_type, query, "criteria")
     async with ctx.db.read() as conn:
-        matches = await find_ids(conn, criteria, 2)
+        matches = await find_ids(conn, criteria, 2, ctx.read_gate(rc.caller))
     if not matches:
         raise NotFound(f"no {resource_type} matches '{query}'")
     if len(matches) > 1:

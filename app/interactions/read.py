@@ -11,7 +11,7 @@ from app.storage.repository import StoredVersion, read_current, read_version
 async def read(ctx: FhirContext, rc: RequestContext, resource_type: str, resource_id: str) -> StoredVersion:
     ctx.require_known(resource_type, resource_id)
     async with ctx.db.read() as conn:
-        current = await read_current(conn, resource_type, resource_id)
+        current = await read_current(conn, resource_type, resource_id, ctx.read_gate(rc.caller))
     if current is None:
         raise NotFound(f"{resource_type}/{resource_id} is not known")
     if current.deleted:
@@ -26,7 +26,7 @@ async def vread(
     if not (version.isascii() and version.isdigit()) or len(version) > 9:  # versions are 32-bit integers in storage
         raise NotFound(f"{resource_type}/{resource_id} has no version '{version[:20]}'")
     async with ctx.db.read() as conn:
-        stored = await read_version(conn, resource_type, resource_id, int(version))
+        stored = await read_version(conn, resource_type, resource_id, int(version), ctx.read_gate(rc.caller))
     if stored is None:
         raise NotFound(f"{resource_type}/{resource_id} has no version {version}")
     if stored.deleted:

@@ -24,6 +24,7 @@ from app.errors import InvalidRequest, MultipleMatches, NoMatch
 from app.interactions.context import FhirContext
 from app.interactions.criteria import conditional_criteria
 from app.interactions.search import find_ids
+from app.storage.gate import OPEN, ReadGate
 
 BUNDLE_LOCAL_PREFIXES = ("urn:uuid:", "urn:oid:")
 
@@ -81,18 +82,22 @@ def refuse_bundle_local(references: Iterable[str]) -> None:
             )
 
 
-async def match_conditional_reference(ctx: FhirContext, conn: AsyncConnection, reference: str) -> list[str]:
-    """Ids of ``Type?query``'s matches (at most two: enough to tell one from several)."""
+async def match_conditional_reference(
+    ctx: FhirContext, conn: AsyncConnection, reference: str, gate: ReadGate = OPEN
+) -> list[str]:
+    """Ids of ``Type?query``'s matches the caller may see (at most two: enough to tell one from several)."""
     resource_type, _, query = reference.partition("?")
     if resource_type not in ctx.resource_types:
         raise InvalidRequest(f"conditional reference '{reference[:120]}' names an unknown type")
     criteria = conditional_criteria(ctx, resource_type, query, "reference")
-    return await find_ids(conn, criteria, 2)
+    return await find_ids(conn, criteria, 2, gate)
 
 
-async def resolve_conditional_reference(ctx: FhirContext, conn: AsyncConnection, reference: str) -> str:
+async def resolve_conditional_reference(
+    ctx: FhirContext, conn: AsyncConnection, reference: str, gate: ReadGate = OPEN
+) -> str:
     """``Type/id`` of the one match; NoMatch or MultipleMatches (412) otherwise."""
-    matches = await match_conditional_reference(ctx, conn, reference)
+    matches = await match_conditional_reference(ctx, conn, reference, gate)
     if not matches:
         raise NoMatch(f"conditional reference '{reference[:120]}' matches no resource")
     if len(matches) > 1:
@@ -100,7 +105,9 @@ async def resolve_conditional_reference(ctx: FhirContext, conn: AsyncConnection,
     return f"{reference.partition('?')[0]}/{matches[0]}"
 
 
-async def resolve_in_body(ctx: FhirContext, conn: AsyncConnection, body: dict[str, Any], references: list[str]) -> None:
+async def resolve_in_body(
+    ctx: FhirContext, conn: AsyncConnection, body: dict[str, Any], references: list[str], gate: ReadGate = OPEN
+) -> None:
     """Replace each conditional reference of ``body`` (in place) by the ``Type/id`` it matches."""
-    resolved = {reference: await resolve_conditional_reference(ctx, conn, reference) for reference in references}
+    resolved = {reference: await resolve_conditional_reference(ctx, conn, reference, gate) for reference in references}
     rewrite_references(body, resolved.get)

@@ -20,6 +20,7 @@ from app.interactions.request_context import RequestContext
 from app.search.compiler import compile_count, compile_search
 from app.search.includes import MAX_ITERATIONS, forward_targets, load_live, reverse_sources
 from app.search.request import Include, SearchRequest, SortKey
+from app.storage.gate import OPEN, ReadGate
 
 MAX_INCLUDED = 1000
 
@@ -54,30 +55,32 @@ def decode_page_token(token: str, sort: tuple[SortKey, ...]) -> list[Any]:
     return values
 
 
-async def find_ids(conn: AsyncConnection, request: SearchRequest, limit: int) -> list[str]:
-    """Ids of matches, for conditional interactions inside a write transaction."""
-    return [row[0] for row in await conn.execute(compile_search(request, None, limit))]
+async def find_ids(conn: AsyncConnection, request: SearchRequest, limit: int, gate: ReadGate = OPEN) -> list[str]:
+    """Ids of matches the gate lets the caller see, for conditional interactions inside a write transaction."""
+    return [row[0] for row in await conn.execute(compile_search(request, None, limit, gate))]
 
 
 async def search(ctx: FhirContext, rc: RequestContext, request: SearchRequest) -> SearchPage:
     ctx.require_type(request.resource_type)
     async with ctx.db.read() as conn:
-        return await search_on(conn, request)
+        return await search_on(conn, request, MAX_INCLUDED, ctx.read_gate(rc.caller))
 
 
-async def search_on(conn: AsyncConnection, request: SearchRequest, most_included: int = MAX_INCLUDED) -> SearchPage:
+async def search_on(
+    conn: AsyncConnection, request: SearchRequest, most_included: int = MAX_INCLUDED, gate: ReadGate = OPEN
+) -> SearchPage:
     """One page on ``conn`` (a read connection, or a transaction that should see its own writes); at most
     ``most_included`` resources are added by ``_include``/``_revinclude``."""
     after = decode_page_token(request.page_token, request.sort) if request.page_token else None
     if request.subsetting.summary == "count" or request.count == 0:  # the total only (search.html#count)
-        return SearchPage(request, [], None, (await conn.execute(compile_count(request))).scalar_one())
-    rows = list(await conn.execute(compile_search(request, after, request.count + 1)))
+        return SearchPage(request, [], None, (await conn.execute(compile_count(request, gate))).scalar_one())
+    rows = list(await conn.execute(compile_search(request, after, request.count + 1, gate)))
     total: int | None = None
     if request.total != "none":
-        total = (await conn.execute(compile_count(request))).scalar_one()
+        total = (await conn.execute(compile_count(request, gate))).scalar_one()
     matches = [(row[0], row[1]) for row in rows[: request.count] if row[1] is not None]
     match_ids = [m[0] for m in matches]
-    included = await resolve_includes(conn, request, match_ids, most_included) if request.includes else []
+    included = await resolve_includes(conn, request, match_ids, most_included, gate) if request.includes else []
     next_token = None
     if len(rows) > request.count and matches:
         last = rows[request.count - 1]
@@ -104,7 +107,11 @@ async def _one_round(
 
 
 async def resolve_includes(
-    conn: AsyncConnection, request: SearchRequest, match_ids: list[str], most_included: int = MAX_INCLUDED
+    conn: AsyncConnection,
+    request: SearchRequest,
+    match_ids: list[str],
+    most_included: int = MAX_INCLUDED,
+    gate: ReadGate = OPEN,
 ) -> list[tuple[str, str, bytes]]:
     """Resources added by ``_include``/``_revinclude``; ``:iterate`` ones repeat on what they add."""
     seen = {(request.resource_type, rid) for rid in match_ids}
@@ -117,7 +124,7 @@ async def resolve_includes(
         keys = [key for key in await _one_round(conn, includes, frontier) if key not in seen]
         frontier = {}
         for offset in range(0, len(keys), 500):
-            for resource_type, resource_id, body in await conn.execute(load_live(keys[offset : offset + 500])):
+            for resource_type, resource_id, body in await conn.execute(load_live(keys[offset : offset + 500], gate)):
                 if body is None or len(included) >= most_included:
                     continue
                 seen.add((resource_type, resource_id))

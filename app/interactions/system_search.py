@@ -74,6 +74,7 @@ async def system_search(
     matches: list[tuple[str, str, bytes]] = []
     more = False
     total: int | None = None
+    gate = ctx.read_gate(rc.caller)
     count_only = bool(requests) and (requests[0].subsetting.summary == "count" or count == 0)
     async with ctx.db.read() as conn:
         for request in requests:
@@ -84,7 +85,7 @@ async def system_search(
             cursor = [after[1]] if after is not None and request.resource_type == after[0] else None
             if len(matches) > count:
                 break
-            rows = await conn.execute(compile_search(request, cursor, count + 1 - len(matches)))
+            rows = await conn.execute(compile_search(request, cursor, count + 1 - len(matches), gate))
             matches.extend((request.resource_type, row[0], row[1]) for row in rows if row[1] is not None)
         if len(matches) > count:
             more = True
@@ -92,7 +93,7 @@ async def system_search(
         if requests and (requests[0].total != "none" or count_only):
             total = 0
             for request in requests:
-                total += (await conn.execute(compile_count(request))).scalar_one()
+                total += (await conn.execute(compile_count(request, gate))).scalar_one()
     next_token = encode_cursor([matches[-1][0], matches[-1][1]]) if more and matches else None
     applied = requests[0].applied() if requests else []
     types = tuple(r.resource_type for r in requests)

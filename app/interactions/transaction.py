@@ -65,6 +65,7 @@ from app.interactions.request_context import RequestContext
 from app.interactions.search import MAX_INCLUDED, SearchPage, find_ids, search_on
 from app.interactions.update import MAX_ATTEMPTS, check_id, write_version_until_written
 from app.search.request import parse_search
+from app.storage.gate import OPEN, ReadGate
 from app.storage.repository import StoredVersion, read_current, read_version
 
 MAX_CONDITIONAL_DELETES = 1000
@@ -108,8 +109,9 @@ class SearchLimits:
 class Transaction:
     """One transaction's state: the id map, the keys it touches, the results."""
 
-    def __init__(self, ctx: FhirContext, entries: list[Entry], limits: SearchLimits) -> None:
+    def __init__(self, ctx: FhirContext, entries: list[Entry], limits: SearchLimits, gate: ReadGate = OPEN) -> None:
         self.ctx = ctx
+        self.gate = gate  # what the caller may read: GET entries, conditional matching and references
         self.entries = entries
         self.limits = limits
         self.ids: dict[int, str] = {}  # entry index -> resource id it writes
@@ -197,7 +199,7 @@ class Transaction:
     async def _criteria_matches(self, conn: AsyncConnection, entry: Entry, query: str, limit: int) -> list[str]:
         criteria = conditional_criteria(self.ctx, entry.resource_type, query, "url")
         await self.ctx.db.lock_key(conn, f"{entry.resource_type}?{sorted(criteria.applied())}")
-        return await find_ids(conn, criteria, limit)
+        return await find_ids(conn, criteria, limit, self.gate)
 
     async def _delete(self, conn: AsyncConnection, entry: Entry) -> None:
         if entry.resource_id:
@@ -226,7 +228,7 @@ class Transaction:
             if len(matches) > 1:
                 raise MultipleMatches(f"ifNoneExist '{entry.if_none_exist}' matches more than one resource")
             if matches:
-                existing = await read_current(conn, entry.resource_type, matches[0])
+                existing = await read_current(conn, entry.resource_type, matches[0], self.gate)
                 assert existing is not None
                 self.ids[entry.index] = matches[0]
                 self.results[entry.index] = EntryResult(200, existing, method="POST")
@@ -275,7 +277,7 @@ class Transaction:
         for reference in pending or []:
             if reference in self.resolved:
                 continue
-            matches = await match_conditional_reference(self.ctx, conn, reference)
+            matches = await match_conditional_reference(self.ctx, conn, reference, self.gate)
             if len(matches) > 1:
                 raise MultipleMatches(f"conditional reference '{reference[:120]}' matches more than one resource")
             if not matches:
@@ -374,7 +376,7 @@ class Transaction:
             if budget is not None:  # a smaller page (with its next link) keeps the response within bounds
                 request = dataclasses.replace(request, count=min(request.count, budget.remaining))
                 most_included = max(0, min(MAX_INCLUDED, budget.remaining - request.count))
-            page = await search_on(conn, request, most_included)
+            page = await search_on(conn, request, most_included, self.gate)
             if budget is not None:
                 budget.take(len(page.matches) + len(page.included))
             self.results[entry.index] = EntryResult(200, search=page, method=entry.method)
@@ -383,11 +385,11 @@ class Transaction:
         if entry.version_id is not None:
             if not (entry.version_id.isascii() and entry.version_id.isdigit()) or len(entry.version_id) > 9:
                 raise NotFound(f"{key} has no version '{entry.version_id[:20]}'")
-            stored = await read_version(conn, entry.resource_type, entry.resource_id, int(entry.version_id))
+            stored = await read_version(conn, entry.resource_type, entry.resource_id, int(entry.version_id), self.gate)
             if stored is None:
                 raise NotFound(f"{key} has no version {entry.version_id}")
         else:
-            stored = await read_current(conn, entry.resource_type, entry.resource_id)
+            stored = await read_current(conn, entry.resource_type, entry.resource_id, self.gate)
             if stored is None:
                 raise NotFound(f"{key} is not known")
         if stored.deleted:
@@ -415,7 +417,8 @@ async def run_transaction(
     of the resources and patches, since resolving references rewrites those
     in place. The copies come from bytes written before the first attempt.
     """
-    prepared = Transaction(ctx, entries, limits)
+    gate = ctx.read_gate(rc.caller)
+    prepared = Transaction(ctx, entries, limits, gate)
     if len(entries) > 1:  # validating many resources is CPU work: off the event loop
         await asyncio.to_thread(prepared.prepare)
     else:
@@ -436,7 +439,7 @@ async def run_transaction(
             replace(e, resource=resource, patch=None if e.patch is None else (e.patch[0], document))
             for e, (resource, document) in zip(entries, fhirjson.loads(pristine), strict=True)
         ]
-        transaction = Transaction(ctx, copies, limits)
+        transaction = Transaction(ctx, copies, limits, gate)
         transaction.ids, transaction.full_urls = dict(ids), dict(full_urls)
         return await transaction.execute(conn)
 

@@ -57,7 +57,7 @@ async def update(
     refuse_bundle_local(report.references)
     pending = conditional_references(report.references)
     if pending:
-        return await _update_resolving(ctx, resource_type, resource_id, body, pending, if_match, report)
+        return await _update_resolving(ctx, rc, resource_type, resource_id, body, pending, if_match, report)
     rows = await ctx.index_rows_checked(resource_type, resource_id, body, report)
     for _ in range(MAX_ATTEMPTS):
         if ctx.db.dialect == "postgresql":  # one statement per attempt, no transaction round trips
@@ -73,6 +73,7 @@ async def update(
 
 async def _update_resolving(
     ctx: FhirContext,
+    rc: RequestContext,
     resource_type: str,
     resource_id: str,
     body: dict[str, Any],
@@ -83,7 +84,7 @@ async def _update_resolving(
     """An update whose body has conditional references: resolved and written in one transaction."""
 
     async def attempt(conn: AsyncConnection) -> WriteResult:
-        await resolve_in_body(ctx, conn, body, pending)
+        await resolve_in_body(ctx, conn, body, pending, ctx.read_gate(rc.caller))
         rows = await ctx.index_rows_checked(resource_type, resource_id, body, report)
         return await write_version_until_written(ctx, conn, resource_type, resource_id, body, rows, if_match)
 

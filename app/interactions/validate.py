@@ -61,7 +61,7 @@ async def validate(
             raise InvalidRequest("mode=delete validates an existing resource: [type]/[id]/$validate")
         ctx.require_known(resource_type, resource_id)
         async with ctx.db.read() as conn:
-            current = await read_current(conn, resource_type, resource_id)
+            current = await read_current(conn, resource_type, resource_id, ctx.read_gate(rc.caller))
         if current is None or current.deleted:
             raise NotFound(f"{resource_type}/{resource_id} is not known")
         return

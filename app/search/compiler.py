@@ -28,6 +28,7 @@ from app.search.dates import parse_date_range, widen
 from app.search.params import split_escaped, split_prefix, unescape
 from app.search.request import AnyClause, ChainClause, Clause, HasClause, SearchRequest, SortKey
 from app.search.values import DateValue, normalize_string
+from app.storage.gate import OPEN, ReadGate
 from app.storage.index_tables import (
     INDEX_TABLES,
     MAX_INDEXED_BYTES,
@@ -293,33 +294,35 @@ def _column_clause(clause: Clause, r: Columns) -> ColumnElement[bool]:
     return or_(*ranges)
 
 
-def _matching_ids(resource_type: str, clause: AnyClause) -> Select[str]:
-    """Ids of live ``resource_type`` resources matching ``clause`` (for chains and _has).
+def _matching_ids(resource_type: str, clause: AnyClause, gate: ReadGate) -> Select[str]:
+    """Ids of live ``resource_type`` resources matching ``clause`` that the gate lets the caller see (for
+    chains and _has: a chain must not find resources through ones the caller cannot read).
 
     Index rows exist only for live resources (a delete removes them), so a
     clause answered by the index alone needs no join to ``resources``.
     """
-    direct = _indexed_ids(clause)
+    direct = _indexed_ids(clause, gate)
     if direct is not None:
-        return direct
+        return direct if gate.open else direct.where(gate.ids(resource_type, direct.selected_columns[0]))
     other = resources.alias()
     return (
         select(other.c.id)
         .where(
             other.c.resource_type == resource_type,
             other.c.deleted.is_(False),
-            clause_condition(clause, other.c, resource_type),
+            clause_condition(clause, other.c, resource_type, gate),
+            gate.ids(resource_type, other.c.id),
         )
         .correlate(None)
     )
 
 
-def _indexed_ids(clause: AnyClause) -> Select[str] | None:
+def _indexed_ids(clause: AnyClause, gate: ReadGate) -> Select[str] | None:
     """The ids matching a positive clause, from the index tables alone; None when that is not possible."""
     ref = INDEX_TABLES["reference"].c
     if isinstance(clause, ChainClause):
         targets = [
-            and_(ref.target_type == target_type, ref.target_id.in_(_matching_ids(target_type, inner)))
+            and_(ref.target_type == target_type, ref.target_id.in_(_matching_ids(target_type, inner, gate)))
             for target_type, inner in clause.alternatives
         ]
         linked = select(ref.resource_id).where(
@@ -344,14 +347,17 @@ def _indexed_ids(clause: AnyClause) -> Select[str] | None:
     )
 
 
-def clause_condition(clause: AnyClause, r: Columns = R, resource_type: str | None = None) -> ColumnElement[bool]:
-    """The condition on resource columns ``r`` (the main table or an alias) for one clause.
+def clause_condition(
+    clause: AnyClause, r: Columns = R, resource_type: str | None = None, gate: ReadGate = OPEN
+) -> ColumnElement[bool]:
+    """The condition on resource columns ``r`` (the main table or an alias) for one clause; ``gate``
+    restricts the resources chains and ``_has`` reach.
 
     Every subquery is uncorrelated (``IN (SELECT ...)``) and says so, because a
     chain or _has nests selects from the same index table, which SQLAlchemy
     would otherwise correlate to the enclosing one.
     """
-    direct = _indexed_ids(clause)
+    direct = _indexed_ids(clause, gate)
     if direct is not None:
         return r.id.in_(direct)
     if isinstance(clause, HasClause):
@@ -360,7 +366,7 @@ def clause_condition(clause: AnyClause, r: Columns = R, resource_type: str | Non
             ref.param_hash == clause.param.hash,
             ref.resource_type == clause.source_type,
             ref.target_type == (resource_type or clause.target_type),
-            ref.resource_id.in_(_matching_ids(clause.source_type, clause.inner)),
+            ref.resource_id.in_(_matching_ids(clause.source_type, clause.inner, gate)),
         )
         return r.id.in_(sources.correlate(None))
     assert isinstance(clause, Clause)
@@ -408,11 +414,13 @@ def compartment_condition(request: SearchRequest) -> ColumnElement[bool]:
     return R.id.in_(linked)
 
 
-def _filtered(query: Select, request: SearchRequest) -> Select:  # type: ignore[type-arg]
+def _filtered(query: Select, request: SearchRequest, gate: ReadGate) -> Select:  # type: ignore[type-arg]
     for clause in request.clauses:
-        query = query.where(clause_condition(clause, R, request.resource_type))
+        query = query.where(clause_condition(clause, R, request.resource_type, gate))
     if request.compartment is not None:
         query = query.where(compartment_condition(request))
+    if not gate.open:
+        query = query.where(gate.ids(request.resource_type, R.id))
     return query
 
 
@@ -462,7 +470,7 @@ def _after(columns: list[Any], keys: tuple[SortKey, ...], values: list[Any], id_
     return or_(*alternatives)
 
 
-def compile_search(request: SearchRequest, cursor: list[Any] | None, limit: int) -> Select[Any]:
+def compile_search(request: SearchRequest, cursor: list[Any] | None, limit: int, gate: ReadGate = OPEN) -> Select[Any]:
     """(id, body, sort values...) of live matches in sort order, after the keyset ``cursor``.
 
     The cursor holds the last row's sort values and id, so paging stays exact
@@ -472,6 +480,7 @@ def compile_search(request: SearchRequest, cursor: list[Any] | None, limit: int)
     inner = _filtered(
         select(R.id, R.body, *sort_columns).where(R.resource_type == request.resource_type, R.deleted.is_(False)),
         request,
+        gate,
     ).subquery()
     columns = [inner.c[f"sort_{i}"] for i in range(len(sort_columns))]
     query = select(inner.c.id, inner.c.body, *columns)
@@ -483,10 +492,10 @@ def compile_search(request: SearchRequest, cursor: list[Any] | None, limit: int)
     return query.order_by(*order, inner.c.id).limit(limit)
 
 
-def compile_count(request: SearchRequest) -> Select[int]:
+def compile_count(request: SearchRequest, gate: ReadGate = OPEN) -> Select[int]:
     query = (
         select(func.count())
         .select_from(resources)
         .where(R.resource_type == request.resource_type, R.deleted.is_(False))
     )
-    return _filtered(query, request)
+    return _filtered(query, request, gate)

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from sqlalchemy import Select, and_, or_, select
 
 from app.search.request import Include
+from app.storage.gate import OPEN, ReadGate
 from app.storage.index_tables import INDEX_TABLES
 from app.storage.tables import resources
 
@@ -46,10 +47,11 @@ def reverse_sources(include: Include, target_type: str, target_ids: list[str]) -
     )
 
 
-def load_live(keys: Iterable[tuple[str, str]]) -> Select[str, str, bytes | None]:
-    """Bodies of the live resources among ``keys`` (grouped by type for index use)."""
+def load_live(keys: Iterable[tuple[str, str]], gate: ReadGate = OPEN) -> Select[str, str, bytes | None]:
+    """Bodies of the live resources among ``keys`` that the gate lets the caller see (grouped by type
+    for index use)."""
     by_type: dict[str, list[str]] = {}
     for resource_type, resource_id in keys:
         by_type.setdefault(resource_type, []).append(resource_id)
-    conditions = [and_(R.resource_type == t, R.id.in_(ids)) for t, ids in by_type.items()]
+    conditions = [and_(R.resource_type == t, R.id.in_(ids), gate.ids(t, R.id)) for t, ids in by_type.items()]
     return select(R.resource_type, R.id, R.body).where(or_(*conditions), R.deleted.is_(False))

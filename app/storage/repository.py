@@ -20,6 +20,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.storage.batch_insert import insert_rows
+from app.storage.gate import OPEN, ReadGate
 from app.storage.tables import resource_history, resources
 
 
@@ -78,15 +79,21 @@ _INSERT_CURRENT = {
 }
 
 
-async def read_current(conn: AsyncConnection, resource_type: str, resource_id: str) -> StoredVersion | None:
-    row = (await conn.execute(_READ_CURRENT, {"rt": resource_type, "rid": resource_id})).first()
+async def read_current(
+    conn: AsyncConnection, resource_type: str, resource_id: str, gate: ReadGate = OPEN
+) -> StoredVersion | None:
+    """The current version (or tombstone), if the gate lets the caller see it."""
+    statement = _READ_CURRENT if gate.open else _READ_CURRENT.where(gate.ids(resource_type, _r.id))
+    row = (await conn.execute(statement, {"rt": resource_type, "rid": resource_id})).first()
     return StoredVersion(*row) if row else None
 
 
 async def read_version(
-    conn: AsyncConnection, resource_type: str, resource_id: str, version_id: int
+    conn: AsyncConnection, resource_type: str, resource_id: str, version_id: int, gate: ReadGate = OPEN
 ) -> StoredVersion | None:
-    row = (await conn.execute(_READ_VERSION, {"rt": resource_type, "rid": resource_id, "vid": version_id})).first()
+    """One version, if the gate lets the caller see the resource."""
+    statement = _READ_VERSION if gate.open else _READ_VERSION.where(gate.ids(resource_type, _h.id))
+    row = (await conn.execute(statement, {"rt": resource_type, "rid": resource_id, "vid": version_id})).first()
     return StoredVersion(*row) if row else None
 
 
@@ -193,12 +200,17 @@ async def read_history(
     since: datetime | None,
     after: HistoryCursor | None,
     limit: int,
+    gate: ReadGate = OPEN,
 ) -> list[StoredVersion]:
-    """Versions newest first, optionally of one type or one resource, after a keyset cursor."""
+    """Versions newest first, optionally of one type or one resource, after a keyset cursor; only of
+    resources the gate lets the caller see."""
     h = resource_history.c
     query = select(h.resource_type, h.id, h.version_id, h.last_updated, h.deleted, h.body, h.method)
     if resource_type is not None:
         query = query.where(h.resource_type == resource_type)
+    if not gate.open:
+        visible = gate.ids(resource_type, h.id) if resource_type is not None else gate.rows(h.resource_type, h.id)
+        query = query.where(visible)
     if resource_id is not None:
         query = query.where(h.id == resource_id)
     if since is not None:
