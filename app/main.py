@@ -28,6 +28,7 @@ from app.search import bounds
 from app.search.extraction import Extractor
 from app.search.registry import SearchRegistry, load_registry
 from app.storage.database import Database
+from app.storage.writes import ResourceWriter
 from app.validation.bindings import BindingTable
 from app.validation.json_rules import JsonLimits
 from app.validation.structure import model_class
@@ -64,6 +65,7 @@ def build_context(
         resource_types=types,
         registry=registry,
         extractor=Extractor(registry),
+        writer=ResourceWriter(database),
         base_registry=registry,
     )
 

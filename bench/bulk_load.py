@@ -46,7 +46,7 @@ async def load_records(
                 for r in batch
             ]
             async with database.write() as conn:
-                await store_creates(conn, prepared)
+                await store_creates(ctx, conn, prepared)
             seconds += time.perf_counter() - started
             stored += len(prepared)
     finally:

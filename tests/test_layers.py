@@ -77,3 +77,38 @@ def test_capability_does_not_import_the_http_layer() -> None:
         for target in imports(path):
             if target.startswith("app"):
                 assert layer_of(target)[1] < LAYERS["app.api"], f"{module_name(path)} -> {target}"
+
+
+SQL_STARTS = ("SELECT ", "INSERT ", "UPDATE ", "DELETE ", "WITH ", "CREATE ", "ALTER ", "DROP ")
+
+
+def _sources(package: str) -> list[tuple[Path, ast.Module]]:
+    return [(path, ast.parse(path.read_text(), str(path))) for path in sorted((ROOT / package).rglob("*.py"))]
+
+
+def test_no_interaction_branches_on_the_database_backend() -> None:
+    """The backend choice lives in storage (the write gate, ``Database``): interactions never ask it."""
+    offenders = [
+        f"{path.relative_to(ROOT)}:{node.lineno}"
+        for path, tree in _sources("app/interactions") + _sources("app/api")
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute) and node.attr == "dialect"
+    ]
+    assert offenders == []
+
+
+def test_sql_is_built_from_sqlalchemy_constructs() -> None:
+    """No ``text()``, ``exec_driver_sql`` or SQL in string literals in app/ (alembic and bench may)."""
+    offenders = []
+    for path, tree in _sources("app"):
+        for node in ast.walk(tree):
+            where = f"{path.relative_to(ROOT)}:{getattr(node, 'lineno', 0)}"
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("sqlalchemy"):
+                offenders += [where for alias in node.names if alias.name in ("text", "literal_column")]
+            elif isinstance(node, ast.Attribute) and node.attr == "exec_driver_sql":
+                # SQLite's BEGIN / BEGIN IMMEDIATE (SQLAlchemy's pysqlite transaction recipe): no Core construct
+                if path != ROOT / "app/storage/database.py":
+                    offenders.append(where)
+            elif isinstance(node, ast.Constant) and str(node.value).lstrip("( ").startswith(SQL_STARTS):
+                offenders.append(where)
+    assert offenders == []

@@ -20,10 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from app.interactions.context import FhirContext, utc_now
 from app.interactions.create import check_body_type
 from app.interactions.stamping import stamp
-from app.search.indexing import merge_rows
 from app.storage.index_tables import IndexRows
-from app.storage.index_writer import insert_index_rows
-from app.storage.repository import StoredVersion, insert_new_many
+from app.storage.repository import StoredVersion
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +55,7 @@ def prepare_create(
     return PreparedCreate(version, ctx.index_rows(resource_type, resource_id, body))
 
 
-async def store_creates(conn: AsyncConnection, prepared: Sequence[PreparedCreate]) -> None:
-    """Store prepared creates in the caller's transaction: two statements plus one per index table."""
-    await insert_new_many(conn, [p.version for p in prepared])
-    await insert_index_rows(conn, merge_rows([p.rows for p in prepared]))
+async def store_creates(ctx: FhirContext, conn: AsyncConnection, prepared: Sequence[PreparedCreate]) -> None:
+    """Store prepared creates in the caller's transaction through the write gate
+    (``ResourceWriter.create_many``): two statements plus one per index table."""
+    await ctx.writer.create_many(conn, [(p.version, p.rows) for p in prepared])

@@ -14,14 +14,14 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.errors import IdMismatch, MultipleMatches, VersionConflict
+from app.errors import IdMismatch, MultipleMatches
 from app.interactions.context import FhirContext, WriteResult, require_valid_id
 from app.interactions.create import check_body_type, conditional_criteria
-from app.interactions.delete import RETRY, write_tombstone
+from app.interactions.delete import delete_in
 from app.interactions.references import conditional_references, refuse_bundle_local, resolve_in_body
 from app.interactions.request_context import RequestContext
 from app.interactions.search import find_ids
-from app.interactions.update import MAX_ATTEMPTS, write_version_until_written
+from app.interactions.update import update_in
 
 MAX_CONDITIONAL_DELETES = 1000
 
@@ -61,7 +61,7 @@ async def conditional_update(
         if pending:
             await resolve_in_body(ctx, conn, stored_body, pending, gate)
         rows = await ctx.index_rows_checked(resource_type, resource_id, stored_body, report)
-        return await write_version_until_written(ctx, conn, resource_type, resource_id, stored_body, rows, if_match)
+        return await update_in(ctx, conn, resource_type, resource_id, stored_body, rows, if_match)
 
     return await ctx.db.run_write(attempt)
 
@@ -72,13 +72,6 @@ async def conditional_delete(ctx: FhirContext, rc: RequestContext, resource_type
     criteria = conditional_criteria(ctx, resource_type, query, "criteria")
     gate = ctx.read_gate(rc.caller)
 
-    async def tombstone(conn: AsyncConnection, resource_id: str) -> WriteResult | object | None:
-        for _ in range(MAX_ATTEMPTS):  # RETRY: a concurrent writer won; the next read sees its version
-            outcome = await write_tombstone(ctx, conn, resource_type, resource_id, None)
-            if outcome is not RETRY:
-                return outcome
-        raise VersionConflict(f"{resource_type}/{resource_id} is being changed too often; try again")
-
     async def attempt(conn: AsyncConnection) -> list[WriteResult]:
         await ctx.db.lock_key(conn, f"{resource_type}?{sorted(criteria.applied())}")
         matches = await find_ids(conn, criteria, MAX_CONDITIONAL_DELETES + 1, gate)
@@ -86,8 +79,8 @@ async def conditional_delete(ctx: FhirContext, rc: RequestContext, resource_type
             raise MultipleMatches(f"the criteria match more than {MAX_CONDITIONAL_DELETES} resources; narrow them")
         deleted = []
         for resource_id in matches:
-            outcome = await tombstone(conn, resource_id)
-            if isinstance(outcome, WriteResult):
+            outcome = await delete_in(ctx, conn, resource_type, resource_id, None)
+            if outcome is not None:
                 deleted.append(outcome)
         return deleted
 

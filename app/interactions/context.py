@@ -7,8 +7,6 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from app import fhirjson
 from app.errors import InvalidRequest, NotFound
 from app.interactions.request_context import Caller
@@ -18,8 +16,8 @@ from app.search.indexing import build_index_rows
 from app.search.registry import SearchRegistry
 from app.storage.database import Database
 from app.storage.index_tables import IndexRows
-from app.storage.index_writer import replace_index_rows
 from app.storage.repository import StoredVersion
+from app.storage.writes import ResourceWriter
 from app.validation.json_rules import ShapeReport
 from app.validation.validator import ResourceValidator
 
@@ -51,6 +49,7 @@ class FhirContext:
     resource_types: frozenset[str]
     registry: SearchRegistry
     extractor: Extractor
+    writer: ResourceWriter
     base_registry: SearchRegistry | None = None
 
     def read_gate(self, caller: Caller) -> ReadGate:
@@ -88,14 +87,6 @@ class FhirContext:
             resource_id,
             self.extractor.extract(resource_type, body),
             self.extractor.extract_composites(resource_type, body),
-        )
-
-    async def write_index(
-        self, conn: AsyncConnection, resource_type: str, resource_id: str, rows: IndexRows, is_new: bool
-    ) -> None:
-        """Replace the resource's index rows (empty for a deletion) in the write's transaction."""
-        await replace_index_rows(
-            conn, resource_type, resource_id, rows, self.extractor.tables_for(resource_type), is_new
         )
 
     def require_type(self, resource_type: str) -> None:

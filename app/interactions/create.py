@@ -8,14 +8,13 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.errors import MultipleMatches, ResourceTypeMismatch
-from app.interactions.context import FhirContext, WriteResult, utc_now
+from app.interactions.context import FhirContext, WriteResult
 from app.interactions.criteria import conditional_criteria
 from app.interactions.references import conditional_references, refuse_bundle_local, resolve_in_body
 from app.interactions.request_context import RequestContext
 from app.interactions.search import find_ids
-from app.interactions.stamping import stamp
-from app.storage.repository import StoredVersion, insert_first, read_current
-from app.storage.single_statement import create_in_one_statement
+from app.interactions.storing import ABSENT, store_body
+from app.storage.repository import read_current
 
 __all__ = ["check_body_type", "conditional_criteria", "create"]
 
@@ -45,14 +44,9 @@ async def create(
     refuse_bundle_local(report.references)
     pending = conditional_references(report.references)
     resource_id = str(uuid.uuid4())
-    rows = None if pending else await ctx.index_rows_checked(resource_type, resource_id, body, report)
-    if criteria is None and rows is not None and ctx.db.dialect == "postgresql":  # one statement, no round trips
-        now = utc_now()
-        version = StoredVersion(resource_type, resource_id, 1, now, False, stamp(body, resource_id, 1, now), "POST")
-        async with ctx.db.single_statement() as conn:
-            await create_in_one_statement(conn, version, rows)
-        return WriteResult(status=201, stored=version, created=True)
-
+    if criteria is None and not pending:  # a write of its own: one statement on PostgreSQL
+        rows = await ctx.index_rows_checked(resource_type, resource_id, body, report)
+        return await store_body(ctx, None, resource_type, resource_id, body, rows, ABSENT, "POST")
     gate = ctx.read_gate(rc.caller)
 
     async def attempt(conn: AsyncConnection) -> WriteResult:
@@ -65,14 +59,9 @@ async def create(
                 existing = await read_current(conn, resource_type, matches[0], gate)
                 assert existing is not None
                 return WriteResult(status=200, stored=existing, changed=False)
-        index_rows = rows
-        if index_rows is None:
+        if pending:
             await resolve_in_body(ctx, conn, body, pending, gate)
-            index_rows = await ctx.index_rows_checked(resource_type, resource_id, body, report)
-        now = utc_now()
-        version = StoredVersion(resource_type, resource_id, 1, now, False, stamp(body, resource_id, 1, now), "POST")
-        await insert_first(conn, version)
-        await ctx.write_index(conn, resource_type, resource_id, index_rows, is_new=True)
-        return WriteResult(status=201, stored=version, created=True)
+        rows = await ctx.index_rows_checked(resource_type, resource_id, body, report)
+        return await store_body(ctx, conn, resource_type, resource_id, body, rows, ABSENT, "POST")
 
     return await ctx.db.run_write(attempt)

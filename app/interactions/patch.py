@@ -26,7 +26,7 @@ from app.interactions.create import conditional_criteria
 from app.interactions.fhirpath_patch import apply_fhirpath_patch
 from app.interactions.request_context import RequestContext
 from app.interactions.search import find_ids
-from app.interactions.update import write_version
+from app.interactions.update import update_in
 from app.storage.index_tables import IndexRows
 from app.storage.repository import read_current
 
@@ -122,7 +122,7 @@ def patched(
     return result
 
 
-async def patch_in_transaction(
+async def patch_in(
     ctx: FhirContext,
     conn: AsyncConnection,
     resource_type: str,
@@ -130,26 +130,41 @@ async def patch_in_transaction(
     media_type: str,
     document: Any,
     if_match: int | None,
-) -> WriteResult | None:
-    """One attempt inside the caller's transaction; None when a concurrent writer won (retry)."""
-    current = await read_current(conn, resource_type, resource_id)
-    if current is None:
-        raise NotFound(f"{resource_type}/{resource_id} is not known")
-    if if_match is not None and current.version_id != if_match:
-        raise VersionConflict(
-            f"If-Match expects version {if_match} but {resource_type}/{resource_id} has {current.version_id}"
-        )
-    if current.deleted or current.body is None:
-        raise Gone(f"{resource_type}/{resource_id} was deleted")
+) -> WriteResult:
+    """The patch in ``conn``'s transaction (single requests and transaction entries alike).
 
-    # CPU work proportional to the resource and the patch: off the event loop
-    def patch_and_index() -> tuple[dict[str, Any], IndexRows]:
-        body = patched(ctx, resource_type, fhirjson.loads(current.body or b"{}"), media_type, document)
-        return body, ctx.index_rows(resource_type, resource_id, body)
+    Without ``If-Match``, a version written by someone else between our read
+    and our write makes the patch apply again to that newer version (each
+    statement sees what is committed, at READ COMMITTED); with it, 412.
+    """
 
-    body, rows = await asyncio.to_thread(patch_and_index)
-    result = await write_version(ctx, conn, resource_type, resource_id, body, rows, current.version_id, "PATCH")
-    return result
+    async def once() -> WriteResult:
+        """Apply to the current version and write with a compare on it (``VersionConflict`` when it moved)."""
+        current = await read_current(conn, resource_type, resource_id)
+        if current is None:
+            raise NotFound(f"{resource_type}/{resource_id} is not known")
+        if if_match is not None and current.version_id != if_match:
+            raise VersionConflict(
+                f"If-Match expects version {if_match} but {resource_type}/{resource_id} has {current.version_id}"
+            )
+        if current.deleted or current.body is None:
+            raise Gone(f"{resource_type}/{resource_id} was deleted")
+
+        # CPU work proportional to the resource and the patch: off the event loop
+        def patch_and_index() -> tuple[dict[str, Any], IndexRows]:
+            body = patched(ctx, resource_type, fhirjson.loads(current.body or b"{}"), media_type, document)
+            return body, ctx.index_rows(resource_type, resource_id, body)
+
+        body, rows = await asyncio.to_thread(patch_and_index)
+        return await update_in(ctx, conn, resource_type, resource_id, body, rows, current.version_id, "PATCH")
+
+    for _ in range(MAX_ATTEMPTS):
+        try:
+            return await once()
+        except VersionConflict:
+            if if_match is not None:
+                raise
+    raise VersionConflict(f"{resource_type}/{resource_id} is being changed too often; try again")
 
 
 async def patch(
@@ -163,19 +178,10 @@ async def patch(
 ) -> WriteResult:
     ctx.require_known(resource_type, resource_id)
 
-    async def attempt(conn: AsyncConnection) -> WriteResult | None:
-        try:
-            return await patch_in_transaction(ctx, conn, resource_type, resource_id, media_type, document, if_match)
-        except VersionConflict:
-            if if_match is not None:
-                raise
-            return None  # someone wrote in between (nothing was written): apply the patch to the newer version
+    async def attempt(conn: AsyncConnection) -> WriteResult:
+        return await patch_in(ctx, conn, resource_type, resource_id, media_type, document, if_match)
 
-    for _ in range(MAX_ATTEMPTS):
-        result = await ctx.db.run_write(attempt)
-        if result is not None:
-            return result
-    raise VersionConflict(f"{resource_type}/{resource_id} is being changed too often; try again")
+    return await ctx.db.run_write(attempt)
 
 
 async def conditional_patch(

@@ -1,17 +1,38 @@
-"""read and vread (hl7.org/fhir/R4/http.html#read, #vread): stored bytes, no re-serialising."""
+"""read and vread (hl7.org/fhir/R4/http.html#read, #vread): stored bytes, no re-serialising.
+
+``read_in``/``vread_in`` are the reads themselves, on a connection the
+caller holds and through the caller's read gate; the HTTP routes and the
+GET entries of a transaction or batch both use them.
+"""
 
 from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.errors import Gone, NotFound
 from app.interactions.context import FhirContext
 from app.interactions.request_context import RequestContext
+from app.storage.gate import ReadGate
 from app.storage.repository import StoredVersion, read_current, read_version
 
 
 async def read(ctx: FhirContext, rc: RequestContext, resource_type: str, resource_id: str) -> StoredVersion:
     ctx.require_known(resource_type, resource_id)
     async with ctx.db.read() as conn:
-        current = await read_current(conn, resource_type, resource_id, ctx.read_gate(rc.caller))
+        return await read_in(conn, ctx.read_gate(rc.caller), resource_type, resource_id)
+
+
+async def vread(
+    ctx: FhirContext, rc: RequestContext, resource_type: str, resource_id: str, version: str
+) -> StoredVersion:
+    ctx.require_known(resource_type, resource_id)
+    async with ctx.db.read() as conn:
+        return await vread_in(conn, ctx.read_gate(rc.caller), resource_type, resource_id, version)
+
+
+async def read_in(conn: AsyncConnection, gate: ReadGate, resource_type: str, resource_id: str) -> StoredVersion:
+    """The current version: 404 when unknown (or outside the gate), 410 when deleted."""
+    current = await read_current(conn, resource_type, resource_id, gate)
     if current is None:
         raise NotFound(f"{resource_type}/{resource_id} is not known")
     if current.deleted:
@@ -19,14 +40,13 @@ async def read(ctx: FhirContext, rc: RequestContext, resource_type: str, resourc
     return current
 
 
-async def vread(
-    ctx: FhirContext, rc: RequestContext, resource_type: str, resource_id: str, version: str
+async def vread_in(
+    conn: AsyncConnection, gate: ReadGate, resource_type: str, resource_id: str, version: str
 ) -> StoredVersion:
-    ctx.require_known(resource_type, resource_id)
+    """One version: 404 when it does not exist (or is outside the gate), 410 when it is a deletion."""
     if not (version.isascii() and version.isdigit()) or len(version) > 9:  # versions are 32-bit integers in storage
         raise NotFound(f"{resource_type}/{resource_id} has no version '{version[:20]}'")
-    async with ctx.db.read() as conn:
-        stored = await read_version(conn, resource_type, resource_id, int(version), ctx.read_gate(rc.caller))
+    stored = await read_version(conn, resource_type, resource_id, int(version), gate)
     if stored is None:
         raise NotFound(f"{resource_type}/{resource_id} has no version {version}")
     if stored.deleted:

@@ -24,7 +24,7 @@ from app import fhirjson
 from app.errors import NotFound
 from app.interactions.context import FhirContext
 from app.interactions.request_context import RequestContext
-from app.search.indexing import merge_rows
+from app.storage.index_tables import merge_rows
 from app.storage.index_writer import delete_index_rows_many, insert_index_rows
 from app.storage.tables import resources
 

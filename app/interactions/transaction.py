@@ -40,20 +40,19 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from app import fhirjson
 from app.errors import (
     FhirError,
-    Gone,
     InvalidRequest,
     MultipleMatches,
     NoMatch,
     NotFound,
     PayloadTooLarge,
-    VersionConflict,
 )
 from app.interactions.bulk import PreparedCreate, prepare_create, store_creates
 from app.interactions.bundle_entries import Entry, at_entry
-from app.interactions.context import FhirContext, WriteResult, utc_now
+from app.interactions.context import FhirContext, utc_now
 from app.interactions.create import conditional_criteria
-from app.interactions.delete import RETRY, write_tombstone
-from app.interactions.patch import patch_in_transaction
+from app.interactions.delete import delete_in
+from app.interactions.patch import patch_in
+from app.interactions.read import read_in, vread_in
 from app.interactions.references import (
     BUNDLE_LOCAL_PREFIXES,
     collect_references,
@@ -63,10 +62,10 @@ from app.interactions.references import (
 )
 from app.interactions.request_context import RequestContext
 from app.interactions.search import MAX_INCLUDED, SearchPage, find_ids, search_on
-from app.interactions.update import MAX_ATTEMPTS, check_id, write_version_until_written
+from app.interactions.update import check_id, update_in
 from app.search.request import parse_search
 from app.storage.gate import OPEN, ReadGate
-from app.storage.repository import StoredVersion, read_current, read_version
+from app.storage.repository import StoredVersion, read_current
 
 MAX_CONDITIONAL_DELETES = 1000
 
@@ -213,12 +212,10 @@ class Transaction:
         for target in targets:
             key = f"{entry.resource_type}/{target}"
             self._touch(key, entry)
-            outcome = await write_tombstone(self.ctx, conn, entry.resource_type, target, entry.if_match)
-            if outcome is RETRY:
-                raise VersionConflict(f"{key} was changed by another request; try again")
+            outcome = await delete_in(self.ctx, conn, entry.resource_type, target, entry.if_match)
             self.deleted.add(key)
             last = outcome
-        stored = last.stored if isinstance(last, WriteResult) else None
+        stored = last.stored if last is not None else None
         self.results[entry.index] = EntryResult(204, stored, method="DELETE")
 
     async def _resolve_target(self, conn: AsyncConnection, entry: Entry) -> None:
@@ -325,7 +322,7 @@ class Transaction:
             except FhirError as exc:
                 raise at_entry(entry.index, exc) from None
             prepared.append((entry, created))
-        await store_creates(conn, [p for _, p in prepared])
+        await store_creates(self.ctx, conn, [p for _, p in prepared])
         for entry, created in prepared:
             self.results[entry.index] = EntryResult(201, created.version, method="POST")
 
@@ -342,26 +339,13 @@ class Transaction:
             assert entry.resource is not None
             body = {**entry.resource, "id": resource_id}
             rows = self.ctx.index_rows(entry.resource_type, resource_id, body)
-            result = await write_version_until_written(
-                self.ctx, conn, entry.resource_type, resource_id, body, rows, entry.if_match
-            )
+            result = await update_in(self.ctx, conn, entry.resource_type, resource_id, body, rows, entry.if_match)
             self.results[entry.index] = EntryResult(result.status, result.stored, method=entry.method)
             return
         assert entry.patch is not None
         media_type, document = entry.patch
-        for _ in range(MAX_ATTEMPTS):
-            try:
-                patched = await patch_in_transaction(
-                    self.ctx, conn, entry.resource_type, resource_id, media_type, document, entry.if_match
-                )
-            except VersionConflict:
-                if entry.if_match is not None:
-                    raise
-                continue  # applied to a version that was replaced meanwhile: apply it to the newer one
-            if patched is not None:
-                self.results[entry.index] = EntryResult(patched.status, patched.stored, method=entry.method)
-                return
-        raise VersionConflict(f"{entry.resource_type}/{resource_id} is being changed too often; try again")
+        patched = await patch_in(self.ctx, conn, entry.resource_type, resource_id, media_type, document, entry.if_match)
+        self.results[entry.index] = EntryResult(patched.status, patched.stored, method=entry.method)
 
     async def _read(self, conn: AsyncConnection, entry: Entry) -> None:
         budget = self.limits.budget
@@ -381,19 +365,10 @@ class Transaction:
                 budget.take(len(page.matches) + len(page.included))
             self.results[entry.index] = EntryResult(200, search=page, method=entry.method)
             return
-        key = f"{entry.resource_type}/{entry.resource_id}"
         if entry.version_id is not None:
-            if not (entry.version_id.isascii() and entry.version_id.isdigit()) or len(entry.version_id) > 9:
-                raise NotFound(f"{key} has no version '{entry.version_id[:20]}'")
-            stored = await read_version(conn, entry.resource_type, entry.resource_id, int(entry.version_id), self.gate)
-            if stored is None:
-                raise NotFound(f"{key} has no version {entry.version_id}")
+            stored = await vread_in(conn, self.gate, entry.resource_type, entry.resource_id, entry.version_id)
         else:
-            stored = await read_current(conn, entry.resource_type, entry.resource_id, self.gate)
-            if stored is None:
-                raise NotFound(f"{key} is not known")
-        if stored.deleted:
-            raise Gone(f"{key} was deleted")
+            stored = await read_in(conn, self.gate, entry.resource_type, entry.resource_id)
         if budget is not None:
             budget.take(1)
         if entry.if_none_match is not None and entry.if_none_match == stored.version_id:

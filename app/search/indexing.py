@@ -90,12 +90,3 @@ def build_index_rows(
         row["combo"] = combo
         rows.setdefault(table, []).append(row)
     return rows
-
-
-def merge_rows(many: list[IndexRows]) -> IndexRows:
-    """The rows of several resources per table, for one batched insert per table."""
-    merged: IndexRows = {}
-    for rows in many:
-        for table, table_rows in rows.items():
-            merged.setdefault(table, []).extend(table_rows)
-    return merged

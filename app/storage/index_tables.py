@@ -18,9 +18,10 @@ values stay exactly searchable. Strings searched by prefix are cut to
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, ColumnElement, Index, Integer, Numeric, String, Table, Text, text
+from sqlalchemy import BigInteger, Column, ColumnElement, Index, Integer, Numeric, String, Table, Text, column
 from sqlalchemy.sql.base import ReadOnlyColumnCollection
 
 from app.storage.tables import UTCDateTime, metadata
@@ -97,8 +98,8 @@ idx_reference = _index_table(
         "param_hash",
         "identifier_value",
         "identifier_system",
-        postgresql_where=text("identifier_value IS NOT NULL"),
-        sqlite_where=text("identifier_value IS NOT NULL"),
+        postgresql_where=column("identifier_value").is_not(None),
+        sqlite_where=column("identifier_value").is_not(None),
     ),
     value_index=("target_id", "target_type"),
 )
@@ -135,3 +136,12 @@ INDEX_TABLES: dict[str, Table] = {
     "quantity": idx_quantity,
     "uri": idx_uri,
 }
+
+
+def merge_rows(many: Iterable[IndexRows]) -> IndexRows:
+    """The rows of several resources per table, for one batched insert per table."""
+    merged: IndexRows = {}
+    for rows in many:
+        for table, table_rows in rows.items():
+            merged.setdefault(table, []).extend(table_rows)
+    return merged

@@ -5,65 +5,75 @@ table and COMMIT: about seven round trips and, measured, 3.3 ms of CPU in
 SQLAlchemy, the asyncpg adapter and transaction handling against 0.5 ms for
 validation and indexing (bench/profile_create.py). One statement of
 data-modifying CTEs does the same work: it is atomic on its own (no
-explicit transaction), runs on the asyncpg connection as a prepared
-statement cached per shape (which index tables are written), and inserts
-the history and index rows only when the current row was inserted (no id
-clash). An update is the same with the current row moved by ``UPDATE ...
-WHERE version_id = expected`` and the old index rows deleted: every CTE
-sees the snapshot from before the statement, so the deletes remove only
-the old rows.
+explicit transaction), and inserts the history and index rows only when the
+current row was inserted (no id clash). An update is the same with the
+current row moved by ``UPDATE ... WHERE version_id = expected`` and the old
+index rows deleted: every CTE sees the snapshot from before the statement,
+so the deletes remove only the old rows.
+
+The statements are SQLAlchemy Core constructs, compiled once per shape
+(which index tables are written) for the asyncpg dialect and run on the
+asyncpg connection under SQLAlchemy's, as a prepared statement asyncpg
+caches: SQLAlchemy's own execution path would add its per-statement cost
+and the transaction round trips this module exists to avoid. Index rows
+travel as one array per column, spread back into rows by ``unnest``.
+Only ``app.storage.writes`` calls this module (the write gate decides when).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from datetime import datetime
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
-from sqlalchemy import BigInteger, Integer, Numeric, Table
+from sqlalchemy import (
+    ColumnElement,
+    Delete,
+    Insert,
+    Select,
+    String,
+    Text,
+    bindparam,
+    delete,
+    exists,
+    false,
+    func,
+    insert,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, asyncpg
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.selectable import CTE
+from sqlalchemy.types import TypeEngine
 
 from app.storage.index_tables import INDEX_TABLES, IndexRows
 from app.storage.repository import AlreadyExists, StoredVersion
-from app.storage.tables import UTCDateTime
+from app.storage.tables import resource_history, resources
 
-# resource_type, id, version_id, last_updated, body, method
-_FIXED = 6
-
-
-def _array_type(table: Table, column: str) -> str:
-    kind = table.c[column].type
-    if isinstance(kind, BigInteger):
-        return "bigint[]"
-    if isinstance(kind, Integer):
-        return "integer[]"
-    if isinstance(kind, Numeric):
-        return "numeric[]"
-    if isinstance(kind, UTCDateTime):
-        return "timestamptz[]"
-    return "text[]"
+_DIALECT = asyncpg.dialect()  # type: ignore[no-untyped-call]
+_r = resources.c
+_h = resource_history.c
+_HISTORY_COLUMNS = ["resource_type", "id", "version_id", "last_updated", "deleted", "method", "body"]
 
 
-def _index_inserts(tables: tuple[str, ...], first_number: int) -> list[str]:
-    """One CTE per table inserting rows passed as arrays ($first_number + 1 ...), only if ``cur`` has a row."""
-    parts = []
-    number = first_number
-    for position, name in enumerate(tables):
-        table = INDEX_TABLES[name]
-        columns = index_columns(name)
-        arrays = []
-        for column in columns:
-            number += 1
-            arrays.append(f"${number}::{_array_type(table, column)}")
-        parts.append(
-            f"i{position} AS (INSERT INTO {table.name} (resource_type, resource_id, {', '.join(columns)}) "
-            f"SELECT $1, $2, u.* FROM unnest({', '.join(arrays)}) AS u, cur)"
-        )
-    return parts
+@dataclass(frozen=True, slots=True)
+class Compiled:
+    """A statement's SQL for asyncpg and the order its named parameters take as ``$1, $2, ...``."""
+
+    sql: str
+    names: tuple[str, ...]
+
+    def arguments(self, values: dict[str, object]) -> list[object]:
+        return [values[name] for name in self.names]
 
 
-def _row_arrays(rows: IndexRows, tables: tuple[str, ...]) -> list[object]:
-    return [[row[column] for row in rows[name]] for name in tables for column in index_columns(name)]
+def compile_for_asyncpg(statement: Select[Any]) -> Compiled:
+    compiled = statement.compile(dialect=_DIALECT)
+    return Compiled(compiled.string, tuple(compiled.positiontup or ()))
 
 
 def index_columns(name: str) -> tuple[str, ...]:
@@ -71,35 +81,116 @@ def index_columns(name: str) -> tuple[str, ...]:
     return tuple(c.name for c in INDEX_TABLES[name].c if c.name not in ("resource_type", "resource_id"))
 
 
-@lru_cache(maxsize=256)
-def create_statement(tables: tuple[str, ...]) -> str:
-    """The SQL for a create writing index rows to ``tables`` ($1-$6 fixed, then one array per column)."""
-    parts = [
-        "WITH cur AS (INSERT INTO resources (resource_type, id, version_id, last_updated, deleted, body) "
-        "VALUES ($1, $2, $3, $4, false, $5) ON CONFLICT (resource_type, id) DO NOTHING RETURNING 1), "
-        "hist AS (INSERT INTO resource_history (resource_type, id, version_id, last_updated, deleted, method, body) "
-        "SELECT $1, $2, $3, $4, false, $6, $5 FROM cur)",
-        *_index_inserts(tables, _FIXED),
-    ]
-    return ", ".join(parts) + " SELECT count(*) FROM cur"
+def _array_of(column_type: TypeEngine[object]) -> ARRAY[object]:
+    """The array type of a column's values; strings as ``text[]`` (the column's collation applies on insert)."""
+    return ARRAY(Text()) if isinstance(column_type, String) else ARRAY(column_type)
+
+
+def _index_inserts(tables: Sequence[str], cur: CTE) -> list[CTE]:
+    """One CTE per table inserting rows passed as one array per column, only if ``cur`` has a row."""
+    parts = []
+    for position, name in enumerate(tables):
+        table = INDEX_TABLES[name]
+        columns = index_columns(name)
+        arrays = [bindparam(f"{name}.{column}", type_=_array_of(table.c[column].type)) for column in columns]
+        unnested = func.unnest(*arrays).table_valued(*columns).render_derived(name="u")
+        rows = select(bindparam("rt"), bindparam("rid"), *(unnested.c[c] for c in columns)).select_from(
+            unnested.join(cur, true())
+        )
+        statement: Insert = insert(table).from_select(["resource_type", "resource_id", *columns], rows)
+        parts.append(statement.cte(f"i{position}"))
+    return parts
+
+
+def _history(cur: CTE, deleted: ColumnElement[bool]) -> CTE:
+    names = ("rt", "rid", "vid", "updated", "deleted", "method", "payload")
+    columns = [deleted if name == "deleted" else bindparam(name) for name in names]
+    values = select(*columns).select_from(cur)
+    return insert(resource_history).from_select(_HISTORY_COLUMNS, values).cte("hist")
 
 
 @lru_cache(maxsize=256)
-def replace_statement(deletes: tuple[str, ...], inserts: tuple[str, ...]) -> str:
-    """The SQL moving the current row from version $7 to $3 ($1-$7 fixed, then one array per column)."""
-    parts = [
-        "WITH cur AS (UPDATE resources SET version_id = $3, last_updated = $4, deleted = ($5::bytea IS NULL), "
-        "body = $5 WHERE resource_type = $1 AND id = $2 AND version_id = $7 RETURNING 1), "
-        "hist AS (INSERT INTO resource_history (resource_type, id, version_id, last_updated, deleted, method, body) "
-        "SELECT $1, $2, $3, $4, ($5::bytea IS NULL), $6, $5 FROM cur)",
-        *(
-            f"d{position} AS (DELETE FROM {INDEX_TABLES[name].name} "
-            "WHERE resource_type = $1 AND resource_id = $2 AND EXISTS (SELECT 1 FROM cur))"
-            for position, name in enumerate(deletes)
-        ),
-        *_index_inserts(inserts, _FIXED + 1),
-    ]
-    return ", ".join(parts) + " SELECT count(*) FROM cur"
+def create_statement(tables: tuple[str, ...]) -> Compiled:
+    """A create writing index rows to ``tables``: returns 1, or 0 when the id was taken (nothing written)."""
+    cur = (
+        postgresql_insert(resources)
+        .values(
+            resource_type=bindparam("rt"),
+            id=bindparam("rid"),
+            version_id=bindparam("vid"),
+            last_updated=bindparam("updated"),
+            deleted=false(),
+            body=bindparam("payload"),
+        )
+        .on_conflict_do_nothing(index_elements=["resource_type", "id"])
+        .returning(_r.version_id)
+        .cte("cur")
+    )
+    statement = select(func.count()).select_from(cur).add_cte(_history(cur, false()), *_index_inserts(tables, cur))
+    return compile_for_asyncpg(statement)
+
+
+@lru_cache(maxsize=256)
+def replace_statement(deletes: tuple[str, ...], inserts: tuple[str, ...]) -> Compiled:
+    """Moving the current row from version ``expected`` to ``vid`` (a NULL payload is a deletion),
+    its old index rows in ``deletes`` removed and new rows in ``inserts`` added: returns 1, or 0 when
+    another writer moved the row first (nothing written)."""
+    payload = bindparam("payload", type_=resources.c.body.type)
+    cur = (
+        update(resources)
+        .where(_r.resource_type == bindparam("rt"), _r.id == bindparam("rid"), _r.version_id == bindparam("expected"))
+        .values(version_id=bindparam("vid"), last_updated=bindparam("updated"), deleted=payload.is_(None), body=payload)
+        .returning(_r.version_id)
+        .cte("cur")
+    )
+    removals = []
+    for position, name in enumerate(deletes):
+        table = INDEX_TABLES[name]
+        removal: Delete = delete(table).where(
+            table.c.resource_type == bindparam("rt"),
+            table.c.resource_id == bindparam("rid"),
+            exists(select(cur.c.version_id)),
+        )
+        removals.append(removal.cte(f"d{position}"))
+    statement = (
+        select(func.count())
+        .select_from(cur)
+        .add_cte(_history(cur, payload.is_(None)), *removals, *_index_inserts(inserts, cur))
+    )
+    return compile_for_asyncpg(statement)
+
+
+_READ_CURRENT = compile_for_asyncpg(
+    select(_r.resource_type, _r.id, _r.version_id, _r.last_updated, _r.deleted, _r.body).where(
+        _r.resource_type == bindparam("rt"), _r.id == bindparam("rid")
+    )
+)
+
+
+def _values(version: StoredVersion, rows: IndexRows, tables: Iterable[str]) -> dict[str, object]:
+    values: dict[str, object] = {
+        "rt": version.resource_type,
+        "rid": version.id,
+        "vid": version.version_id,
+        "updated": version.last_updated,
+        "payload": version.body,
+        "method": version.method,
+    }
+    for name in tables:
+        table_rows = rows[name]
+        for column in index_columns(name):
+            values[f"{name}.{column}"] = [row[column] for row in table_rows]
+    return values
+
+
+def _written_tables(rows: IndexRows) -> tuple[str, ...]:
+    return tuple(sorted(name for name, table_rows in rows.items() if table_rows))
+
+
+async def _fetch_value(conn: AsyncConnection, statement: Compiled, values: dict[str, object]) -> object:
+    driver = (await conn.get_raw_connection()).driver_connection
+    assert driver is not None
+    return await driver.fetchval(statement.sql, *statement.arguments(values))
 
 
 async def create_in_one_statement(conn: AsyncConnection, version: StoredVersion, rows: IndexRows) -> None:
@@ -108,35 +199,9 @@ async def create_in_one_statement(conn: AsyncConnection, version: StoredVersion,
     ``conn`` must not be in a transaction: the statement commits by itself.
     Raises AlreadyExists when the id is taken (nothing is written then).
     """
-    tables = tuple(sorted(name for name, table_rows in rows.items() if table_rows))
-    arguments: list[object] = [
-        version.resource_type,
-        version.id,
-        version.version_id,
-        version.last_updated,
-        version.body,
-        version.method,
-        *_row_arrays(rows, tables),
-    ]
-    driver = (await conn.get_raw_connection()).driver_connection
-    assert driver is not None
-    inserted = await driver.fetchval(create_statement(tables), *arguments)
-    if inserted != 1:
+    tables = _written_tables(rows)
+    if await _fetch_value(conn, create_statement(tables), _values(version, rows, tables)) != 1:
         raise AlreadyExists(f"{version.resource_type}/{version.id}")
-
-
-async def read_version_state(
-    conn: AsyncConnection, resource_type: str, resource_id: str
-) -> tuple[int, datetime, bool] | None:
-    """(version, last updated, deleted) of the current row, read on the driver (no transaction begun)."""
-    driver = (await conn.get_raw_connection()).driver_connection
-    assert driver is not None
-    row = await driver.fetchrow(
-        "SELECT version_id, last_updated, deleted FROM resources WHERE resource_type = $1 AND id = $2",
-        resource_type,
-        resource_id,
-    )
-    return (row[0], row[1], row[2]) if row else None
 
 
 async def replace_in_one_statement(
@@ -144,18 +209,16 @@ async def replace_in_one_statement(
 ) -> bool:
     """Move the current row from ``expected_version`` to ``version`` and replace its index rows in
     ``tables`` by ``rows``; False (nothing written) when another writer moved it first."""
-    inserts = tuple(sorted(name for name, table_rows in rows.items() if table_rows))
-    arguments: list[object] = [
-        version.resource_type,
-        version.id,
-        version.version_id,
-        version.last_updated,
-        version.body,
-        version.method,
-        expected_version,
-        *_row_arrays(rows, inserts),
-    ]
+    inserts = _written_tables(rows)
+    values = _values(version, rows, inserts)
+    values["expected"] = expected_version
+    moved = await _fetch_value(conn, replace_statement(tuple(sorted(tables)), inserts), values)
+    return moved == 1
+
+
+async def read_current_alone(conn: AsyncConnection, resource_type: str, resource_id: str) -> StoredVersion | None:
+    """The current version, read on the driver so that no transaction is begun."""
     driver = (await conn.get_raw_connection()).driver_connection
     assert driver is not None
-    moved = await driver.fetchval(replace_statement(tuple(sorted(tables)), inserts), *arguments)
-    return bool(moved == 1)
+    row = await driver.fetchrow(_READ_CURRENT.sql, *_READ_CURRENT.arguments({"rt": resource_type, "rid": resource_id}))
+    return None if row is None else StoredVersion(row[0], row[1], row[2], row[3], row[4], row[5])

@@ -94,7 +94,7 @@ async def seed(app: FastAPI, bodies: list[dict[str, Any]], copies: int) -> int:
     ctx = app.state.fhir.current
     prepared = [prepare_create(ctx, b["resourceType"], dict(b), validate=False) for _ in range(copies) for b in bodies]
     async with ctx.db.write() as conn:
-        await store_creates(conn, prepared)
+        await store_creates(ctx, conn, prepared)
     return len(prepared)
 
 

@@ -47,7 +47,7 @@ async def test_batch_is_stored_indexed_and_searchable(ctx: FhirContext) -> None:
     assert len(bodies) > COPY_MIN_ROWS
     prepared = [prepare_create(ctx, b["resourceType"], b, resource_id=b["id"]) for b in bodies]
     async with ctx.db.write() as conn:
-        await store_creates(conn, prepared)
+        await store_creates(ctx, conn, prepared)
     assert await count(ctx, resources) == await count(ctx, resource_history) == len(bodies)
     async with ctx.db.read() as conn:
         stored = await read_current(conn, "Task", "pat-3-task-2")
@@ -71,7 +71,7 @@ async def test_failed_batch_leaves_nothing(ctx: FhirContext) -> None:
     prepared = [prepare_create(ctx, b["resourceType"], b, resource_id=b["id"]) for b in bodies]
     with pytest.raises(RuntimeError):
         async with ctx.db.write() as conn:
-            await store_creates(conn, prepared)
+            await store_creates(ctx, conn, prepared)
             raise RuntimeError("a later entry failed")
     assert await count(ctx, resources) == 0
     for table in INDEX_TABLES.values():

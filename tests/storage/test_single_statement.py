@@ -75,7 +75,7 @@ async def test_taken_id_writes_nothing(ctx: FhirContext) -> None:
 
 
 async def test_resource_without_index_rows(ctx: FhirContext) -> None:
-    assert "unnest" not in create_statement(())
+    assert "unnest" not in create_statement(()).sql
     result = await create(ctx, RequestContext(), "Basic", {"resourceType": "Basic", "code": {"text": "note"}})
     async with ctx.db.read() as conn:
         assert await read_current(conn, "Basic", result.stored.id) is not None

@@ -1,0 +1,234 @@
+"""The write gate: the one function through which every resource version is stored.
+
+Creates, updates, deletes and patches (single requests, every transaction
+and batch entry, conditional ones, bulk loads, and the server's own writes)
+all end in ``ResourceWriter.write`` or, for many new resources at once,
+``ResourceWriter.create_many``. Each stores the current row, the history
+row and the index rows, then calls the writer's hooks **in the same
+database transaction** with a ``Change`` (the version replaced, with its
+body, and the version stored). That is the place for what must commit or
+roll back with the write itself: the Subscriptions outbox (events of the
+write) and rules that compare the previous and the new body (Task state
+rules). A hook that raises a ``FhirError`` refuses the write: nothing of it
+is stored.
+
+Which statements run is decided here, not by the interactions:
+
+- inside a caller's transaction (``conn`` given: transactions, conditional
+  interactions, patches) the writes go through SQLAlchemy on that
+  connection, on both backends;
+- alone (``conn`` None: a plain create, update or delete), PostgreSQL
+  without hooks writes each version in **one statement** of data-modifying
+  CTEs (``app.storage.single_statement``): no BEGIN/COMMIT round trips;
+  with hooks, and on SQLite, the write is a transaction of its own
+  (``Database.run_write``), so the hooks run inside it.
+
+Concurrency: the current row moves by compare-and-set on its version
+(``repository.replace_version``). ``expect=ANY`` (update, delete without
+``If-Match``) re-reads and writes the version after a concurrent winner;
+an expected version number (``If-Match``, a patch applied to the version it
+read) fails with ``VersionConflict`` instead, as R4's managed concurrency
+says (hl7.org/fhir/R4/http.html#concurrency).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Final, Protocol
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.errors import VersionConflict
+from app.storage.database import Database
+from app.storage.index_tables import IndexRows, merge_rows
+from app.storage.index_writer import insert_index_rows, replace_index_rows
+from app.storage.repository import (
+    AlreadyExists,
+    StoredVersion,
+    insert_first,
+    insert_new_many,
+    read_current,
+    replace_version,
+)
+from app.storage.single_statement import create_in_one_statement, read_current_alone, replace_in_one_statement
+
+# How often a write without an expected version re-reads after losing a race before giving up (412).
+MAX_ATTEMPTS: Final = 20
+
+
+class _Any:
+    def __repr__(self) -> str:
+        return "ANY"
+
+
+class _Absent:
+    def __repr__(self) -> str:
+        return "ABSENT"
+
+
+ANY: Final = _Any()
+"""Expect whatever version is current (or none): an update or delete without ``If-Match``."""
+ABSENT: Final = _Absent()
+"""Expect no current row: a create under a fresh id (a taken id raises ``AlreadyExists``)."""
+
+Expect = int | _Any | _Absent
+
+
+@dataclass(frozen=True, slots=True)
+class NewVersion:
+    """What one write stores, before its version number and time are known.
+
+    ``render`` turns (version number, time) into the stored body bytes (the
+    interaction stamps ``meta.versionId`` and ``meta.lastUpdated``); None
+    makes the version a deletion (tombstone, no index rows). ``tables`` are
+    the index tables the type can use: the old rows there are replaced.
+    """
+
+    resource_type: str
+    id: str
+    render: Callable[[int, datetime], bytes] | None
+    rows: IndexRows
+    tables: Collection[str]
+    method: str
+
+    @property
+    def deletes(self) -> bool:
+        return self.render is None
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One stored write as the hooks see it: the version it replaced (None: the id was new; a
+    tombstone when the resource had been deleted) and the version it stored, with its index rows."""
+
+    previous: StoredVersion | None
+    stored: StoredVersion
+    rows: IndexRows = field(default_factory=dict)
+
+    @property
+    def created(self) -> bool:
+        """The write brought the resource (back) into existence: HTTP 201."""
+        return not self.stored.deleted and (self.previous is None or self.previous.deleted)
+
+
+class WriteHook(Protocol):
+    """Called with every stored change inside the write's transaction (see the module docstring)."""
+
+    async def __call__(self, conn: AsyncConnection, change: Change) -> None: ...
+
+
+class ResourceWriter:
+    """The write gate over one database, with the hooks every write runs."""
+
+    def __init__(self, db: Database, hooks: Sequence[WriteHook] = ()) -> None:
+        self.db = db
+        self.hooks = tuple(hooks)
+        self._one_statement = db.dialect == "postgresql" and not self.hooks
+
+    def with_hooks(self, *hooks: WriteHook) -> ResourceWriter:
+        """A writer that also runs ``hooks`` (Subscriptions and workflow rules register here)."""
+        return ResourceWriter(self.db, (*self.hooks, *hooks))
+
+    async def write(self, conn: AsyncConnection | None, new: NewVersion, expect: Expect) -> Change | None:
+        """Store ``new`` if the current version is as expected; None for a deletion of nothing live.
+
+        ``conn``: the caller's open write transaction, or None for a write that
+        is its own atomic unit. Raises ``VersionConflict`` (an expected version
+        that is not current, or too many lost races) and ``AlreadyExists``.
+        """
+        if conn is not None:
+            return await self._write_until_stored(conn, new, expect)
+        if self._one_statement:
+            return await self._write_alone(new, expect)
+        return await self.db.run_write(lambda c: self._write_until_stored(c, new, expect))
+
+    async def create_many(self, conn: AsyncConnection, versions: Sequence[tuple[StoredVersion, IndexRows]]) -> None:
+        """Version 1 of many resources under fresh ids, in the caller's transaction: two batched
+        statements plus one per index table, whatever their number (bulk loads, Bundle creates)."""
+        await insert_new_many(conn, [version for version, _ in versions])
+        await insert_index_rows(conn, merge_rows([rows for _, rows in versions]))
+        for version, rows in versions:
+            await self._after(conn, Change(None, version, rows))
+
+    async def _write_until_stored(self, conn: AsyncConnection, new: NewVersion, expect: Expect) -> Change | None:
+        """In ``conn``'s transaction: a lost race is seen by the next read (READ COMMITTED), and the
+        version after the winner's is written."""
+        for _ in range(MAX_ATTEMPTS):
+            # a create under a fresh id need not look: the insert itself reports a taken id
+            current = None if expect is ABSENT else await read_current(conn, new.resource_type, new.id)
+            step = _next(current, new, expect)
+            if step is None:
+                return None
+            if current is None:
+                try:
+                    await insert_first(conn, step.stored)
+                except AlreadyExists:
+                    if expect is ABSENT:
+                        raise
+                    continue
+                await replace_index_rows(conn, new.resource_type, new.id, new.rows, new.tables, is_new=True)
+            elif await replace_version(conn, current.version_id, step.stored):
+                await replace_index_rows(conn, new.resource_type, new.id, new.rows, new.tables, is_new=False)
+            else:
+                _lost(new, expect)
+                continue
+            await self._after(conn, step)
+            return step
+        raise _too_often(new)
+
+    async def _write_alone(self, new: NewVersion, expect: Expect) -> Change | None:
+        """PostgreSQL without hooks: each attempt is one state read and one self-contained statement."""
+        for _ in range(MAX_ATTEMPTS):
+            async with self.db.single_statement() as conn:
+                current = None if expect is ABSENT else await read_current_alone(conn, new.resource_type, new.id)
+                step = _next(current, new, expect)
+                if step is None:
+                    return None
+                if current is None:
+                    try:
+                        await create_in_one_statement(conn, step.stored, new.rows)
+                    except AlreadyExists:
+                        if expect is ABSENT:
+                            raise
+                        continue
+                    return step
+                if await replace_in_one_statement(conn, current.version_id, step.stored, new.rows, new.tables):
+                    return step
+                _lost(new, expect)
+        raise _too_often(new)
+
+    async def _after(self, conn: AsyncConnection, change: Change) -> None:
+        for hook in self.hooks:
+            await hook(conn, change)
+
+
+def _next(current: StoredVersion | None, new: NewVersion, expect: Expect) -> Change | None:
+    """The change that moves ``current`` to the next version; None when deleting nothing live."""
+    if isinstance(expect, int) and (current is None or current.version_id != expect):
+        have = "no version" if current is None else f"version {current.version_id}"
+        raise VersionConflict(f"If-Match expects version {expect} but {new.resource_type}/{new.id} has {have}")
+    if expect is ABSENT and current is not None:
+        raise AlreadyExists(f"{new.resource_type}/{new.id}")
+    if new.deletes and (current is None or current.deleted):
+        return None
+    now = datetime.now(UTC)
+    if current is None:
+        number = 1
+    else:
+        number = current.version_id + 1
+        now = max(now, current.last_updated)  # a version is never older than the one it replaces
+    body = None if new.render is None else new.render(number, now)
+    stored = StoredVersion(new.resource_type, new.id, number, now, new.deletes, body, new.method)
+    return Change(current, stored, new.rows)
+
+
+def _lost(new: NewVersion, expect: Expect) -> None:
+    """A concurrent writer moved the row between our read and our write."""
+    if isinstance(expect, int):
+        raise VersionConflict(f"{new.resource_type}/{new.id} was changed by another request")
+
+
+def _too_often(new: NewVersion) -> VersionConflict:
+    return VersionConflict(f"{new.resource_type}/{new.id} is being changed too often; try again")
