@@ -54,11 +54,14 @@ def encode_cursor(values: list[Any]) -> str:
 
 
 def decode_cursor(token: str, length: int) -> list[Any]:
+    values: list[Any] = []
     try:
         raw = base64.b64decode(token + "=" * (-len(token) % 4), altchars=b"-_", validate=True)
-        values = [_decode_value(v) for v in orjson.loads(raw)]
+        document = orjson.loads(raw)
+        if isinstance(document, list):  # a string or object would iterate too: refuse it here
+            values = [_decode_value(v) for v in document]
     except (ValueError, TypeError, KeyError, ArithmeticError, orjson.JSONDecodeError):
         values = []
-    if not isinstance(values, list) or len(values) != length:
-        raise InvalidRequest(f"_page '{token}' is not a valid paging cursor for this request", ["_page"])
+    if len(values) != length:
+        raise InvalidRequest(f"_page '{token[:80]}' is not a valid paging cursor for this request", ["_page"])
     return values

@@ -207,7 +207,8 @@ def parse_patch(parameters: Any) -> list[Operation]:
         }[kind]
         missing = [n for n in needs if getattr(operation, n) is None]
         if missing:
-            raise InvalidRequest(f"{where}: a {kind} operation needs {', '.join(missing)}", [where])
+            article = "an" if kind[:1] in ("a", "e", "i", "o", "u") else "a"
+            raise InvalidRequest(f"{where}: {article} {kind} operation needs {', '.join(missing)}", [where])
         operations.append(operation)
     if not operations:
         raise InvalidRequest("the patch has no operations")

@@ -15,33 +15,43 @@ from app.search.bounds import MAX_INCLUDES, MAX_SORT_KEYS, Budget, check_key, ch
 from app.search.params import parse_count, split_escaped
 from app.search.registry import SearchParam, SearchRegistry
 from app.search.subsetting import Subsetting, parse_subsetting
+from app.search.types import PARAM_TYPES, SearchValue, ValueContext, param_type
+from app.search.types.composite import parse_composite
+from app.search.types.reference import is_type_modifier
+from app.search.types.special import parse_missing
 
-SUPPORTED_TYPES = frozenset({"token", "string", "reference", "date", "number", "quantity", "uri"})
-MODIFIERS: dict[str, frozenset[str]] = {
-    "token": frozenset({"missing", "not", "text"}),
-    "string": frozenset({"missing", "exact", "contains"}),
-    "reference": frozenset({"missing", "identifier"}),
-    "composite": frozenset({"missing"}),
-    "date": frozenset({"missing"}),
-    "number": frozenset({"missing"}),
-    "quantity": frozenset({"missing"}),
-    "uri": frozenset({"missing", "below", "above"}),
-}
+SUPPORTED_TYPES = frozenset(PARAM_TYPES) - {"composite"}
 # Parameters that shape the result rather than select resources.
 RESULT_PARAMS = frozenset({"_count", "_page", "_total", "_format", "_pretty", "_sort", "_summary", "_elements"})
 SORTABLE_TYPES = frozenset({"token", "string", "reference", "date", "number", "quantity", "uri"})
 TOTAL_MODES = frozenset({"none", "estimate", "accurate"})
 
 
+def _label(param: SearchParam) -> str:
+    return f"{param.resource_type}.{param.code}"
+
+
 @dataclass(frozen=True, slots=True)
 class Clause:
-    """One parameter occurrence: its values are ORed; clauses are ANDed."""
+    """One parameter occurrence: its typed values are ORed; clauses are ANDed. ``raw`` is the value as
+    sent (for links); ``values`` hold what the parameter's type parsed (``app.search.types``), or a
+    single ``MissingSearch`` for ``:missing``."""
 
     param: SearchParam
     modifier: str | None
-    values: tuple[str, ...]
+    values: tuple[SearchValue, ...]
     name: str
     raw: str
+
+    def sexp(self) -> str:
+        """``(token Task.status requested)``; several values are an ``or``; ``:missing`` is its own form."""
+        if self.modifier == "missing":
+            return f"(missing {_label(self.param)} {self.values[0].show()})"
+        head = self.param.code if self.param.code in ("_id", "_lastUpdated") else self.param.type
+        if self.modifier and not self.modifier[:1].isupper():  # a target type is part of the value
+            head += f":{self.modifier}"
+        forms = [f"({head} {_label(self.param)} {value.show()})" for value in self.values]
+        return forms[0] if len(forms) == 1 else f"(or {' '.join(forms)})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +62,11 @@ class ChainClause:
     alternatives: tuple[tuple[str, AnyClause], ...]
     name: str
     raw: str
+
+    def sexp(self) -> str:
+        """``(chain Task.owner (Practitioner (string Practitioner.name smith)))``, one group per target type."""
+        groups = " ".join(f"({target} {inner.sexp()})" for target, inner in self.alternatives)
+        return f"(chain {_label(self.param)} {groups})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +79,10 @@ class HasClause:
     name: str
     raw: str
     target_type: str = ""
+
+    def sexp(self) -> str:
+        """``(has Task.patient (token Task.status requested))``."""
+        return f"(has {_label(self.param)} {self.inner.sexp()})"
 
 
 AnyClause = Clause | ChainClause | HasClause
@@ -119,6 +138,16 @@ class SearchRequest:
     sort: tuple[SortKey, ...] = ()
     subsetting: Subsetting = field(default_factory=Subsetting)
 
+    def sexp(self) -> str:
+        """The selection as an s-expression: ``(and ...)`` of the clauses (and the compartment);
+        ``(all)`` when nothing narrows it. Result parameters (_sort, _count, _include) are not part of it."""
+        forms = [clause.sexp() for clause in self.clauses]
+        if self.compartment is not None:
+            forms.append(f"(compartment {self.compartment.type}/{self.compartment.id})")
+        if not forms:
+            return "(all)"
+        return forms[0] if len(forms) == 1 else f"(and {' '.join(forms)})"
+
     @property
     def path(self) -> str:
         """Path of the search relative to the base, for links."""
@@ -172,10 +201,6 @@ def supported(param: SearchParam) -> bool:
             and all(c.type in SUPPORTED_TYPES for c in param.components)
         )
     return param.type in SUPPORTED_TYPES and bool(param.expression)
-
-
-def _reference_type_modifier(param: SearchParam, modifier: str) -> bool:
-    return param.type == "reference" and modifier[:1].isupper() and (not param.targets or modifier in param.targets)
 
 
 def parse_search(
@@ -260,17 +285,29 @@ def _parse_clause(
         return _parse_chain(resource_type, head, rest, name, raw, registry, budget)
     code, _, modifier = key.partition(":")
     param = registry.get(resource_type, code)
-    if param is None or not supported(param):
+    kind = None if param is None else param_type(param.code, param.type)
+    if param is None or kind is None or not supported(param):
         raise _Unknown(f"unknown or unsupported search parameter '{code}' for {resource_type}")
-    if modifier:
-        allowed = MODIFIERS.get(param.type, frozenset({"missing"}))
-        if modifier not in allowed and not _reference_type_modifier(param, modifier):
-            raise InvalidRequest(f"modifier ':{modifier}' is not supported for parameter '{code}'", [name])
-    if modifier == "missing" and raw not in ("true", "false"):
-        raise InvalidRequest(f"{name} must be true or false", [name])
-    values = tuple(v for v in split_escaped(raw, ",") if v != "")
-    if not values:
+    type_modifier = param.type == "reference" and bool(modifier) and is_type_modifier(param.targets, modifier)
+    if modifier and modifier not in kind.modifiers and not type_modifier:
+        raise InvalidRequest(f"modifier ':{modifier}' is not supported for parameter '{code}'", [name])
+    context = ValueContext(name, modifier or None, param.targets)
+    if modifier == "missing":
+        return Clause(param, "missing", (parse_missing(raw, context),), name, raw)
+    texts = [v for v in split_escaped(raw, ",") if v != ""]
+    if not texts:
         raise InvalidRequest(f"parameter '{name}' has no value", [name])
+    if param.type == "composite":
+        component_types = tuple(component.type for component in param.components)
+        part_context = ValueContext(name, None)
+
+        def parse_part(type_name: str, text: str) -> SearchValue:
+            parsed: SearchValue = PARAM_TYPES[type_name].parse(text, part_context)
+            return parsed
+
+        values = tuple(parse_composite(text, context, component_types, parse_part) for text in texts)
+    else:
+        values = tuple(kind.parse(text, context) for text in texts)
     return Clause(param, modifier or None, values, name, raw)
 
 
