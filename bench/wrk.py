@@ -1,0 +1,351 @@
+"""Throughput and tail latency under a compiled load generator (wrk), with CPU per request.
+
+    python -m bench.wrk --backends sqlite,postgresql --seconds 20 --connections 16
+
+The Python load generator of ``bench.crud`` needs a core of its own; wrk
+does not, so the server gets the machine. For each backend this starts
+``fhir-server serve`` (one uvicorn worker) on a fresh database, loads
+CarePlans (``--patients`` patients with five active and two completed plans
+each; on PostgreSQL followed by ``ANALYZE``, which autovacuum would run
+within a minute of such a load: without statistics the planner drives
+the search from the five-in-seven ``status=active`` rows, 11 ms instead
+of 0.06), then runs one wrk phase per FHIR interaction for ``--seconds``:
+
+* ``read``: ``GET CarePlan/[id]`` over the loaded ids;
+* ``search``: ``GET CarePlan?subject=Patient/X&status=active`` (five matches);
+* ``create``: ``POST CarePlan`` of ~1.4 KB bodies.
+
+Each phase is measured after a 2 s warm-up on two connections (the first
+requests of a kind compile statements and fill caches; that start-up cost
+is not the steady state this measures). Latency is timed per request by
+the Lua script (``clock_gettime``, one
+connection per wrk thread so each request and its response pair up),
+because wrk's own percentiles add made-up samples for slow responses. The
+report gives req/s, p50/p95/p99/max and the CPU time per request of the
+server process and of all PostgreSQL processes (from /proc). wrk comes from
+Debian (``apt-get install -y wrk``, run by this script when it is missing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import random
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import httpx
+import orjson
+
+from bench.crud import BIN, run_phase, serve, server_env
+from bench.data import care_plan
+from tests.postgres_cluster import Cluster, free_port, start_cluster
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+LUA = r"""
+local ffi = require("ffi")
+ffi.cdef[[
+typedef struct { long tv_sec; long tv_nsec; } bench_timespec;
+int clock_gettime(int clk_id, bench_timespec *tp);
+]]
+local clock = ffi.new("bench_timespec")
+local function now_ms()
+  ffi.C.clock_gettime(1, clock)  -- CLOCK_MONOTONIC
+  return tonumber(clock.tv_sec) * 1000 + tonumber(clock.tv_nsec) / 1e6
+end
+
+local paths = dofile("%(paths)s")
+local bodies = dofile("%(bodies)s")
+local method = "%(method)s"
+local expected = %(expected)d
+local headers = {["Content-Type"] = "application/fhir+json", ["Accept"] = "application/fhir+json"}
+
+local threads = {}
+function setup(thread)
+  thread:set("offset", #threads * 7919)
+  table.insert(threads, thread)
+end
+
+latencies = {}
+errors = 0
+local counter = 0
+local started = 0
+
+function request()
+  counter = counter + 1
+  local n = counter + offset
+  local body = nil
+  if #bodies > 0 then body = bodies[(n %% #bodies) + 1] end
+  started = now_ms()
+  return wrk.format(method, paths[(n %% #paths) + 1], headers, body)
+end
+
+function response(status, response_headers, body)
+  latencies[#latencies + 1] = now_ms() - started
+  if status ~= expected then errors = errors + 1 end
+end
+
+function done(summary, latency, requests)
+  local all = {}
+  local failed = 0
+  for _, thread in ipairs(threads) do
+    local own = thread:get("latencies")
+    for i = 1, #own do all[#all + 1] = own[i] end
+    failed = failed + thread:get("errors")
+  end
+  table.sort(all)
+  local function at(fraction) return all[math.max(1, math.ceil(fraction * #all))] end
+  io.write(string.format("RESULT %%d %%d %%.3f %%.3f %%.3f %%.3f %%d\n",
+    #all, summary.duration, at(0.5), at(0.95), at(0.99), all[#all], failed))
+end
+"""
+
+
+@dataclass
+class WrkResult:
+    phase: str
+    requests: int
+    seconds: float
+    p50: float
+    p95: float
+    p99: float
+    max: float
+    errors: int
+    server_cpu: float  # seconds
+    database_cpu: float  # seconds
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds
+
+    def row(self) -> str:
+        server_us = self.server_cpu / self.requests * 1e6
+        database_us = f"{self.database_cpu / self.requests * 1e6:,.0f}" if self.database_cpu else "-"
+        return (
+            f"| {self.phase} | {self.requests:,} | {self.rate:,.0f} | {self.p50:.1f} | {self.p95:.1f} | "
+            f"{self.p99:.1f} | {self.max:.1f} | {self.p99 / self.p50:.1f} | {server_us:,.0f} | {database_us} |"
+        )
+
+
+def ensure_wrk() -> str:
+    found = shutil.which("wrk")
+    if found:
+        return found
+    subprocess.run(["apt-get", "install", "-y", "wrk"], check=True, capture_output=True)
+    found = shutil.which("wrk")
+    if found is None:
+        raise SystemExit("wrk is not installed and apt-get could not install it")
+    return found
+
+
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of one process (/proc/[pid]/stat fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def children_cpu(parent: int) -> float:
+    """CPU of every live child of ``parent`` (the PostgreSQL backends and workers of a postmaster)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == parent:
+            total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return total
+
+
+def lua_strings(values: list[str]) -> str:
+    return "return {" + ",".join(f"[==[{value}]==]" for value in values) + "}\n"
+
+
+def run_wrk(
+    wrk: str,
+    port: int,
+    phase: str,
+    method: str,
+    paths: list[str],
+    bodies: list[bytes],
+    expected: int,
+    args: argparse.Namespace,
+    server_pid: int,
+    postmaster: int | None,
+) -> WrkResult:
+    directory = Path(tempfile.mkdtemp(prefix="fhir-wrk-"))
+    (directory / "paths.lua").write_text(lua_strings(paths))
+    (directory / "bodies.lua").write_text(lua_strings([body.decode() for body in bodies]))
+    script = LUA % {
+        "paths": directory / "paths.lua",
+        "bodies": directory / "bodies.lua",
+        "method": method,
+        "expected": expected,
+    }
+    (directory / "phase.lua").write_text(script)
+    warm_up = [wrk, "-t2", "-c2", "-d2s", "-s", str(directory / "phase.lua"), f"http://127.0.0.1:{port}"]
+    subprocess.run(warm_up, check=True, capture_output=True)  # first statements compiled, caches filled
+    server_before = process_cpu(server_pid)
+    database_before = children_cpu(postmaster) if postmaster else 0.0
+    command = [
+        wrk,
+        f"-t{args.connections}",
+        f"-c{args.connections}",
+        f"-d{args.seconds}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(directory / "phase.lua"),
+        f"http://127.0.0.1:{port}",
+    ]
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    server_cpu = process_cpu(server_pid) - server_before
+    database_cpu = (children_cpu(postmaster) - database_before) if postmaster else 0.0
+    shutil.rmtree(directory, ignore_errors=True)
+    line = next(text for text in output.splitlines() if text.startswith("RESULT "))
+    count, micros, p50, p95, p99, most, errors = line.split()[1:]
+    return WrkResult(
+        phase,
+        int(count),
+        int(micros) / 1e6,
+        float(p50),
+        float(p95),
+        float(p99),
+        float(most),
+        int(errors),
+        server_cpu,
+        database_cpu,
+    )
+
+
+def care_plans(patients: int) -> list[tuple[str, bytes]]:
+    """Five active and two completed CarePlans per patient, as (patient, body)."""
+    rng = random.Random(42)
+    loaded = []
+    for index in range(patients * 7):
+        plan = care_plan(index, rng)
+        patient = f"Patient/w{index % patients}"
+        plan["subject"] = {"reference": patient}
+        plan["status"] = "active" if index // patients < 5 else "completed"
+        loaded.append((patient, orjson.dumps(plan)))
+    return loaded
+
+
+def server_pid(port: int) -> int:
+    """The pid of the process listening on ``port`` (the one uvicorn worker)."""
+    wanted = f"{port:04X}"
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[1].endswith(f":{wanted}") and fields[3] == "0A":  # LISTEN
+                inodes.add(fields[9])
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            for fd in (entry / "fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("socket:[") and target[8:-1] in inodes:
+                    return int(entry.name)
+        except OSError:
+            continue
+    raise RuntimeError(f"no process listens on port {port}")
+
+
+async def bench_backend(wrk: str, url: str, args: argparse.Namespace, postmaster: int | None) -> list[WrkResult]:
+    port = free_port()
+    env = server_env(url, port)
+    subprocess.run([str(BIN / "fhir-server"), "migrate"], env=env, check=True, capture_output=True)
+    loaded = care_plans(args.patients)
+    with serve([str(BIN / "fhir-server"), "serve"], env, port):
+        _, locations = await run_phase(
+            "load", port, args.connections, [("POST", "/fhir/CarePlan", body) for _, body in loaded], 201
+        )
+        ids = [location.decode().split("/CarePlan/")[1].split("/")[0] for location in locations]
+        pid = server_pid(port)
+        rng = random.Random(7)
+        reads = [f"/fhir/CarePlan/{rng.choice(ids)}" for _ in range(2000)]
+        subjects = sorted({patient for patient, _ in loaded})
+        searches = [f"/fhir/CarePlan?subject={rng.choice(subjects)}&status=active" for _ in range(2000)]
+        if postmaster is not None:  # the statistics autovacuum gathers within a minute of a load
+            dsn = url.replace("postgresql+asyncpg", "postgresql")
+            connection = await asyncpg.connect(dsn)
+            await connection.execute("ANALYZE")
+            await connection.close()
+        check = httpx.get(f"http://127.0.0.1:{port}{searches[0]}&_total=accurate").json()
+        if check.get("total") != 5:
+            raise RuntimeError(f"the search phase expects five matches, found {check.get('total')}")
+        creates = [body for _, body in loaded[:200]]
+        return [
+            run_wrk(wrk, port, "read", "GET", reads, [], 200, args, pid, postmaster),
+            run_wrk(wrk, port, "search", "GET", searches, [], 200, args, pid, postmaster),
+            run_wrk(wrk, port, "create", "POST", ["/fhir/CarePlan"], creates, 201, args, pid, postmaster),
+        ]
+
+
+def report(title: str, results: list[WrkResult]) -> None:
+    print(f"\n### {title}")
+    print(
+        "| phase | requests | req/s | p50 ms | p95 ms | p99 ms | max ms | p99/p50 "
+        "| server CPU us/req | PostgreSQL CPU us/req |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for result in results:
+        print(result.row())
+        if result.errors:
+            print(f"\n{result.errors} {result.phase} requests got an unexpected status")
+
+
+def postmaster_pid(cluster: Cluster) -> int:
+    return int((cluster.directory / "data" / "postmaster.pid").read_text().split()[0])
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    wrk = ensure_wrk()
+    print(
+        f"# wrk benchmark {time.strftime('%Y-%m-%d %H:%M')} on {platform.node()}: {os.cpu_count()} cores, "
+        f"{args.connections} connections, {args.seconds} s per phase, {args.patients * 7:,} CarePlans loaded"
+    )
+    cluster = None
+    try:
+        for backend in args.backends.split(","):
+            if backend == "sqlite":
+                url = f"sqlite+aiosqlite:///{tempfile.mkdtemp(prefix='fhir-wrk-')}/fhir.sqlite"
+                postmaster = None
+            else:
+                if cluster is None:
+                    cluster = start_cluster(durable=True)
+                admin = await asyncpg.connect(cluster.admin_url.replace("postgresql+asyncpg", "postgresql"))
+                await admin.execute("DROP DATABASE IF EXISTS bench_wrk")
+                await admin.execute("CREATE DATABASE bench_wrk")
+                await admin.close()
+                url = cluster.url("bench_wrk")
+                postmaster = postmaster_pid(cluster)
+            report(f"fhir-server on {backend}", await bench_backend(wrk, url, args, postmaster))
+    finally:
+        if cluster is not None:
+            cluster.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--seconds", type=int, default=20)
+    parser.add_argument("--patients", type=int, default=400)
+    parser.add_argument("--backends", default="sqlite,postgresql")
+    asyncio.run(main_async(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
