@@ -127,6 +127,14 @@ def _holds(item: Any, condition: str, path: str) -> bool:
     return bool(result == [True])
 
 
+def _value_type(parameter: dict[str, Any]) -> str | None:
+    """The datatype a ``value[x]`` part names (``valueString`` -> ``String``); None for nested parts."""
+    for key in parameter:
+        if key.startswith("value") and key != "value":
+            return key[len("value") :]
+    return None
+
+
 def _value(parameter: dict[str, Any]) -> Any:
     """A ``value[x]`` of a part, or a complex value given as nested parts."""
     for key, value in parameter.items():
@@ -150,6 +158,7 @@ class Operation:
     path: str
     name: str | None = None
     value: Any = None
+    value_type: str | None = None  # the datatype of a value[x] (a choice element takes it as its suffix)
     index: int | None = None
     source: int | None = None
     destination: int | None = None
@@ -194,6 +203,7 @@ def parse_patch(parameters: Any) -> list[Operation]:
             path,
             name=name,
             value=_value(parts["value"]) if "value" in parts else None,
+            value_type=_value_type(parts["value"]) if "value" in parts else None,
             index=integer("index"),
             source=integer("source"),
             destination=integer("destination"),
@@ -227,13 +237,35 @@ def _collection(resource: dict[str, Any], path: str, kind: str) -> list[Any]:
     *parent, name = _split_steps(path)
     if not parent or not _NAME.match(name):
         raise Unprocessable(f"{kind}: path '{path}' must end in an element name")
-    holder = _one(resource, ".".join(parent), kind).get()
+    location = _one(resource, ".".join(parent), kind)
+    holder = location.get()
     if not isinstance(holder, dict):
         raise Unprocessable(f"{kind}: '{'.'.join(parent)}' is not an element that can hold '{name}'")
-    current = holder.setdefault(name, [])
-    if not isinstance(current, list):
-        holder[name] = current = [current]
-    return current
+    repeats = load_element_table().repeats(location.type_name or "", name)
+    current = holder.get(name)
+    if repeats is False or (current is not None and not isinstance(current, list)):
+        raise Unprocessable(f"{kind}: '{path}' is a single element, not a list")
+    items: list[Any] = holder.setdefault(name, [])
+    return items
+
+
+def _element_key(type_name: str | None, name: str, value_type: str | None) -> str:
+    """The JSON key for element ``name`` holding a value of ``value_type``: ``name`` itself, or for a
+    choice element (``value[x]``) ``name`` with the datatype appended (``valueString``)."""
+    table = load_element_table()
+    if type_name is None or value_type is None or table.child_type(type_name, name) is not None:
+        return name
+    typed = name + value_type[:1].upper() + value_type[1:]
+    return typed if table.child_type(type_name, typed) is not None else name
+
+
+def _replaced_key(path: str, key: str, value_type: str | None) -> str:
+    """A choice element named by its base (``Observation.value``, stored as ``valueQuantity``) and replaced
+    by a value of another datatype is stored under that datatype's key (fhirpatch.html: replace)."""
+    name = _split_steps(path)[-1]
+    if value_type is None or not _NAME.match(name) or key == name or not key.startswith(name):
+        return key
+    return name + value_type[:1].upper() + value_type[1:]
 
 
 def apply_operation(resource: dict[str, Any], operation: Operation) -> None:
@@ -244,10 +276,13 @@ def apply_operation(resource: dict[str, Any], operation: Operation) -> None:
         if not isinstance(target, dict):
             raise Unprocessable(f"add: '{path}' is not an element that can have children")
         assert operation.name is not None
-        existing = target.get(operation.name)
-        repeats = load_element_table().repeats(location.type_name or "", operation.name)
+        key = _element_key(location.type_name, operation.name, operation.value_type)
+        existing = target.get(key)
+        if key != operation.name and any(k in target for k in _child_keys(target, operation.name)):
+            raise Unprocessable(f"add: '{path}.{operation.name}' already has a value (use replace)")
+        repeats = load_element_table().repeats(location.type_name or "", key)
         if existing is None:  # a repeating element starts as a list of one (fhirpatch.html: add appends)
-            target[operation.name] = [operation.value] if repeats else operation.value
+            target[key] = [operation.value] if repeats else operation.value
         elif isinstance(existing, list):
             existing.append(operation.value)
         else:
@@ -255,7 +290,10 @@ def apply_operation(resource: dict[str, Any], operation: Operation) -> None:
     elif kind == "replace":
         location = _one(resource, path, kind)
         if location.index is None:
-            location.container[location.key] = operation.value
+            key = _replaced_key(path, location.key, operation.value_type)
+            if key != location.key:  # a choice element takes the new value's datatype (value[x])
+                del location.container[location.key]
+            location.container[key] = operation.value
         else:
             location.container[location.key][location.index] = operation.value
     elif kind == "delete":

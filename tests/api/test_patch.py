@@ -193,3 +193,28 @@ async def test_concurrent_patches_lose_no_update(client: httpx.AsyncClient) -> N
     statuses = await asyncio.gather(*(add_note(100 + n, {"If-Match": f'W/"{version}"'}) for n in range(writers)))
     assert sorted(statuses) == [200] + [412] * (writers - 1)
     assert len((await current(client, task_id))["note"]) == writers + 2
+
+
+async def test_fhirpath_patch_of_a_choice_element_changes_its_datatype(client: httpx.AsyncClient) -> None:
+    """``Observation.value`` names ``value[x]``: adding or replacing it stores the value under its datatype
+    (fhirpatch.html), and insert on a single element is 422."""
+    body = {"resourceType": "Observation", "status": "final", "code": {"text": "weight"}}
+    created = await client.post("/fhir/Observation", json=body, headers={"Content-Type": "application/fhir+json"})
+    url = f"/fhir/Observation/{created.json()['id']}"
+    headers = {"Content-Type": "application/fhir+json"}
+    add = fhirpath_patch(
+        operation("add", "Observation", name={"valueString": "value"}, value={"valueQuantity": {"value": 70}})
+    )
+    added = await client.patch(url, json=add, headers=headers)
+    assert added.status_code == 200, added.text
+    assert added.json()["valueQuantity"] == {"value": 70}
+    replace = fhirpath_patch(operation("replace", "Observation.value", value={"valueString": "heavy"}))
+    replaced = await client.patch(url, json=replace, headers=headers)
+    assert replaced.status_code == 200, replaced.text
+    assert replaced.json()["valueString"] == "heavy" and "valueQuantity" not in replaced.json()
+    insert = fhirpath_patch(
+        operation("insert", "Observation.status", index={"valueInteger": 0}, value={"valueCode": "final"})
+    )
+    refused = await client.patch(url, json=insert, headers=headers)
+    assert refused.status_code == 422
+    assert "'Observation.status' is a single element, not a list" in refused.json()["issue"][0]["diagnostics"]

@@ -102,10 +102,10 @@ def test_operations_are_read_with_their_parts() -> None:
         )
     )
     assert operations == [
-        Operation("add", "Task", name="priority", value="urgent"),
-        Operation("insert", "Task.note", value={"text": "zero"}, index=0),
+        Operation("add", "Task", name="priority", value="urgent", value_type="Code"),
+        Operation("insert", "Task.note", value={"text": "zero"}, value_type="Annotation", index=0),
         Operation("delete", "Task.identifier.where(system = 'urn:a')"),
-        Operation("replace", "Task.status", value="accepted"),
+        Operation("replace", "Task.status", value="accepted", value_type="Code"),
         Operation("move", "Task.note", source=2, destination=0),
         Operation("add", "Task", name="owner", value={"reference": "Practitioner/n1"}),
     ]
@@ -636,23 +636,33 @@ def test_errors_are_fhir_errors_with_their_status() -> None:
 # --- current behaviour that reads otherwise in fhirpatch.html ----------------------------------------
 
 
-def test_replace_of_a_choice_element_keeps_its_old_type_suffix() -> None:
-    """Replacing ``Observation.value`` with a value of another type keeps the key ``valueQuantity``; the spec's
-    replace puts the new datatype in place, which would be ``valueString``. Later validation refuses the result."""
+def test_replace_of_a_choice_element_takes_the_new_datatype() -> None:
+    """fhirpatch.html: replace puts the new value in place; for ``value[x]`` that is the new datatype's key."""
     result = patched(OBSERVATION, operation("replace", "Observation.value", value={"valueString": "heavy"}))
-    assert result["valueQuantity"] == "heavy"
-    assert "valueString" not in result
+    assert result["valueString"] == "heavy"
+    assert "valueQuantity" not in result
 
 
-def test_insert_and_move_on_a_single_element_turn_it_into_a_list() -> None:
-    """The spec's insert and move work on a list; on a non-repeating element they wrap it in an array (even a
-    move from 0 to 0) instead of refusing, and leave later validation to refuse the result."""
-    moved = patched(TASK, operation("move", "Task.status", source={"valueInteger": 0}, destination={"valueInteger": 0}))
-    assert moved["status"] == ["requested"]
-    inserted = patched(
-        TASK, operation("insert", "Task.status", index={"valueInteger": 0}, value={"valueCode": "draft"})
+def test_add_to_a_choice_element_names_its_datatype() -> None:
+    unvalued = {k: v for k, v in OBSERVATION.items() if not k.startswith("value")}
+    result = patched(
+        unvalued, operation("add", "Observation", name={"valueString": "value"}, value={"valueString": "x"})
     )
-    assert inserted["status"] == ["draft", "requested"]
+    assert result["valueString"] == "x" and "value" not in result
+    message = unprocessable(
+        OBSERVATION, operation("add", "Observation", name={"valueString": "value"}, value={"valueString": "x"})
+    )
+    assert "already has a value (use replace)" in message
+
+
+def test_insert_and_move_on_a_single_element_are_422() -> None:
+    """insert and move work on lists (fhirpatch.html); a non-repeating element is refused, not wrapped in one."""
+    move = operation("move", "Task.status", source={"valueInteger": 0}, destination={"valueInteger": 0})
+    assert unprocessable(TASK, move) == "move: 'Task.status' is a single element, not a list"
+    insert = operation("insert", "Task.status", index={"valueInteger": 0}, value={"valueCode": "draft"})
+    assert unprocessable(TASK, insert) == "insert: 'Task.status' is a single element, not a list"
+    absent = operation("insert", "Task.priority", index={"valueInteger": 0}, value={"valueCode": "urgent"})
+    assert unprocessable(TASK, absent) == "insert: 'Task.priority' is a single element, not a list"
 
 
 def test_parts_of_a_complex_value_are_not_arrays_and_repeated_names_overwrite() -> None:
