@@ -61,7 +61,7 @@ async def conditional_update(
         if pending:
             await resolve_in_body(ctx, conn, stored_body, pending, gate)
         rows = await ctx.index_rows_checked(resource_type, resource_id, stored_body, report)
-        return await update_in(ctx, conn, resource_type, resource_id, stored_body, rows, if_match)
+        return await update_in(ctx, conn, resource_type, resource_id, stored_body, rows, if_match, gate=gate)
 
     return await ctx.db.run_write(attempt)
 
@@ -79,7 +79,7 @@ async def conditional_delete(ctx: FhirContext, rc: RequestContext, resource_type
             raise MultipleMatches(f"the criteria match more than {MAX_CONDITIONAL_DELETES} resources; narrow them")
         deleted = []
         for resource_id in matches:
-            outcome = await delete_in(ctx, conn, resource_type, resource_id, None)
+            outcome = await delete_in(ctx, conn, resource_type, resource_id, None, gate)
             if outcome is not None:
                 deleted.append(outcome)
         return deleted

@@ -7,6 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from app.interactions.context import FhirContext, WriteResult, is_valid_id
 from app.interactions.request_context import RequestContext
 from app.interactions.storing import ANY, store
+from app.storage.gate import ReadGate
 
 
 async def delete(
@@ -20,12 +21,18 @@ async def delete(
     ctx.require_type(resource_type)
     if not is_valid_id(resource_id):
         return None  # such an id can never have been stored
-    return await delete_in(ctx, None, resource_type, resource_id, if_match)
+    return await delete_in(ctx, None, resource_type, resource_id, if_match, ctx.read_gate(rc.caller))
 
 
 async def delete_in(
-    ctx: FhirContext, conn: AsyncConnection | None, resource_type: str, resource_id: str, if_match: int | None
+    ctx: FhirContext,
+    conn: AsyncConnection | None,
+    resource_type: str,
+    resource_id: str,
+    if_match: int | None,
+    gate: ReadGate,
 ) -> WriteResult | None:
     """The tombstone, in ``conn``'s transaction (conditional deletes, transaction entries) or as a
-    write of its own (None); None when nothing live was there."""
-    return await store(ctx, conn, resource_type, resource_id, None, {}, ANY if if_match is None else if_match, "DELETE")
+    write of its own (None); None when nothing live was there, not found outside ``gate``."""
+    expect = ANY if if_match is None else if_match
+    return await store(ctx, conn, resource_type, resource_id, None, {}, expect, "DELETE", gate)

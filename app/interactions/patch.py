@@ -27,6 +27,7 @@ from app.interactions.fhirpath_patch import apply_fhirpath_patch
 from app.interactions.request_context import RequestContext
 from app.interactions.search import find_ids
 from app.interactions.update import update_in
+from app.storage.gate import ReadGate
 from app.storage.index_tables import IndexRows
 from app.storage.repository import read_current
 
@@ -130,8 +131,10 @@ async def patch_in(
     media_type: str,
     document: Any,
     if_match: int | None,
+    gate: ReadGate,
 ) -> WriteResult:
-    """The patch in ``conn``'s transaction (single requests and transaction entries alike).
+    """The patch in ``conn``'s transaction (single requests and transaction entries alike); a resource
+    outside ``gate`` (what the caller may read) is not found.
 
     Without ``If-Match``, a version written by someone else between our read
     and our write makes the patch apply again to that newer version (each
@@ -140,7 +143,7 @@ async def patch_in(
 
     async def once() -> WriteResult:
         """Apply to the current version and write with a compare on it (``VersionConflict`` when it moved)."""
-        current = await read_current(conn, resource_type, resource_id)
+        current = await read_current(conn, resource_type, resource_id, gate)
         if current is None:
             raise NotFound(f"{resource_type}/{resource_id} is not known")
         if if_match is not None and current.version_id != if_match:
@@ -156,7 +159,9 @@ async def patch_in(
             return body, ctx.index_rows(resource_type, resource_id, body)
 
         body, rows = await asyncio.to_thread(patch_and_index)
-        return await update_in(ctx, conn, resource_type, resource_id, body, rows, current.version_id, "PATCH")
+        return await update_in(
+            ctx, conn, resource_type, resource_id, body, rows, current.version_id, gate=gate, method="PATCH"
+        )
 
     for _ in range(MAX_ATTEMPTS):
         try:
@@ -177,9 +182,10 @@ async def patch(
     if_match: int | None = None,
 ) -> WriteResult:
     ctx.require_known(resource_type, resource_id)
+    gate = ctx.read_gate(rc.caller)
 
     async def attempt(conn: AsyncConnection) -> WriteResult:
-        return await patch_in(ctx, conn, resource_type, resource_id, media_type, document, if_match)
+        return await patch_in(ctx, conn, resource_type, resource_id, media_type, document, if_match, gate)
 
     return await ctx.db.run_write(attempt)
 

@@ -13,7 +13,7 @@ whole-type helpers here run in the caller.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import Integer, bindparam, func, select
@@ -100,17 +100,6 @@ async def reindex_instance(ctx: FhirContext, rc: RequestContext, resource_type: 
     if not await _reindex_batch(ctx, resource_type, _ONE, {"rt": resource_type, "rid": resource_id}):
         raise NotFound(f"{resource_type}/{resource_id} is not known")
     return 1
-
-
-async def reindex_types(ctx: FhirContext, resource_types: Iterable[str]) -> dict[str, int]:
-    """Several types in one call (the system-level operation runs as a job: ``app.interactions.reindex_job``)."""
-    return {t: await reindex_type(ctx, t) for t in sorted(resource_types)}
-
-
-async def stored_types(ctx: FhirContext) -> list[str]:
-    async with ctx.db.read() as conn:
-        rows = await conn.execute(select(_R.resource_type).where(_R.deleted.is_(False)).distinct())
-        return [row[0] for row in rows if row[0] in ctx.resource_types]
 
 
 def counts_parameters(counts: Mapping[str, int]) -> dict[str, Any]:

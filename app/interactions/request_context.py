@@ -54,8 +54,3 @@ class RequestContext:
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
     request_id: str | None = None
     limits: RequestLimits = RequestLimits()
-
-
-def background_context(base_url: str = "") -> RequestContext:
-    """The context of work the server does on its own (jobs, start-up), not for a client."""
-    return RequestContext(Caller("server"), base_url)

@@ -212,7 +212,7 @@ class Transaction:
         for target in targets:
             key = f"{entry.resource_type}/{target}"
             self._touch(key, entry)
-            outcome = await delete_in(self.ctx, conn, entry.resource_type, target, entry.if_match)
+            outcome = await delete_in(self.ctx, conn, entry.resource_type, target, entry.if_match, self.gate)
             self.deleted.add(key)
             last = outcome
         stored = last.stored if last is not None else None
@@ -339,12 +339,16 @@ class Transaction:
             assert entry.resource is not None
             body = {**entry.resource, "id": resource_id}
             rows = self.ctx.index_rows(entry.resource_type, resource_id, body)
-            result = await update_in(self.ctx, conn, entry.resource_type, resource_id, body, rows, entry.if_match)
+            result = await update_in(
+                self.ctx, conn, entry.resource_type, resource_id, body, rows, entry.if_match, gate=self.gate
+            )
             self.results[entry.index] = EntryResult(result.status, result.stored, method=entry.method)
             return
         assert entry.patch is not None
         media_type, document = entry.patch
-        patched = await patch_in(self.ctx, conn, entry.resource_type, resource_id, media_type, document, entry.if_match)
+        patched = await patch_in(
+            self.ctx, conn, entry.resource_type, resource_id, media_type, document, entry.if_match, self.gate
+        )
         self.results[entry.index] = EntryResult(patched.status, patched.stored, method=entry.method)
 
     async def _read(self, conn: AsyncConnection, entry: Entry) -> None:

@@ -12,6 +12,7 @@ from app.interactions.create import check_body_type
 from app.interactions.references import conditional_references, refuse_bundle_local, resolve_in_body
 from app.interactions.request_context import RequestContext
 from app.interactions.storing import ANY, store_body
+from app.storage.gate import ReadGate
 from app.storage.index_tables import IndexRows
 
 
@@ -45,15 +46,15 @@ async def update(
     report = await ctx.check(resource_type, body)
     refuse_bundle_local(report.references)
     pending = conditional_references(report.references)
+    gate = ctx.read_gate(rc.caller)
     if not pending:  # a write of its own: one statement per attempt on PostgreSQL
         rows = await ctx.index_rows_checked(resource_type, resource_id, body, report)
-        return await update_in(ctx, None, resource_type, resource_id, body, rows, if_match)
-    gate = ctx.read_gate(rc.caller)
+        return await update_in(ctx, None, resource_type, resource_id, body, rows, if_match, gate=gate)
 
     async def attempt(conn: AsyncConnection) -> WriteResult:
         await resolve_in_body(ctx, conn, body, pending, gate)
         rows = await ctx.index_rows_checked(resource_type, resource_id, body, report)
-        return await update_in(ctx, conn, resource_type, resource_id, body, rows, if_match)
+        return await update_in(ctx, conn, resource_type, resource_id, body, rows, if_match, gate=gate)
 
     return await ctx.db.run_write(attempt)
 
@@ -66,10 +67,11 @@ async def update_in(
     body: dict[str, Any],
     rows: IndexRows,
     if_match: int | None,
+    *,
+    gate: ReadGate,
     method: str = "PUT",
 ) -> WriteResult:
     """The update of a checked and indexed body, in ``conn``'s transaction (conditional updates,
-    transaction entries) or as a write of its own (None)."""
-    return await store_body(
-        ctx, conn, resource_type, resource_id, body, rows, ANY if if_match is None else if_match, method
-    )
+    transaction entries) or as a write of its own (None); a resource outside ``gate`` is not found."""
+    expect = ANY if if_match is None else if_match
+    return await store_body(ctx, conn, resource_type, resource_id, body, rows, expect, method, gate)

@@ -291,7 +291,7 @@ def _parse_clause(
     type_modifier = param.type == "reference" and bool(modifier) and is_type_modifier(param.targets, modifier)
     if modifier and modifier not in kind.modifiers and not type_modifier:
         raise InvalidRequest(f"modifier ':{modifier}' is not supported for parameter '{code}'", [name])
-    context = ValueContext(name, modifier or None, param.targets)
+    context = ValueContext(name, modifier or None)
     if modifier == "missing":
         return Clause(param, "missing", (parse_missing(raw, context),), name, raw)
     texts = [v for v in split_escaped(raw, ",") if v != ""]

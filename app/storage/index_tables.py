@@ -50,10 +50,6 @@ def indexed_text(value: str) -> str:
     return f"{prefix}#{hashlib.blake2b(encoded, digest_size=16).hexdigest()}"
 
 
-def indexed_or_none(value: str | None) -> str | None:
-    return None if value is None else indexed_text(value)
-
-
 CText = Text().with_variant(Text(collation="C"), "postgresql")
 
 

@@ -40,8 +40,9 @@ from typing import Final, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.errors import VersionConflict
+from app.errors import NotFound, VersionConflict
 from app.storage.database import Database
+from app.storage.gate import OPEN, ReadGate
 from app.storage.index_tables import IndexRows, merge_rows
 from app.storage.index_writer import insert_index_rows, replace_index_rows
 from app.storage.repository import (
@@ -131,18 +132,22 @@ class ResourceWriter:
         """A writer that also runs ``hooks`` (Subscriptions and workflow rules register here)."""
         return ResourceWriter(self.db, (*self.hooks, *hooks))
 
-    async def write(self, conn: AsyncConnection | None, new: NewVersion, expect: Expect) -> Change | None:
+    async def write(
+        self, conn: AsyncConnection | None, new: NewVersion, expect: Expect, gate: ReadGate = OPEN
+    ) -> Change | None:
         """Store ``new`` if the current version is as expected; None for a deletion of nothing live.
 
         ``conn``: the caller's open write transaction, or None for a write that
-        is its own atomic unit. Raises ``VersionConflict`` (an expected version
-        that is not current, or too many lost races) and ``AlreadyExists``.
+        is its own atomic unit. ``gate``: what the caller may read; an existing
+        resource outside it is ``NotFound``, as it would be to a read, and is
+        not changed. Raises ``VersionConflict`` (an expected version that is
+        not current, or too many lost races) and ``AlreadyExists``.
         """
         if conn is not None:
-            return await self._write_until_stored(conn, new, expect)
-        if self._one_statement:
+            return await self._write_until_stored(conn, new, expect, gate)
+        if self._one_statement and gate.open:
             return await self._write_alone(new, expect)
-        return await self.db.run_write(lambda c: self._write_until_stored(c, new, expect))
+        return await self.db.run_write(lambda c: self._write_until_stored(c, new, expect, gate))
 
     async def create_many(self, conn: AsyncConnection, versions: Sequence[tuple[StoredVersion, IndexRows]]) -> None:
         """Version 1 of many resources under fresh ids, in the caller's transaction: two batched
@@ -152,12 +157,16 @@ class ResourceWriter:
         for version, rows in versions:
             await self._after(conn, Change(None, version, rows))
 
-    async def _write_until_stored(self, conn: AsyncConnection, new: NewVersion, expect: Expect) -> Change | None:
+    async def _write_until_stored(
+        self, conn: AsyncConnection, new: NewVersion, expect: Expect, gate: ReadGate
+    ) -> Change | None:
         """In ``conn``'s transaction: a lost race is seen by the next read (READ COMMITTED), and the
         version after the winner's is written."""
         for _ in range(MAX_ATTEMPTS):
             # a create under a fresh id need not look: the insert itself reports a taken id
             current = None if expect is ABSENT else await read_current(conn, new.resource_type, new.id)
+            if current is not None and not gate.open:
+                await _require_visible(conn, new, gate)
             step = _next(current, new, expect)
             if step is None:
                 return None
@@ -202,6 +211,12 @@ class ResourceWriter:
     async def _after(self, conn: AsyncConnection, change: Change) -> None:
         for hook in self.hooks:
             await hook(conn, change)
+
+
+async def _require_visible(conn: AsyncConnection, new: NewVersion, gate: ReadGate) -> None:
+    """A caller may change only what it may read: anything else is not found (nothing written)."""
+    if await read_current(conn, new.resource_type, new.id, gate) is None:
+        raise NotFound(f"{new.resource_type}/{new.id} is not known")
 
 
 def _next(current: StoredVersion | None, new: NewVersion, expect: Expect) -> Change | None:

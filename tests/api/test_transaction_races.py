@@ -25,6 +25,7 @@ from sqlalchemy import column, func, select, table
 
 from app.interactions.context import FhirContext
 from app.interactions.update import update_in
+from app.storage.gate import OPEN
 from tests.conftest import FHIR_JSON_HEADERS
 
 
@@ -80,7 +81,7 @@ async def race(app: FastAPI, client: httpx.AsyncClient, entry: dict[str, Any]) -
     rows = ctx.index_rows("Task", task_id, body)
     bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [entry]}
     async with ctx.db.write() as conn:
-        assert await update_in(ctx, conn, "Task", task_id, body, rows, None) is not None
+        assert await update_in(ctx, conn, "Task", task_id, body, rows, None, gate=OPEN) is not None
         posted = asyncio.create_task(client.post("/fhir", json=bundle, headers=FHIR_JSON_HEADERS))
         await until_waiting_for_a_lock(ctx)
     return await asyncio.wait_for(posted, timeout=30)

@@ -6,7 +6,8 @@ resources outside any compartment. Every route that returns resources
 (read, vread, search with includes, chains and _has, compartment and system
 search, history at all three levels, transaction and batch entries,
 conditional matching and conditional references) must show p1's compartment
-only, with totals that count only what the caller may see.
+only, with totals that count only what the caller may see; and a PUT, PATCH
+or DELETE by id cannot reach a resource the caller cannot read.
 """
 
 from __future__ import annotations
@@ -190,3 +191,30 @@ async def test_conditional_delete_deletes_only_what_the_caller_sees(app: FastAPI
     assert "Deleted 1 resource(s): ServiceRequest/s1" in response.json()["issue"][0]["diagnostics"]
     app.dependency_overrides.clear()
     assert (await confined.get("/fhir/ServiceRequest/s2")).status_code == 200  # the other patient's is still there
+
+
+async def test_writes_by_id_cannot_reach_what_the_caller_cannot_see(app: FastAPI, confined: httpx.AsyncClient) -> None:
+    """A PATCH returns the patched resource, and PUT and DELETE act on it: outside the caller's compartment
+    all three are 404 (as a read is) and change nothing, alone or as transaction entries."""
+    headers = {"Content-Type": "application/json-patch+json"}
+    patch = [{"op": "replace", "path": "/status", "value": "revoked"}]
+    patched = await confined.patch("/fhir/CarePlan/c2", json=patch, headers=headers)
+    assert patched.status_code == 404 and "c2" not in patched.text.replace("CarePlan/c2 is not known", "")
+    plan = {"resourceType": "CarePlan", "id": "c2", "status": "revoked", "intent": "plan",
+            "subject": {"reference": "Patient/p1"}}  # fmt: skip
+    assert (await confined.put("/fhir/CarePlan/c2", json=plan, headers=FHIR_JSON_HEADERS)).status_code == 404
+    assert (await confined.delete("/fhir/CarePlan/c2")).status_code == 404
+    bundle = {"resourceType": "Bundle", "type": "batch", "entry": [
+        {"request": {"method": "DELETE", "url": "CarePlan/c2"}},
+        {"resource": plan, "request": {"method": "PUT", "url": "CarePlan/c2"}},
+        {"resource": {"resourceType": "Binary", "contentType": "application/json-patch+json",
+                      "data": "W3sib3AiOiJyZXBsYWNlIiwicGF0aCI6Ii9zdGF0dXMiLCJ2YWx1ZSI6InJldm9rZWQifV0="},
+         "request": {"method": "PATCH", "url": "CarePlan/c2"}},
+    ]}  # fmt: skip
+    answered = await confined.post("/fhir", json=bundle, headers=FHIR_JSON_HEADERS)
+    assert [e["response"]["status"][:3] for e in answered.json()["entry"]] == ["404", "404", "404"]
+    own = await confined.patch("/fhir/CarePlan/c1", json=patch, headers=headers)
+    assert own.status_code == 200 and own.json()["status"] == "revoked"
+    app.dependency_overrides.clear()
+    stored = (await confined.get("/fhir/CarePlan/c2")).json()
+    assert stored["status"] == "active" and stored["meta"]["versionId"] == "2"

@@ -29,12 +29,11 @@ class SearchValue(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class ValueContext:
-    """What parsing one value may need to know: the parameter's name as sent (for messages), its
-    modifier, and the reference targets it allows."""
+    """What parsing one value may need to know: the parameter's name as sent (for messages) and its
+    modifier."""
 
     name: str
     modifier: str | None
-    targets: tuple[str, ...] = ()
 
     def bad(self, value: str, why: str) -> InvalidRequest:
         return InvalidRequest(f"{self.name}={value}: {why}", [self.name])
