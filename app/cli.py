@@ -1,13 +1,16 @@
-"""``fhir-server``: ``serve`` migrates if needed and runs uvicorn, ``migrate`` applies the schema migrations."""
+"""``fhir-server``: ``serve`` migrates if needed and runs uvicorn, ``migrate`` applies the schema migrations,
+``client``, ``user`` and ``keys`` manage the authorization server (``app.admin_cli``)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
 import uvicorn
 from sqlalchemy.engine import make_url
 
+from app import admin_cli
 from app.config import Settings
 from app.storage.migrate import upgrade
 
@@ -50,10 +53,13 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="migrate the schema if needed, then serve the FHIR API (FHIR_* settings)")
     sub.add_parser("migrate", help="apply database migrations up to the newest")
+    admin_cli.add_parsers(sub)
     args = parser.parse_args(argv)
     settings = Settings()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(message)s")
-    if args.command == "migrate":
+    logging.basicConfig(level=settings.log_level.upper(), format="%(message)s", stream=sys.stderr)
+    if args.command in admin_cli.COMMANDS:
+        admin_cli.run(settings, args)
+    elif args.command == "migrate":
         if not migrate(settings):
             raise SystemExit(1)
     else:

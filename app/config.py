@@ -6,6 +6,9 @@ no module reads the environment on import.
 
 from __future__ import annotations
 
+from typing import Literal
+from urllib.parse import urljoin
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -47,6 +50,29 @@ class Settings(BaseSettings):
     search_parameter_refresh_seconds: float = Field(
         default=10, gt=0, description="How often each worker checks for SearchParameters stored by another worker"
     )
+
+    auth: Literal["on", "off"] = Field(
+        default="on",
+        description="SMART on FHIR authorization of every FHIR interaction; off only for local experiments",
+    )
+    auth_token_seconds: int = Field(
+        default=3600, ge=60, le=3600, description="Lifetime of access tokens issued to apps (at most an hour)"
+    )
+    auth_backend_token_seconds: int = Field(
+        default=300, ge=60, le=3600, description="Lifetime of access tokens issued to backend services"
+    )
+    auth_revocation_poll_seconds: float = Field(
+        default=2, gt=0, description="How often each worker reads revocations and signing keys from the database"
+    )
+
+    @property
+    def auth_enforced(self) -> bool:
+        return self.auth == "on"
+
+    def smart_url(self, name: str) -> str:
+        """An endpoint of the authorization server, beside the FHIR base: ``http://h:p/fhir`` gives
+        ``http://h:p/smart/<name>``."""
+        return urljoin(self.public_base_url + "/", f"../smart/{name}")
 
     @property
     def public_base_url(self) -> str:

@@ -7,6 +7,8 @@
     │   ├── InvalidResource        400 invalid      fails validation or binding
     │   ├── ResourceTypeMismatch   400 invalid      body type != URL type
     │   └── IdMismatch             400 invalid      body id != URL id
+    ├── Unauthorized               401 login        no bearer token, or one that is not valid
+    ├── Forbidden                  403 forbidden    the token's scopes do not permit the interaction
     ├── NotFound                   404 not-found    unknown type, id or version
     ├── Gone                       410 deleted      the current version is a tombstone
     ├── VersionConflict            412 conflict     If-Match does not match
@@ -38,6 +40,8 @@ class ErrorCode(StrEnum):
     INVALID_RESOURCE = "FHIR-400-VALIDATION"
     RESOURCE_TYPE_MISMATCH = "FHIR-400-TYPE"
     ID_MISMATCH = "FHIR-400-ID"
+    UNAUTHORIZED = "FHIR-401"
+    FORBIDDEN = "FHIR-403"
     NOT_FOUND = "FHIR-404"
     GONE = "FHIR-410"
     VERSION_CONFLICT = "FHIR-412"
@@ -85,6 +89,23 @@ class ResourceTypeMismatch(InvalidRequest):
 
 class IdMismatch(InvalidRequest):
     code = ErrorCode.ID_MISMATCH
+
+
+class Unauthorized(FhirError):
+    """No usable access token (RFC 6750 section 3): 401 with ``WWW-Authenticate: Bearer``; ``error`` is
+    ``invalid_token`` when a token was sent but is malformed, expired, revoked or wrongly signed."""
+
+    code = ErrorCode.UNAUTHORIZED
+
+    def __init__(self, message: str, error: str | None = None) -> None:
+        super().__init__(message)
+        self.error = error
+
+
+class Forbidden(FhirError):
+    """A valid token whose scopes do not permit the interaction on that resource type (403)."""
+
+    code = ErrorCode.FORBIDDEN
 
 
 class NotFound(FhirError):

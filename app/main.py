@@ -10,10 +10,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
+from starlette.middleware.cors import CORSMiddleware
 
+from app.api import authorize_routes, smart_routes
 from app.api.async_requests import ASYNC_PATH, cancel, job_status
-from app.api.deps import request_limits
+from app.api.auth import Authenticator
+from app.api.deps import caller, request_limits
 from app.api.endpoints import ENDPOINTS
 from app.api.errors import install_error_handlers
 from app.api.middleware import MAX_URL_BYTES, RequestLogMiddleware
@@ -27,6 +30,7 @@ from app.interactions.search_parameters import check_search_parameter, refresh_i
 from app.search import bounds
 from app.search.extraction import Extractor
 from app.search.registry import SearchRegistry, load_registry
+from app.smart.throttle import LoginThrottle
 from app.storage.database import Database
 from app.storage.writes import ResourceWriter
 from app.validation.bindings import BindingTable
@@ -36,6 +40,7 @@ from app.validation.validator import ResourceValidator
 from capability.statement import build_capability_statement, render
 
 FHIR_PREFIX = "/fhir"
+LOG = logging.getLogger("fhir.server")
 READ_METHODS = ["GET", "HEAD"]
 
 
@@ -118,16 +123,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     holder = ContextHolder(ctx)
     jobs = JobRunner(holder, {REINDEX: REINDEX_JOB})
+    auth = Authenticator.build(settings, database)
+    if not settings.auth_enforced:
+        LOG.warning(
+            "WARNING: FHIR_AUTH=off: every FHIR interaction is open to anyone who can reach %s, without a token. "
+            "Use this only for local experiments with data that is not real.",
+            settings.public_base_url,
+        )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await reload_search_parameters(holder)
         watcher = asyncio.create_task(_watch_search_parameters(holder, settings.search_parameter_refresh_seconds))
+        await auth.start()  # a signing key on first start; keys and revocations loaded
+        auth_poller = asyncio.create_task(auth.poll())
         await jobs.start()  # resume jobs whose process stopped
         freeze_startup_heap()
         yield
         watcher.cancel()
+        auth_poller.cancel()
         await jobs.close()  # their jobs stay resumable
+        await auth.close()
         await database.dispose()
 
     app = FastAPI(title="Care plan repository", lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None)
@@ -135,6 +151,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.request_limits = request_limits(settings)
     app.state.fhir = holder
     app.state.jobs = jobs
+    app.state.auth = auth
+    app.state.login_throttle = LoginThrottle()
     started = utc_now()
 
     limits = server_limits(settings)
@@ -148,10 +166,50 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.capability = CapabilityCache(capability_bytes)  # rendered again when the registry changes
     app.state.capability.body(ctx.registry)
     app.add_middleware(RequestLogMiddleware)
+    # Browser apps on other origins (a SMART app in an EHR's frame) call the API, the discovery
+    # document and the token endpoint (hl7.org/fhir/smart-app-launch/app-launch.html): preflights are
+    # answered before authentication, which a preflight never carries.
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=["*"],
+        allow_methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"],
+        allow_headers=[
+            "Authorization",
+            "Content-Type",
+            "Accept",
+            "Prefer",
+            "If-Match",
+            "If-None-Match",
+            "If-None-Exist",
+            "If-Modified-Since",
+            "X-Request-Id",
+        ],
+        expose_headers=["Location", "Content-Location", "ETag", "Last-Modified", "WWW-Authenticate", "X-Request-Id"],
+        max_age=600,
+    )
     install_error_handlers(app)
     app.add_api_route("/health", health, methods=READ_METHODS, include_in_schema=False)
     app.add_api_route("/health/ready", ready, methods=READ_METHODS, include_in_schema=False)
     app.add_api_route(f"{FHIR_PREFIX}/metadata", metadata, methods=READ_METHODS, include_in_schema=False)
+    app.add_api_route(
+        f"{FHIR_PREFIX}/.well-known/smart-configuration",
+        smart_routes.smart_configuration,
+        methods=READ_METHODS,
+        include_in_schema=False,
+    )
+    app.add_api_route("/smart/jwks", smart_routes.jwks, methods=READ_METHODS, include_in_schema=False)
+    app.add_api_route(
+        "/smart/authorize", authorize_routes.authorize, methods=[*READ_METHODS, "POST"], include_in_schema=False
+    )
+    app.add_api_route("/smart/authorize/login", authorize_routes.login, methods=["POST"], include_in_schema=False)
+    app.add_api_route(
+        "/smart/authorize/patient", authorize_routes.pick_patient, methods=["POST"], include_in_schema=False
+    )
+    app.add_api_route("/smart/authorize/consent", authorize_routes.consent, methods=["POST"], include_in_schema=False)
+    app.add_api_route("/smart/launch", authorize_routes.launch, methods=["POST"], include_in_schema=False)
+    app.add_api_route("/smart/token", smart_routes.token, methods=["POST"], include_in_schema=False)
+    app.add_api_route("/smart/revoke", smart_routes.revocation, methods=["POST"], include_in_schema=False)
+    app.add_api_route("/smart/introspect", smart_routes.introspection, methods=["POST"], include_in_schema=False)
     # async.html polling locations: before the /{resource_type} routes, and not FHIR interactions
     app.add_api_route(
         f"{FHIR_PREFIX}{ASYNC_PATH}/{{job_id}}", job_status, methods=READ_METHODS, include_in_schema=False
@@ -164,6 +222,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             methods = READ_METHODS if route.method == "GET" else [route.method]  # HEAD wherever GET works
             endpoint = ENDPOINTS[route.endpoint]
             app.add_api_route(FHIR_PREFIX + route.path, endpoint, methods=methods, include_in_schema=False)
-    for path, name in UNSUPPORTED_OPERATIONS:
-        app.add_api_route(FHIR_PREFIX + path, ENDPOINTS[name], methods=OPERATION_METHODS, include_in_schema=False)
+    for path, name in UNSUPPORTED_OPERATIONS:  # authenticated too: without a token nothing is answered
+        app.add_api_route(
+            FHIR_PREFIX + path,
+            ENDPOINTS[name],
+            methods=OPERATION_METHODS,
+            include_in_schema=False,
+            dependencies=[Depends(caller)],
+        )
     return app

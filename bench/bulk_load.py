@@ -20,6 +20,7 @@ from app.interactions.context import FhirContext, utc_now
 from app.interactions.stamping import stamp
 from app.main import build_context, served_resource_types
 from app.storage.database import Database
+from app.storage.gate import OPEN
 from app.storage.repository import StoredVersion
 from bench.population import Population
 
@@ -46,7 +47,7 @@ async def load_records(
                 for r in batch
             ]
             async with database.write() as conn:
-                await store_creates(ctx, conn, prepared)
+                await store_creates(ctx, conn, prepared, OPEN)
             seconds += time.perf_counter() - started
             stored += len(prepared)
     finally:

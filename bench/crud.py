@@ -184,7 +184,14 @@ async def database_floor(url: str, clients: int, payloads: list[bytes]) -> Phase
 
 
 def server_env(database_url: str, port: int) -> dict[str, str]:
-    return {**os.environ, "FHIR_DATABASE_URL": database_url, "FHIR_PORT": str(port), "FHIR_LOG_LEVEL": "warning"}
+    """The benchmarked server's settings: authorization off, so the figures compare with earlier runs."""
+    return {
+        **os.environ,
+        "FHIR_DATABASE_URL": database_url,
+        "FHIR_PORT": str(port),
+        "FHIR_LOG_LEVEL": "warning",
+        "FHIR_AUTH": "off",
+    }
 
 
 async def bench_backend(database_url: str, clients: int, payloads: list[bytes]) -> list[PhaseResult]:

@@ -121,7 +121,8 @@ def database_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
-    return Settings(database_url=database_url, base_url=TEST_BASE_URL, log_level="warning")
+    """FHIR behaviour is tested without authorization; tests/smart and tests/api/test_auth.py test it on."""
+    return Settings(database_url=database_url, base_url=TEST_BASE_URL, log_level="warning", auth="off")
 
 
 @pytest.fixture

@@ -11,6 +11,8 @@ EXPECTED = {
     "InvalidResource": (400, "invalid"),
     "ResourceTypeMismatch": (400, "invalid"),
     "IdMismatch": (400, "invalid"),
+    "Unauthorized": (401, "login"),
+    "Forbidden": (403, "forbidden"),
     "NotFound": (404, "not-found"),
     "Gone": (410, "deleted"),
     "VersionConflict": (412, "conflict"),

@@ -19,10 +19,12 @@ LAYERS = {
     "app.storage": 2,
     "app.validation": 2,
     "app.search": 3,
+    "app.smart": 3,  # the authorization server: scopes, clients, keys, tokens (over storage)
     "app.interactions": 4,
     "app.api": 5,
     "app.main": 6,
-    "app.cli": 6,
+    "app.cli": 7,  # the command line: serve, migrate, and the admin commands below it
+    "app.admin_cli": 6,
 }
 
 

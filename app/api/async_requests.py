@@ -17,7 +17,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from app.api.deps import Jobs
+from app.api.deps import CallerDep, Jobs
 from app.api.negotiation import negotiate
 from app.api.outcomes import dumps, error_outcome, informational
 from app.errors import ErrorCode
@@ -45,8 +45,9 @@ async def accepted(
     return Response(dumps(informational(text), fmt.pretty), 202, headers, media_type=fmt.content_type)
 
 
-async def job_status(request: Request, job_id: str, jobs: Jobs) -> Response:
-    """``GET [base]/_async/[id]``."""
+async def job_status(request: Request, job_id: str, jobs: Jobs, caller: CallerDep) -> Response:
+    """``GET [base]/_async/[id]``: for the backend services that start jobs (``system/`` scopes)."""
+    caller.require_system()
     fmt = negotiate(request.headers, request.query_params)
     runner = jobs
     job = await runner.status(job_id)
@@ -61,8 +62,9 @@ async def job_status(request: Request, job_id: str, jobs: Jobs) -> Response:
     return Response(dumps(runner.result_resource(job), fmt.pretty), 200, media_type=fmt.content_type)
 
 
-async def cancel(request: Request, job_id: str, jobs: Jobs) -> Response:
+async def cancel(request: Request, job_id: str, jobs: Jobs, caller: CallerDep) -> Response:
     """``DELETE [base]/_async/[id]``: 202; the polling location is gone from then on."""
+    caller.require_system()
     fmt = negotiate(request.headers, request.query_params)
     await jobs.cancel(job_id)
     text = f"Job {job_id} is cancelled"

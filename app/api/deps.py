@@ -18,11 +18,12 @@ from typing import Annotated, cast
 from fastapi import Depends
 from starlette.requests import Request
 
+from app.api.auth import Authenticator
 from app.api.responses import prefer_return
 from app.config import Settings
 from app.interactions.context import ContextHolder, FhirContext
 from app.interactions.jobs import JobRunner
-from app.interactions.request_context import UNRESTRICTED, RequestContext, RequestLimits
+from app.interactions.request_context import Caller, RequestContext, RequestLimits
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,12 +47,17 @@ def request_limits(config: Settings) -> RequestLimits:
     )
 
 
-def request_context(request: Request) -> RequestContext:
-    """Who asks and how. Every caller is ``UNRESTRICTED`` until authentication decides otherwise."""
+def request_caller(request: Request) -> Caller:
+    """Who asks: the bearer token's caller (``app.api.auth``); 401 without a valid token."""
+    return cast(Authenticator, request.app.state.auth).caller(request.headers.get("authorization"))
+
+
+def request_context(request: Request, caller: Caller) -> RequestContext:
+    """Who asks and how."""
     prefer = request.headers.get("prefer", "")
     state = request.app.state
     return RequestContext(
-        caller=UNRESTRICTED,
+        caller=caller,
         base_url=state.settings.public_base_url,
         prefer_return=prefer_return(request.headers),
         strict="handling=strict" in prefer.replace(" ", ""),
@@ -62,8 +68,16 @@ def request_context(request: Request) -> RequestContext:
 
 
 async def route_context(request: Request) -> RouteContext:
+    """The context of a FHIR interaction; authentication comes first, so a request without a valid
+    token learns nothing else (its body is not even read)."""
+    caller = request_caller(request)
     holder = cast(ContextHolder, request.app.state.fhir)
-    return RouteContext(holder.current, request_context(request), holder)
+    return RouteContext(holder.current, request_context(request, caller), holder)
+
+
+async def caller(request: Request) -> Caller:
+    """The caller alone, for the routes that are not FHIR interactions but still need a token."""
+    return request_caller(request)
 
 
 async def fhir_context(request: Request) -> FhirContext:
@@ -78,3 +92,4 @@ async def job_runner(request: Request) -> JobRunner:
 Ctx = Annotated[RouteContext, Depends(route_context)]
 Fhir = Annotated[FhirContext, Depends(fhir_context)]
 Jobs = Annotated[JobRunner, Depends(job_runner)]
+CallerDep = Annotated[Caller, Depends(caller)]

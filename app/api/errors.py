@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from app.api.outcomes import dumps, error_outcome, outcome_for_error
-from app.errors import ErrorCode, FhirError, Gone, MethodNotAllowed
+from app.errors import ErrorCode, FhirError, Gone, MethodNotAllowed, Unauthorized
 from app.fhirjson import FHIR_JSON
 from app.storage.database import DATABASE_ERRORS, storage_error
 
@@ -32,7 +32,18 @@ async def fhir_error_handler(request: Request, exc: Exception) -> Response:
         headers["ETag"] = f'W/"{exc.version_id}"'
     if isinstance(exc, MethodNotAllowed):
         headers["Allow"] = ", ".join(exc.allow or allowed_methods(request))
+    if isinstance(exc, Unauthorized):
+        headers["WWW-Authenticate"] = bearer_challenge(exc)
     return _outcome_response(status, body, headers)
+
+
+def bearer_challenge(exc: Unauthorized) -> str:
+    """The ``WWW-Authenticate`` value of a 401 (RFC 6750 section 3): ``error="invalid_token"`` only
+    when a token was sent; the description is ours, never the token."""
+    if exc.error is None:
+        return 'Bearer realm="fhir"'
+    description = exc.message.replace('"', "'")
+    return f'Bearer realm="fhir", error="{exc.error}", error_description="{description}"'
 
 
 def allowed_methods(request: Request) -> list[str]:

@@ -19,11 +19,13 @@ from app.interactions.reindex_job import REINDEX, reindex_parameters
 
 async def reindex_system(request: Request, ctx: Ctx, jobs: Jobs) -> Response:
     """``POST [base]/$reindex``: every stored resource of every type, as a job (async.html)."""
+    ctx.rc.caller.require_system(maintains="*")
     return await accepted(request, jobs, ctx.rc, REINDEX, reindex_parameters(None), "$reindex of every resource type")
 
 
 async def reindex_type(request: Request, resource_type: str, ctx: Ctx, jobs: Jobs) -> Response:
     """``POST [base]/[type]/$reindex``, as a job (async.html)."""
+    ctx.rc.caller.require_system(maintains=resource_type)
     ctx.fhir.require_type(resource_type)
     what = f"$reindex of {resource_type}"
     return await accepted(request, jobs, ctx.rc, REINDEX, reindex_parameters(resource_type), what)

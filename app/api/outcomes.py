@@ -9,6 +9,7 @@ import orjson
 from app.errors import (
     ErrorCode,
     FhirError,
+    Forbidden,
     Gone,
     IdMismatch,
     InvalidRequest,
@@ -20,6 +21,7 @@ from app.errors import (
     OperationNotSupported,
     PayloadTooLarge,
     StatementTimeout,
+    Unauthorized,
     Unprocessable,
     UnsupportedMediaType,
     UriTooLong,
@@ -30,6 +32,8 @@ from app.errors import (
 STATUS_TABLE: list[tuple[type[FhirError], int, str]] = [
     (IdMismatch, 400, "invalid"),
     (InvalidRequest, 400, "invalid"),
+    (Unauthorized, 401, "login"),
+    (Forbidden, 403, "forbidden"),
     (NotFound, 404, "not-found"),
     (Gone, 410, "deleted"),
     (MultipleMatches, 412, "multiple-matches"),

@@ -52,9 +52,13 @@ async def metadata(request: Request, fhir: Fhir, capability: Capability) -> Resp
     return Response(body, media_type=fmt.content_type)
 
 
-async def health() -> Response:
-    """Liveness: the process answers."""
-    return Response(b'{"status":"ok"}', media_type="application/json")
+async def health(request: Request) -> Response:
+    """Liveness: the process answers. With ``FHIR_AUTH=off`` it says so, loudly, to whoever watches."""
+    body: dict[str, str] = {"status": "ok"}
+    if not request.app.state.settings.auth_enforced:
+        body["auth"] = "off"
+        body["warning"] = "FHIR_AUTH=off: the FHIR API is open to anyone, without a token"
+    return Response(orjson.dumps(body), media_type="application/json")
 
 
 async def ready(fhir: Fhir) -> Response:

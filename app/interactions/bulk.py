@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from app.interactions.context import FhirContext, utc_now
 from app.interactions.create import check_body_type
 from app.interactions.stamping import stamp
+from app.storage.gate import ReadGate
 from app.storage.index_tables import IndexRows
 from app.storage.repository import StoredVersion
 
@@ -55,7 +56,10 @@ def prepare_create(
     return PreparedCreate(version, ctx.index_rows(resource_type, resource_id, body))
 
 
-async def store_creates(ctx: FhirContext, conn: AsyncConnection, prepared: Sequence[PreparedCreate]) -> None:
+async def store_creates(
+    ctx: FhirContext, conn: AsyncConnection, prepared: Sequence[PreparedCreate], gate: ReadGate
+) -> None:
     """Store prepared creates in the caller's transaction through the write gate
-    (``ResourceWriter.create_many``): two statements plus one per index table."""
-    await ctx.writer.create_many(conn, [(p.version, p.rows) for p in prepared])
+    (``ResourceWriter.create_many``, which checks each against ``gate``): two statements plus one
+    per index table."""
+    await ctx.writer.create_many(conn, [(p.version, p.rows) for p in prepared], gate)

@@ -37,9 +37,10 @@ async def conditional_update(
     """``PUT [type]?query``: no match creates (the body's id, or a new one), one match is updated
     (a differing body id is 400), several are 412."""
     ctx.require_type(resource_type)
+    gate = ctx.read_gate(rc.caller)
+    gate.require(resource_type, "u")  # SMART: update scopes may create through update
     check_body_type(resource_type, body)
     criteria = conditional_criteria(ctx, resource_type, query, "criteria")
-    gate = ctx.read_gate(rc.caller)
     report = await ctx.check(resource_type, body)
     refuse_bundle_local(report.references)
     pending = conditional_references(report.references)
@@ -69,8 +70,9 @@ async def conditional_update(
 async def conditional_delete(ctx: FhirContext, rc: RequestContext, resource_type: str, query: str) -> list[WriteResult]:
     """``DELETE [type]?query``: deletes every match (conditionalDelete ``multiple``), up to a limit."""
     ctx.require_type(resource_type)
-    criteria = conditional_criteria(ctx, resource_type, query, "criteria")
     gate = ctx.read_gate(rc.caller)
+    gate.require(resource_type, "d")
+    criteria = conditional_criteria(ctx, resource_type, query, "criteria")
 
     async def attempt(conn: AsyncConnection) -> list[WriteResult]:
         await ctx.db.lock_key(conn, f"{resource_type}?{sorted(criteria.applied())}")

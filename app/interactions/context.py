@@ -53,10 +53,16 @@ class FhirContext:
     base_registry: SearchRegistry | None = None
 
     def read_gate(self, caller: Caller) -> ReadGate:
-        """What ``caller`` may read (``app.storage.gate``): everything, or one compartment."""
+        """What ``caller`` may read and do (``app.storage.gate``): everything, one compartment, or what
+        its scopes grant (``patient/`` scopes inside its compartment)."""
+        if caller.permissions is None:
+            if caller.compartment is None:
+                return OPEN
+            return compartment_gate(self.registry, *caller.compartment)
+        access = caller.permissions.type_access()
         if caller.compartment is None:
-            return OPEN
-        return compartment_gate(self.registry, *caller.compartment)
+            return ReadGate(None, {}, access)
+        return compartment_gate(self.registry, *caller.compartment, access)
 
     def with_registry(self, registry: SearchRegistry) -> FhirContext:
         """A context that searches and indexes with ``registry`` (registry and extractor together)."""

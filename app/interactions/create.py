@@ -38,6 +38,8 @@ async def create(
     Conditional references in the body are resolved in the same transaction.
     """
     ctx.require_type(resource_type)
+    gate = ctx.read_gate(rc.caller)
+    gate.require(resource_type, "c")  # before any work; the write gate checks the body's compartment
     check_body_type(resource_type, body)
     criteria = conditional_criteria(ctx, resource_type, if_none_exist, "If-None-Exist") if if_none_exist else None
     report = await ctx.check(resource_type, body)
@@ -46,8 +48,7 @@ async def create(
     resource_id = str(uuid.uuid4())
     if criteria is None and not pending:  # a write of its own: one statement on PostgreSQL
         rows = await ctx.index_rows_checked(resource_type, resource_id, body, report)
-        return await store_body(ctx, None, resource_type, resource_id, body, rows, ABSENT, "POST")
-    gate = ctx.read_gate(rc.caller)
+        return await store_body(ctx, None, resource_type, resource_id, body, rows, ABSENT, "POST", gate)
 
     async def attempt(conn: AsyncConnection) -> WriteResult:
         if criteria is not None:
@@ -62,6 +63,6 @@ async def create(
         if pending:
             await resolve_in_body(ctx, conn, body, pending, gate)
         rows = await ctx.index_rows_checked(resource_type, resource_id, body, report)
-        return await store_body(ctx, conn, resource_type, resource_id, body, rows, ABSENT, "POST")
+        return await store_body(ctx, conn, resource_type, resource_id, body, rows, ABSENT, "POST", gate)
 
     return await ctx.db.run_write(attempt)

@@ -19,9 +19,11 @@ async def delete(
     as the spec allows ("if the resource does not exist at all, 200/204").
     """
     ctx.require_type(resource_type)
+    gate = ctx.read_gate(rc.caller)
+    gate.require(resource_type, "d")
     if not is_valid_id(resource_id):
         return None  # such an id can never have been stored
-    return await delete_in(ctx, None, resource_type, resource_id, if_match, ctx.read_gate(rc.caller))
+    return await delete_in(ctx, None, resource_type, resource_id, if_match, gate)
 
 
 async def delete_in(

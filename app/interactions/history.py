@@ -77,6 +77,13 @@ async def history(
         ctx.require_type(resource_type)
     async with ctx.db.read() as conn:
         gate = ctx.read_gate(rc.caller)
+        # SMART v2: instance history is "r", type and system history "s" (scopes-and-launch-context.html)
+        if resource_id is not None:
+            gate.require(str(resource_type), "r")
+        elif resource_type is not None:
+            gate.require(resource_type, "s")
+        else:
+            gate.require_any("s")
         rows = await read_history(conn, resource_type, resource_id, query.since, query.after, query.count + 1, gate)
         if resource_id is not None and not rows and query.after is None:
             assert resource_type is not None

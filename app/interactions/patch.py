@@ -183,6 +183,7 @@ async def patch(
 ) -> WriteResult:
     ctx.require_known(resource_type, resource_id)
     gate = ctx.read_gate(rc.caller)
+    gate.require(resource_type, "u")
 
     async def attempt(conn: AsyncConnection) -> WriteResult:
         return await patch_in(ctx, conn, resource_type, resource_id, media_type, document, if_match, gate)
@@ -201,9 +202,11 @@ async def conditional_patch(
 ) -> WriteResult:
     """``PATCH [type]?query``: exactly one match is patched; none is 404, several 412."""
     ctx.require_type(resource_type)
+    gate = ctx.read_gate(rc.caller)
+    gate.require(resource_type, "u")
     criteria = conditional_criteria(ctx, resource_type, query, "criteria")
     async with ctx.db.read() as conn:
-        matches = await find_ids(conn, criteria, 2, ctx.read_gate(rc.caller))
+        matches = await find_ids(conn, criteria, 2, gate)
     if not matches:
         raise NotFound(f"no {resource_type} matches '{query}'")
     if len(matches) > 1:

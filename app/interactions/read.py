@@ -31,7 +31,9 @@ async def vread(
 
 
 async def read_in(conn: AsyncConnection, gate: ReadGate, resource_type: str, resource_id: str) -> StoredVersion:
-    """The current version: 404 when unknown (or outside the gate), 410 when deleted."""
+    """The current version: 404 when unknown (or outside the gate), 410 when deleted; 403 when the
+    caller's scopes do not grant reading the type."""
+    gate.require(resource_type, "r")
     current = await read_current(conn, resource_type, resource_id, gate)
     if current is None:
         raise NotFound(f"{resource_type}/{resource_id} is not known")
@@ -44,6 +46,7 @@ async def vread_in(
     conn: AsyncConnection, gate: ReadGate, resource_type: str, resource_id: str, version: str
 ) -> StoredVersion:
     """One version: 404 when it does not exist (or is outside the gate), 410 when it is a deletion."""
+    gate.require(resource_type, "r")
     if not (version.isascii() and version.isdigit()) or len(version) > 9:  # versions are 32-bit integers in storage
         raise NotFound(f"{resource_type}/{resource_id} has no version '{version[:20]}'")
     stored = await read_version(conn, resource_type, resource_id, int(version), gate)

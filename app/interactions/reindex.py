@@ -96,6 +96,7 @@ async def reindex_type(ctx: FhirContext, resource_type: str) -> int:
 
 
 async def reindex_instance(ctx: FhirContext, rc: RequestContext, resource_type: str, resource_id: str) -> int:
+    rc.caller.require_system(maintains=resource_type)
     ctx.require_known(resource_type, resource_id)
     if not await _reindex_batch(ctx, resource_type, _ONE, {"rt": resource_type, "rid": resource_id}):
         raise NotFound(f"{resource_type}/{resource_id} is not known")

@@ -1,10 +1,11 @@
 """Who is asking, and how: one immutable object per request, passed to every interaction.
 
-The caller is the only way an interaction learns who asks. Until SMART on FHIR
-authenticates callers every request runs as ``UNRESTRICTED``; a caller with a
-``compartment`` sees and changes only resources of that compartment (the read
-gate turns it into a SQL condition), which is how patient-scoped access will
-work (hl7.org/fhir/smart-app-launch/scopes-and-launch-context.html).
+The caller is the only way an interaction learns who asks. With authorization on,
+the bearer token decides it (``app.api.auth``): its scopes become ``permissions``
+and its launch patient the ``compartment`` that ``patient/`` scopes confine to
+(hl7.org/fhir/smart-app-launch/scopes-and-launch-context.html); the read and
+write gates turn both into SQL conditions and 403s. ``UNRESTRICTED`` is the
+caller of a server run with ``FHIR_AUTH=off`` and of the server's own work.
 """
 
 from __future__ import annotations
@@ -13,19 +14,38 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
+from app.errors import Forbidden
+from app.smart.scopes import Permissions
+
 PreferReturn = Literal["minimal", "representation", "OperationOutcome"]
 
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """An authenticated (or not) party; ``compartment`` (type, id) confines it to one compartment."""
+    """Who asks. ``permissions``: what its token's scopes grant (None: everything); ``compartment``
+    (type, id): where ``patient/`` scopes reach (without permissions: where everything is confined)."""
 
     name: str
     compartment: tuple[str, str] | None = None
+    permissions: Permissions | None = None
+    fhir_user: str | None = None
 
     @property
     def unrestricted(self) -> bool:
-        return self.compartment is None
+        return self.compartment is None and self.permissions is None
+
+    def require_system(self, maintains: str | None = None) -> None:
+        """Server-wide work is for backend services: a token with ``system/`` scopes, or a server
+        running without authorization (403 otherwise). ``maintains``: the work rewrites what the server
+        stores of that type (``*``: of every type), as ``$reindex`` does, which takes ``system/`` update
+        permission on it."""
+        if self.permissions is None:
+            return
+        if not self.permissions.has_system_scopes:
+            raise Forbidden("this operation needs a token with system/ scopes (a backend service)")
+        if maintains is not None and not self.permissions.system_allows(maintains, "u"):
+            what = "every resource type" if maintains == "*" else maintains
+            raise Forbidden(f"this operation needs a system/ scope that permits update of {what}")
 
 
 UNRESTRICTED = Caller("unrestricted")

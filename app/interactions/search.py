@@ -70,7 +70,9 @@ async def search_on(
     conn: AsyncConnection, request: SearchRequest, most_included: int = MAX_INCLUDED, gate: ReadGate = OPEN
 ) -> SearchPage:
     """One page on ``conn`` (a read connection, or a transaction that should see its own writes); at most
-    ``most_included`` resources are added by ``_include``/``_revinclude``."""
+    ``most_included`` resources are added by ``_include``/``_revinclude``. Searching needs the type's
+    ``s`` permission (403 without it); matches and included resources are those the gate admits."""
+    gate.require(request.resource_type, "s")
     after = decode_page_token(request.page_token, request.sort) if request.page_token else None
     if request.subsetting.summary == "count" or request.count == 0:  # the total only (search.html#count)
         return SearchPage(request, [], None, (await conn.execute(compile_count(request, gate))).scalar_one())

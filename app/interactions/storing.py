@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.interactions.context import FhirContext, WriteResult
 from app.interactions.stamping import stamp
-from app.storage.gate import OPEN, ReadGate
+from app.storage.gate import ReadGate
 from app.storage.index_tables import IndexRows
 from app.storage.writes import ABSENT, ANY, Change, Expect, NewVersion
 
@@ -45,10 +45,10 @@ async def store(
     rows: IndexRows,
     expect: Expect,
     method: str,
-    gate: ReadGate = OPEN,
+    gate: ReadGate,
 ) -> WriteResult | None:
     """Write through the gate, in ``conn``'s transaction or (None) as a write of its own; None when a
-    deletion found nothing live. ``gate`` is what the caller may read: it cannot change anything else."""
+    deletion found nothing live. ``gate`` is what the caller may read and do (``ResourceWriter.write``)."""
     new = new_version(ctx, resource_type, resource_id, body, rows, method)
     change = await ctx.writer.write(conn, new, expect, gate)
     return None if change is None else result_of(change)
@@ -63,7 +63,7 @@ async def store_body(
     rows: IndexRows,
     expect: Expect,
     method: str,
-    gate: ReadGate = OPEN,
+    gate: ReadGate,
 ) -> WriteResult:
     """``store`` of a body (not a deletion), which always stores a version or raises."""
     result = await store(ctx, conn, resource_type, resource_id, body, rows, expect, method, gate)

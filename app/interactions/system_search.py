@@ -75,6 +75,7 @@ async def system_search(
     more = False
     total: int | None = None
     gate = ctx.read_gate(rc.caller)
+    gate.require_any("s")  # then each type's matches are those the gate admits
     count_only = bool(requests) and (requests[0].subsetting.summary == "count" or count == 0)
     async with ctx.db.read() as conn:
         for request in requests:

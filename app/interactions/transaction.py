@@ -322,7 +322,11 @@ class Transaction:
             except FhirError as exc:
                 raise at_entry(entry.index, exc) from None
             prepared.append((entry, created))
-        await store_creates(self.ctx, conn, [p for _, p in prepared])
+            try:  # the write gate checks again; here the refusal names its entry
+                self.gate.admits(entry.resource_type, created.version.id, created.rows, "c")
+            except FhirError as exc:
+                raise at_entry(entry.index, exc) from None
+        await store_creates(self.ctx, conn, [p for _, p in prepared], self.gate)
         for entry, created in prepared:
             self.results[entry.index] = EntryResult(201, created.version, method="POST")
 

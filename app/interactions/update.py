@@ -40,13 +40,14 @@ async def update(
     (``app.storage.writes``).
     """
     ctx.require_type(resource_type)
+    gate = ctx.read_gate(rc.caller)
+    gate.require(resource_type, "u")  # before any work; the write gate checks the body's compartment
     check_body_type(resource_type, body)
     check_id(resource_id, body)
     require_valid_id(resource_id)
     report = await ctx.check(resource_type, body)
     refuse_bundle_local(report.references)
     pending = conditional_references(report.references)
-    gate = ctx.read_gate(rc.caller)
     if not pending:  # a write of its own: one statement per attempt on PostgreSQL
         rows = await ctx.index_rows_checked(resource_type, resource_id, body, report)
         return await update_in(ctx, None, resource_type, resource_id, body, rows, if_match, gate=gate)

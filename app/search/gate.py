@@ -1,16 +1,34 @@
-"""Build a caller's read gate (``app.storage.gate``) from the compartment definitions of the registry."""
+"""Build a caller's read gate (``app.storage.gate``) from the compartment definitions of the registry.
+
+For SMART's ``patient/`` scopes the Patient compartment is R4's
+(compartmentdefinition-patient.html) **plus Task through ``Task.for``**
+(its ``patient`` search parameter): R4 leaves Task out of the Patient
+compartment, but care coordination needs a patient's app to see the tasks
+about that patient. Compartment search (``Patient/1/Task``) keeps R4's
+definition; only access uses the addition.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from app.search.registry import SearchRegistry
-from app.storage.gate import OPEN, ReadGate
+from app.storage.gate import OPEN, ReadGate, TypeAccess
 
-__all__ = ["OPEN", "ReadGate", "compartment_gate"]
+__all__ = ["ACCESS_MEMBERS", "OPEN", "ReadGate", "compartment_gate"]
+
+ACCESS_MEMBERS: Mapping[str, Mapping[str, tuple[str, ...]]] = {"Patient": {"Task": ("patient",)}}
+"""Members added to a compartment for access decisions (not for compartment search)."""
 
 
-def compartment_gate(registry: SearchRegistry, compartment_type: str, compartment_id: str) -> ReadGate:
-    """The gate of a caller confined to ``compartment_type/compartment_id``."""
-    members = registry.compartments.get(compartment_type, {})
+def compartment_gate(
+    registry: SearchRegistry, compartment_type: str, compartment_id: str, access: TypeAccess | None = None
+) -> ReadGate:
+    """The gate of a caller confined to ``compartment_type/compartment_id`` (for the types ``access``
+    reaches only there; for every type when ``access`` is None)."""
+    members = dict(registry.compartments.get(compartment_type, {}))
+    for member_type, codes in ACCESS_MEMBERS.get(compartment_type, {}).items():
+        members[member_type] = tuple(dict.fromkeys((*members.get(member_type, ()), *codes)))
     hashes = {
         member_type: tuple(
             param.hash
@@ -19,4 +37,4 @@ def compartment_gate(registry: SearchRegistry, compartment_type: str, compartmen
         )
         for member_type, codes in members.items()
     }
-    return ReadGate((compartment_type, compartment_id), {t: h for t, h in hashes.items() if h})
+    return ReadGate((compartment_type, compartment_id), {t: h for t, h in hashes.items() if h}, access)

@@ -16,35 +16,142 @@ compartment's own resource (``Patient/123``) and the resources that refer to
 it through one of their compartment parameters (compartmentdefinition.html),
 judged by the reference index, which holds rows for live resources only.
 An unrestricted caller's gate adds nothing.
+
+A gate also carries what the caller may do with each resource type
+(``TypeAccess``, built from SMART scopes): for each interaction letter of
+SMART v2 (``c`` create, ``r`` read, ``u`` update, ``d`` delete, ``s``
+search), the types it reaches everywhere (``user/``, ``system/`` scopes)
+and the types it reaches only inside the compartment (``patient/``
+scopes). Interactions ``require`` a letter (403 without it), the rows
+condition admits exactly the types readable with ``r`` or ``s``, and the
+write gate (``app.storage.writes``) checks that what a confined caller
+writes lands inside its compartment.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import ColumnElement, and_, exists, false, or_, select, true
 
-from app.storage.index_tables import INDEX_TABLES
+from app.errors import Forbidden
+from app.storage.index_tables import INDEX_TABLES, IndexRows
+
+Letter = Literal["c", "r", "u", "d", "s"]
+Reach = Literal["all", "compartment", "none"]
+TypeSet = frozenset[str] | None
+"""Resource types; None stands for every type (a ``*`` scope)."""
+
+VERBS = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
+READ_LETTERS: tuple[Letter, ...] = ("r", "s")
+
+
+def _contains(types: TypeSet, resource_type: str) -> bool:
+    return types is None or resource_type in types
+
+
+def _union(first: TypeSet, second: TypeSet) -> TypeSet:
+    if first is None or second is None:
+        return None
+    return first | second
+
+
+@dataclass(frozen=True, slots=True)
+class TypeAccess:
+    """Per interaction letter: the types reached everywhere, and the types reached inside the compartment."""
+
+    everywhere: Mapping[str, TypeSet] = field(default_factory=dict)
+    in_compartment: Mapping[str, TypeSet] = field(default_factory=dict)
+
+    def reach(self, resource_type: str, letter: Letter) -> Reach:
+        if _contains(self.everywhere.get(letter, frozenset()), resource_type):
+            return "all"
+        if _contains(self.in_compartment.get(letter, frozenset()), resource_type):
+            return "compartment"
+        return "none"
+
+    def read_types(self) -> tuple[TypeSet, TypeSet]:
+        """(types readable everywhere, types readable in the compartment) with ``r`` or ``s``."""
+        everywhere: TypeSet = frozenset()
+        inside: TypeSet = frozenset()
+        for letter in READ_LETTERS:
+            everywhere = _union(everywhere, self.everywhere.get(letter, frozenset()))
+            inside = _union(inside, self.in_compartment.get(letter, frozenset()))
+        return everywhere, inside
 
 
 @dataclass(frozen=True, slots=True)
 class ReadGate:
-    """``compartment`` (type, id) confines the caller; ``members``: per member type, the hashes of the
-    parameters that link its resources to the compartment."""
+    """``compartment`` (type, id) is the caller's compartment; ``members``: per member type, the hashes
+    of the parameters that link its resources to the compartment; ``access``: what the caller may do
+    with each type (None: everything, everywhere or, with a compartment, inside it)."""
 
     compartment: tuple[str, str] | None = None
     members: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    access: TypeAccess | None = None
 
     @property
     def open(self) -> bool:
-        return self.compartment is None
+        return self.compartment is None and self.access is None
+
+    def reach(self, resource_type: str, letter: Letter) -> Reach:
+        if self.access is None:
+            return "all" if self.compartment is None else "compartment"
+        return self.access.reach(resource_type, letter)
+
+    def permits(self, resource_type: str, letter: Letter) -> bool:
+        return self.reach(resource_type, letter) != "none"
+
+    def require(self, resource_type: str, letter: Letter) -> None:
+        """Refuse (403) an interaction the caller's scopes do not grant on ``resource_type``."""
+        if not self.permits(resource_type, letter):
+            raise Forbidden(f"the access token does not permit {VERBS[letter]} of {resource_type}")
+
+    def require_any(self, letter: Letter) -> None:
+        """Refuse (403) a system-level interaction when no type at all is granted ``letter``."""
+        if self.access is None:
+            return
+        if self.access.everywhere.get(letter, frozenset()) == frozenset() and (
+            self.access.in_compartment.get(letter, frozenset()) == frozenset()
+        ):
+            raise Forbidden(f"the access token does not permit {VERBS[letter]} of any resource type")
+
+    def admits(self, resource_type: str, resource_id: str, rows: IndexRows, letter: Letter) -> None:
+        """Refuse (403) a write that would put a resource outside the compartment of a caller who may
+        write ``resource_type`` only inside it: the resource must be the compartment's own, or refer
+        to it through one of its compartment parameters (judged on the new version's index rows)."""
+        reach = self.reach(resource_type, letter)
+        if reach == "all":
+            return
+        if reach == "none":
+            raise Forbidden(f"the access token does not permit {VERBS[letter]} of {resource_type}")
+        if self.compartment is None:
+            raise Forbidden(f"the access token has no patient context for {VERBS[letter]} of {resource_type}")
+        compartment_type, compartment_id = self.compartment
+        if resource_type == compartment_type and resource_id == compartment_id:
+            return
+        hashes = set(self.members.get(resource_type, ()))
+        for row in rows.get("reference", ()):
+            if (
+                row.get("param_hash") in hashes
+                and row.get("target_type") == compartment_type
+                and row.get("target_id") == compartment_id
+            ):
+                return
+        raise Forbidden(
+            f"{resource_type}/{resource_id} would be outside the compartment {compartment_type}/{compartment_id} "
+            "the access token is limited to"
+        )
 
     def ids(self, resource_type: str, id_column: ColumnElement[Any]) -> ColumnElement[bool]:
         """Which ids of ``resource_type`` (in ``id_column``) the caller may read."""
-        if self.compartment is None:
+        reach = self._read_reach(resource_type)
+        if reach == "all":
             return true()
+        if reach == "none" or self.compartment is None:
+            return false()
         compartment_type, compartment_id = self.compartment
         if resource_type == compartment_type:
             return id_column == compartment_id
@@ -60,14 +167,34 @@ class ReadGate:
         )
         return id_column.in_(linked.correlate(None))
 
+    def _read_reach(self, resource_type: str) -> Reach:
+        reaches = {self.reach(resource_type, letter) for letter in READ_LETTERS}
+        return "all" if "all" in reaches else "compartment" if "compartment" in reaches else "none"
+
     def rows(self, type_column: ColumnElement[Any], id_column: ColumnElement[Any]) -> ColumnElement[bool]:
         """Which rows of any type (``type_column``, ``id_column``) the caller may read."""
-        if self.compartment is None:
+        if self.access is None:
+            if self.compartment is None:
+                return true()
+            return self._compartment_rows(type_column, id_column, None)
+        everywhere, inside = self.access.read_types()
+        if everywhere is None:
             return true()
+        parts: list[ColumnElement[bool]] = []
+        if everywhere:
+            parts.append(type_column.in_(sorted(everywhere)))
+        if self.compartment is not None and inside != frozenset():
+            parts.append(self._compartment_rows(type_column, id_column, inside))
+        return or_(*parts) if parts else false()
+
+    def _compartment_rows(
+        self, type_column: ColumnElement[Any], id_column: ColumnElement[Any], types: TypeSet
+    ) -> ColumnElement[bool]:
+        assert self.compartment is not None
         compartment_type, compartment_id = self.compartment
         hashes = sorted({h for member in self.members.values() for h in member})
         ref = INDEX_TABLES["reference"].alias("gate_reference").c
-        linked = exists(
+        linked: ColumnElement[bool] = exists(
             select(ref.resource_id).where(
                 ref.resource_type == type_column,
                 ref.resource_id == id_column,
@@ -77,6 +204,10 @@ class ReadGate:
             )
         )
         own = and_(type_column == compartment_type, id_column == compartment_id)
+        if types is not None:
+            linked = and_(type_column.in_(sorted(types)), linked)
+            if compartment_type not in types:
+                own = false()
         return or_(own, linked) if hashes else own
 
 

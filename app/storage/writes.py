@@ -42,7 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.errors import NotFound, VersionConflict
 from app.storage.database import Database
-from app.storage.gate import OPEN, ReadGate
+from app.storage.gate import Letter, ReadGate
 from app.storage.index_tables import IndexRows, merge_rows
 from app.storage.index_writer import insert_index_rows, replace_index_rows
 from app.storage.repository import (
@@ -133,25 +133,43 @@ class ResourceWriter:
         return ResourceWriter(self.db, (*self.hooks, *hooks))
 
     async def write(
-        self, conn: AsyncConnection | None, new: NewVersion, expect: Expect, gate: ReadGate = OPEN
+        self, conn: AsyncConnection | None, new: NewVersion, expect: Expect, gate: ReadGate
     ) -> Change | None:
         """Store ``new`` if the current version is as expected; None for a deletion of nothing live.
 
         ``conn``: the caller's open write transaction, or None for a write that
-        is its own atomic unit. ``gate``: what the caller may read; an existing
-        resource outside it is ``NotFound``, as it would be to a read, and is
-        not changed. Raises ``VersionConflict`` (an expected version that is
-        not current, or too many lost races) and ``AlreadyExists``.
+        is its own atomic unit. ``gate``: what the caller may read and do; an
+        existing resource outside it is ``NotFound``, as it would be to a read,
+        and is not changed; a type the caller may not create (``expect`` ABSENT),
+        update or delete is ``Forbidden``, and so is a new version that a
+        caller confined to a compartment would put outside it. Raises
+        ``VersionConflict`` (an expected version that is not current, or too
+        many lost races) and ``AlreadyExists``.
         """
+        if not gate.open:
+            letter: Letter = "d" if new.deletes else "c" if expect is ABSENT else "u"
+            if new.deletes:
+                gate.require(new.resource_type, letter)
+            else:
+                gate.admits(new.resource_type, new.id, new.rows, letter)
         if conn is not None:
             return await self._write_until_stored(conn, new, expect, gate)
         if self._one_statement and gate.open:
             return await self._write_alone(new, expect)
         return await self.db.run_write(lambda c: self._write_until_stored(c, new, expect, gate))
 
-    async def create_many(self, conn: AsyncConnection, versions: Sequence[tuple[StoredVersion, IndexRows]]) -> None:
+    async def create_many(
+        self,
+        conn: AsyncConnection,
+        versions: Sequence[tuple[StoredVersion, IndexRows]],
+        gate: ReadGate,
+    ) -> None:
         """Version 1 of many resources under fresh ids, in the caller's transaction: two batched
-        statements plus one per index table, whatever their number (bulk loads, Bundle creates)."""
+        statements plus one per index table, whatever their number (bulk loads, Bundle creates).
+        Each must be one the caller may create (``gate``), or nothing is written (``Forbidden``)."""
+        if not gate.open:
+            for version, rows in versions:
+                gate.admits(version.resource_type, version.id, rows, "c")
         await insert_new_many(conn, [version for version, _ in versions])
         await insert_index_rows(conn, merge_rows([rows for _, rows in versions]))
         for version, rows in versions:

@@ -142,7 +142,7 @@ async def test_bad_history_parameters_are_400(client: httpx.AsyncClient) -> None
 
 @pytest.fixture
 async def small_limit_client(database_url: str) -> Any:
-    app: FastAPI = create_app(Settings(database_url=database_url, max_body_bytes=200, log_level="warning"))
+    app: FastAPI = create_app(Settings(database_url=database_url, max_body_bytes=200, log_level="warning", auth="off"))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as http:
         yield http
     await app.state.fhir.current.db.dispose()

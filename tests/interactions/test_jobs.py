@@ -25,6 +25,7 @@ from app.interactions.context import utc_now
 from app.interactions.jobs import JobRunner
 from app.interactions.reindex_job import REINDEX
 from app.main import create_app
+from app.storage.gate import OPEN
 from app.storage.jobs import beat, jobs
 from tests.conftest import FHIR_JSON_HEADERS, TEST_BASE_URL
 from tests.examples import load
@@ -94,7 +95,7 @@ async def seed(app: FastAPI, bodies: list[dict[str, Any]], copies: int) -> int:
     ctx = app.state.fhir.current
     prepared = [prepare_create(ctx, b["resourceType"], dict(b), validate=False) for _ in range(copies) for b in bodies]
     async with ctx.db.write() as conn:
-        await store_creates(ctx, conn, prepared)
+        await store_creates(ctx, conn, prepared, OPEN)
     return len(prepared)
 
 

@@ -142,7 +142,7 @@ async def _scenario(app: Any, data: list[dict[str, Any]], queries: list[list[Cla
 
 @pytest.fixture
 def oracle_app(database_url: str) -> Any:
-    return create_app(Settings(database_url=database_url, base_url=TEST_BASE_URL, log_level="warning"))
+    return create_app(Settings(database_url=database_url, base_url=TEST_BASE_URL, log_level="warning", auth="off"))
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

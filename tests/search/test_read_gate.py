@@ -25,8 +25,9 @@ from app.api.deps import RouteContext, route_context
 from app.interactions.request_context import Caller
 from tests.conftest import FHIR_JSON_HEADERS
 
-# ServiceRequest and CarePlan are in the R4 Patient compartment; Task and Practitioner are not, so a
-# caller confined to a patient's compartment sees neither (compartmentdefinition-patient.html).
+# ServiceRequest and CarePlan are in the R4 Patient compartment, and for access so is Task through
+# Task.for (app/search/gate.py); Practitioner is not, so a caller confined to a patient's compartment
+# does not see it (compartmentdefinition-patient.html).
 SEED: list[dict[str, Any]] = [
     {"resourceType": "Patient", "id": "p1", "name": [{"family": "Rivera"}],
      "identifier": [{"system": "urn:mrn", "value": "1"}]},
@@ -44,8 +45,9 @@ SEED: list[dict[str, Any]] = [
      "subject": {"reference": "Patient/p2"}, "basedOn": [{"reference": "CarePlan/c2"}],
      "requester": {"reference": "Practitioner/dr"}},
     {"resourceType": "Task", "id": "t1", "status": "requested", "intent": "order", "for": {"reference": "Patient/p1"}},
+    {"resourceType": "Task", "id": "t2", "status": "requested", "intent": "order", "for": {"reference": "Patient/p2"}},
 ]  # fmt: skip
-VISIBLE = {"Patient/p1", "CarePlan/c1", "ServiceRequest/s1"}
+VISIBLE = {"Patient/p1", "CarePlan/c1", "ServiceRequest/s1", "Task/t1"}
 
 
 @pytest.fixture
@@ -91,7 +93,7 @@ async def test_reads_and_vreads(confined: httpx.AsyncClient) -> None:
     assert (await confined.get("/fhir/Patient/p1")).status_code == 200
     assert (await confined.get("/fhir/CarePlan/c1/_history/1")).status_code == 200
     for url in ("/fhir/Patient/p2", "/fhir/CarePlan/c2", "/fhir/ServiceRequest/s2", "/fhir/Practitioner/dr",
-                "/fhir/Task/t1", "/fhir/Patient/p2/_history/1", "/fhir/CarePlan/c2/_history/2"):  # fmt: skip
+                "/fhir/Task/t2", "/fhir/Patient/p2/_history/1", "/fhir/CarePlan/c2/_history/2"):  # fmt: skip
         assert (await confined.get(url)).status_code == 404, url
 
 
@@ -102,15 +104,17 @@ async def test_searches_with_includes_chains_and_has(confined: httpx.AsyncClient
         (
             "/fhir/ServiceRequest?_include=ServiceRequest:patient&_include=ServiceRequest:requester"
             "&_include=ServiceRequest:based-on",
-            VISIBLE,
+            VISIBLE - {"Task/t1"},
         ),
-        ("/fhir/Patient?_revinclude=CarePlan:subject&_revinclude=ServiceRequest:patient", VISIBLE),
+        ("/fhir/Patient?_revinclude=CarePlan:subject&_revinclude=ServiceRequest:patient", VISIBLE - {"Task/t1"}),
+        ("/fhir/Patient?_revinclude=Task:patient", {"Patient/p1", "Task/t1"}),
         ("/fhir/ServiceRequest?patient.name=rivera", {"ServiceRequest/s1"}),
         ("/fhir/ServiceRequest?based-on:CarePlan.identifier=urn:plan|c2", set()),
         ("/fhir/Patient?_has:CarePlan:subject:identifier=urn:plan|c2", set()),
         ("/fhir/Patient?_has:ServiceRequest:patient:status=active", {"Patient/p1"}),
         ("/fhir/Practitioner", set()),
-        ("/fhir/Task", set()),
+        ("/fhir/Task", {"Task/t1"}),
+        ("/fhir/Task?patient=Patient/p2", set()),
         ("/fhir/Patient/p2/CarePlan", set()),
         ("/fhir/Patient/p1/ServiceRequest", {"ServiceRequest/s1"}),
         ("/fhir?_type=Patient,CarePlan,ServiceRequest,Task,Practitioner", VISIBLE),
@@ -118,7 +122,7 @@ async def test_searches_with_includes_chains_and_has(confined: httpx.AsyncClient
         assert keys(await bundle(confined, url)) == expected, url
     assert (await bundle(confined, "/fhir/CarePlan?_total=accurate"))["total"] == 1
     assert (await bundle(confined, "/fhir/ServiceRequest?_summary=count"))["total"] == 1
-    assert (await bundle(confined, "/fhir?_summary=count"))["total"] == 3
+    assert (await bundle(confined, "/fhir?_summary=count"))["total"] == 4
     page = await bundle(confined, "/fhir/Patient?_count=1&_sort=-_lastUpdated&_total=accurate")
     assert keys(page) == {"Patient/p1"} and page["total"] == 1  # pages stay full, totals stay true
 
@@ -130,9 +134,10 @@ async def test_history_at_every_level(confined: httpx.AsyncClient) -> None:
         ("/fhir/ServiceRequest/s1/_history", {"ServiceRequest/s1"}),
     ):
         assert keys(await bundle(confined, url)) == expected, url
-    assert len((await bundle(confined, "/fhir/_history"))["entry"]) == 6  # two versions of each visible one
+    assert len((await bundle(confined, "/fhir/_history"))["entry"]) == 8  # two versions of each visible one
     assert (await confined.get("/fhir/ServiceRequest/s2/_history")).status_code == 404
-    assert (await confined.get("/fhir/Task/t1/_history")).status_code == 404
+    assert (await confined.get("/fhir/Task/t2/_history")).status_code == 404
+    assert keys(await bundle(confined, "/fhir/Task/t1/_history")) == {"Task/t1"}
 
 
 async def test_transaction_and_batch_entries(confined: httpx.AsyncClient) -> None:

@@ -19,6 +19,7 @@ from app.main import build_context
 from app.search.request import parse_search
 from app.storage.batch_insert import COPY_MIN_ROWS
 from app.storage.database import Database
+from app.storage.gate import OPEN
 from app.storage.index_tables import INDEX_TABLES
 from app.storage.repository import read_current
 from app.storage.tables import resource_history, resources
@@ -47,7 +48,7 @@ async def test_batch_is_stored_indexed_and_searchable(ctx: FhirContext) -> None:
     assert len(bodies) > COPY_MIN_ROWS
     prepared = [prepare_create(ctx, b["resourceType"], b, resource_id=b["id"]) for b in bodies]
     async with ctx.db.write() as conn:
-        await store_creates(ctx, conn, prepared)
+        await store_creates(ctx, conn, prepared, OPEN)
     assert await count(ctx, resources) == await count(ctx, resource_history) == len(bodies)
     async with ctx.db.read() as conn:
         stored = await read_current(conn, "Task", "pat-3-task-2")
@@ -71,7 +72,7 @@ async def test_failed_batch_leaves_nothing(ctx: FhirContext) -> None:
     prepared = [prepare_create(ctx, b["resourceType"], b, resource_id=b["id"]) for b in bodies]
     with pytest.raises(RuntimeError):
         async with ctx.db.write() as conn:
-            await store_creates(ctx, conn, prepared)
+            await store_creates(ctx, conn, prepared, OPEN)
             raise RuntimeError("a later entry failed")
     assert await count(ctx, resources) == 0
     for table in INDEX_TABLES.values():

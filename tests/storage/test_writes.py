@@ -23,6 +23,7 @@ from app import fhirjson
 from app.errors import Unprocessable
 from app.interactions.bulk import prepare_create, store_creates
 from app.interactions.context import ContextHolder, FhirContext
+from app.storage.gate import OPEN
 from app.storage.repository import AlreadyExists, read_current
 from app.storage.writes import ABSENT, Change, NewVersion
 from tests.conftest import FHIR_JSON_HEADERS
@@ -173,7 +174,7 @@ async def test_bulk_creates_pass_the_gate(app: FastAPI, recorder: Recorder) -> N
     ctx: FhirContext = app.state.fhir.current
     prepared = [prepare_create(ctx, "Task", task(), resource_id=f"bulk-{n}") for n in range(3)]
     async with ctx.db.write() as conn:
-        await store_creates(ctx, conn, prepared)
+        await store_creates(ctx, conn, prepared, OPEN)
     assert recorder.changes == [(f"Task/bulk-{n}", None, 1, "POST", None, "requested") for n in range(3)]
 
 
@@ -211,6 +212,6 @@ async def test_a_taken_id_is_refused_for_a_create(app: FastAPI) -> None:
     ctx: FhirContext = app.state.fhir.current
     rows = ctx.index_rows("Task", "fixed", task())
     new = NewVersion("Task", "fixed", lambda n, t: fhirjson.dumps({**task(), "id": "fixed"}), rows, (), "POST")
-    assert (await ctx.writer.write(None, new, ABSENT)) is not None
+    assert (await ctx.writer.write(None, new, ABSENT, OPEN)) is not None
     with pytest.raises(AlreadyExists):
-        await ctx.writer.write(None, new, ABSENT)
+        await ctx.writer.write(None, new, ABSENT, OPEN)
