@@ -9,8 +9,16 @@ from __future__ import annotations
 from typing import Literal
 from urllib.parse import urljoin
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class TrustedIssuerSetting(BaseModel):
+    """An external authorization server whose access tokens are accepted (``FHIR_AUTH_TRUSTED_ISSUERS``)."""
+
+    issuer: str
+    jwks_url: str
+    audience: str
 
 
 class Settings(BaseSettings):
@@ -63,6 +71,12 @@ class Settings(BaseSettings):
     )
     auth_revocation_poll_seconds: float = Field(
         default=2, gt=0, description="How often each worker reads revocations and signing keys from the database"
+    )
+
+    auth_trusted_issuers: list[TrustedIssuerSetting] = Field(
+        default_factory=list,
+        description='JSON list of external issuers whose tokens are accepted: [{"issuer": ..., "jwks_url": ..., '
+        '"audience": ...}]',
     )
 
     @property

@@ -156,10 +156,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     started = utc_now()
 
     limits = server_limits(settings)
+    oauth_uris = None
+    if settings.auth_enforced:
+        oauth_uris = {name: settings.smart_url(name) for name in ("authorize", "token", "revoke", "introspect")}
 
     def capability_bytes(registry: SearchRegistry) -> bytes:
         statement = build_capability_statement(
-            types, INTERACTIONS, settings.public_base_url, started, registry, limits=limits
+            types, INTERACTIONS, settings.public_base_url, started, registry, limits=limits, oauth_uris=oauth_uris
         )
         return render(statement)
 

@@ -13,6 +13,11 @@ measures:
 
 Every figure is also printed as a ratio to those floors, since the machine is
 shared and noisy. PostgreSQL runs durable (fsync on) in a throw-away cluster.
+
+``--auth both`` runs each backend twice on fresh databases, authorization off
+and on (every request carrying the bearer token of a backend client registered
+with ``fhir-server client add``), ``--pairs`` times in alternating order, and
+prints auth on / auth off per phase: the cost of checking tokens.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ import orjson
 
 from bench.data import care_plan
 from bench.http_client import Connection
-from tests.postgres_cluster import free_port, start_cluster
+from tests.postgres_cluster import Cluster, free_port, start_cluster
 
 BIN = Path(sys.executable).parent
 
@@ -63,7 +68,7 @@ Job = tuple[str, str, bytes]
 
 
 async def run_phase(
-    name: str, port: int, clients: int, jobs: list[Job], expect: int
+    name: str, port: int, clients: int, jobs: list[Job], expect: int, headers: dict[str, str] | None = None
 ) -> tuple[PhaseResult, list[bytes]]:
     latencies: list[float] = []
     locations: list[bytes] = []
@@ -72,12 +77,12 @@ async def run_phase(
     async def worker(conn: Connection, share: list[Job]) -> None:
         for method, path, body in share:
             started = time.perf_counter()
-            status, headers, _ = await conn.request(method, path, body)
+            status, answered, _ = await conn.request(method, path, body, headers)
             latencies.append(time.perf_counter() - started)
             if status != expect:
                 raise RuntimeError(f"{name}: {method} {path} gave {status}, expected {expect}")
-            if "location" in headers:
-                locations.append(headers["location"].encode())
+            if "location" in answered:
+                locations.append(answered["location"].encode())
 
     started = time.perf_counter()
     await asyncio.gather(*(worker(c, jobs[i::clients]) for i, c in enumerate(connections)))
@@ -92,14 +97,16 @@ def bodies(count: int) -> list[bytes]:
     return [orjson.dumps(care_plan(i, rng)) for i in range(count)]
 
 
-async def crud_phases(port: int, clients: int, payloads: list[bytes]) -> list[PhaseResult]:
+async def crud_phases(
+    port: int, clients: int, payloads: list[bytes], headers: dict[str, str] | None = None
+) -> list[PhaseResult]:
     create, locations = await run_phase(
-        "create", port, clients, [("POST", "/fhir/CarePlan", body) for body in payloads], 201
+        "create", port, clients, [("POST", "/fhir/CarePlan", body) for body in payloads], 201, headers
     )
     ids = [loc.decode().split("/CarePlan/")[1].split("/")[0] for loc in locations] or ["x"] * len(payloads)
     rng = random.Random(7)
     read, _ = await run_phase(
-        "read", port, clients, [("GET", f"/fhir/CarePlan/{rng.choice(ids)}", b"") for _ in payloads], 200
+        "read", port, clients, [("GET", f"/fhir/CarePlan/{rng.choice(ids)}", b"") for _ in payloads], 200, headers
     )
     updates = []
     for rid, body in zip(ids, payloads, strict=False):
@@ -107,7 +114,7 @@ async def crud_phases(port: int, clients: int, payloads: list[bytes]) -> list[Ph
         resource["id"] = rid
         resource["status"] = "active"
         updates.append(("PUT", f"/fhir/CarePlan/{rid}", orjson.dumps(resource)))
-    update, _ = await run_phase("update", port, clients, updates, 200)
+    update, _ = await run_phase("update", port, clients, updates, 200, headers)
     return [create, read, update]
 
 
@@ -194,12 +201,31 @@ def server_env(database_url: str, port: int) -> dict[str, str]:
     }
 
 
-async def bench_backend(database_url: str, clients: int, payloads: list[bytes]) -> list[PhaseResult]:
+BENCH_SECRET = "bench client secret"
+
+
+async def bench_backend(
+    database_url: str, clients: int, payloads: list[bytes], auth: bool = False
+) -> list[PhaseResult]:
     port = free_port()
     env = server_env(database_url, port)
+    if auth:  # a token that outlives the run; verified once, then taken from the cache
+        env |= {"FHIR_AUTH": "on", "FHIR_AUTH_BACKEND_TOKEN_SECONDS": "3600"}
     subprocess.run([str(BIN / "fhir-server"), "migrate"], env=env, check=True, capture_output=True)
+    headers = None
+    if auth:
+        register = ["client", "add", "--client-id", "bench", "--type", "confidential-symmetric", "--secret",
+                    BENCH_SECRET, "--scope", "system/*.cruds"]  # fmt: skip
+        subprocess.run([str(BIN / "fhir-server"), *register], env=env, check=True, capture_output=True)
     with serve([str(BIN / "fhir-server"), "serve"], env, port):
-        return await crud_phases(port, clients, payloads)
+        if auth:
+            answer = httpx.post(
+                f"http://127.0.0.1:{port}/smart/token",
+                data={"grant_type": "client_credentials", "scope": "system/*.cruds"},
+                auth=("bench", BENCH_SECRET),
+            )
+            headers = {"Authorization": f"Bearer {answer.json()['access_token']}"}
+        return await crud_phases(port, clients, payloads, headers)
 
 
 def report(
@@ -236,7 +262,6 @@ async def main_async(args: argparse.Namespace) -> None:
             cluster = start_cluster(durable=True)
             admin = await asyncpg.connect(cluster.admin_url.replace("postgresql+asyncpg", "postgresql"))
             await admin.execute("CREATE DATABASE bench_floor")
-            await admin.execute("CREATE DATABASE bench_fhir")
             await admin.close()
             db_floor = await database_floor(cluster.url("bench_floor"), args.clients, payloads)
             print(f"\n### Database floor (raw asyncpg INSERT, {args.clients} connections)")
@@ -245,17 +270,40 @@ async def main_async(args: argparse.Namespace) -> None:
                 f"p95 {db_floor.percentile(0.95):.1f} ms"
             )
         for backend in backends:
-            if backend == "sqlite":
-                directory = tempfile.mkdtemp(prefix="fhir-bench-")
-                url = f"sqlite+aiosqlite:///{directory}/fhir.sqlite"
-            else:
-                assert cluster is not None
-                url = cluster.url("bench_fhir")
-            results = await bench_backend(url, args.clients, payloads)
-            report(f"fhir-server on {backend}", results, floors, db_floor if backend == "postgresql" else None)
+            if args.auth != "both":
+                url = await fresh_database(backend, cluster, "bench_fhir")
+                results = await bench_backend(url, args.clients, payloads, args.auth == "on")
+                title = f"fhir-server on {backend}" + (" (auth on)" if args.auth == "on" else "")
+                report(title, results, floors, db_floor if backend == "postgresql" else None)
+                continue
+            ratios: dict[str, list[float]] = {}
+            for pair in range(args.pairs):
+                runs: dict[bool, list[PhaseResult]] = {}
+                for auth in (False, True) if pair % 2 == 0 else (True, False):
+                    url = await fresh_database(backend, cluster, f"bench_fhir_{pair}_{'on' if auth else 'off'}")
+                    runs[auth] = await bench_backend(url, args.clients, payloads, auth)
+                    title = f"fhir-server on {backend}, pair {pair + 1}, auth {'on' if auth else 'off'}"
+                    report(title, runs[auth], floors, db_floor if backend == "postgresql" else None)
+                for off, on in zip(runs[False], runs[True], strict=True):
+                    ratios.setdefault(off.name, []).append(on.rate / off.rate)
+            print(f"\n### {backend}: auth on / auth off, per pair")
+            for name, values in ratios.items():
+                shown = ", ".join(f"{value:.2f}" for value in values)
+                print(f"{name}: {shown} (mean {sum(values) / len(values):.2f})")
     finally:
         if cluster is not None:
             cluster.stop()
+
+
+async def fresh_database(backend: str, cluster: Cluster | None, name: str) -> str:
+    if backend == "sqlite":
+        return f"sqlite+aiosqlite:///{tempfile.mkdtemp(prefix='fhir-bench-')}/fhir.sqlite"
+    assert cluster is not None
+    admin = await asyncpg.connect(cluster.admin_url.replace("postgresql+asyncpg", "postgresql"))
+    await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    return cluster.url(name)
 
 
 def main() -> None:
@@ -263,6 +311,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--requests", type=int, default=4000)
     parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--auth", choices=["off", "on", "both"], default="off", help="authorization of the server")
+    parser.add_argument("--pairs", type=int, default=2, help="with --auth both: off/on pairs per backend")
     asyncio.run(main_async(parser.parse_args()))
 
 

@@ -21,6 +21,39 @@ from app.search.registry import SearchRegistry
 from app.search.request import supported
 
 LIMITS_EXTENSION = "urn:care-plan-repository:StructureDefinition:server-limits"
+OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
+SECURITY_SERVICE = "http://terminology.hl7.org/CodeSystem/restful-security-service"
+SMART_ACCESS = (
+    "OAuth 2 bearer tokens of SMART App Launch 2.x (see [base]/.well-known/smart-configuration): "
+    "scopes v1 and v2 are enforced on every interaction and every Bundle entry. patient/ scopes reach the "
+    "token's patient compartment: the R4 Patient CompartmentDefinition plus Task through Task.for, which R4 "
+    "leaves out but a patient's app needs for its tasks. Granular scopes (?param=value) grant nothing yet."
+)
+
+
+def security(oauth_uris: Mapping[str, str] | None) -> dict[str, Any]:
+    """``rest.security``: CORS always; with authorization on, the SMART-on-FHIR service and its
+    endpoints (hl7.org/fhir/smart-app-launch/conformance.html, the oauth-uris extension)."""
+    if oauth_uris is None:
+        return {"cors": True, "description": "Authorization is off (FHIR_AUTH=off): the API is open to anyone."}
+    return {
+        "extension": [
+            {
+                "url": OAUTH_URIS,
+                "extension": [{"url": name, "valueUri": uri} for name, uri in oauth_uris.items()],
+            }
+        ],
+        "cors": True,
+        "service": [
+            {
+                "coding": [{"system": SECURITY_SERVICE, "code": "SMART-on-FHIR", "display": "SMART-on-FHIR"}],
+                "text": "OAuth2 using SMART-on-FHIR profile (see http://docs.smarthealthit.org)",
+            }
+        ],
+        "description": SMART_ACCESS,
+    }
+
+
 PATCH_FORMATS = ["application/json-patch+json", "application/fhir+json"]
 
 
@@ -32,7 +65,10 @@ def build_capability_statement(
     registry: SearchRegistry,
     features: ServerFeatures = FEATURES,
     limits: Mapping[str, int] | None = None,
+    oauth_uris: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
+    """``oauth_uris`` (authorize, token, revoke, introspect): the authorization server's endpoints,
+    or None when authorization is off."""
     routes = list(routes)
     rev_includes = search_rev_includes(registry)
     type_codes = list(dict.fromkeys(r.interaction for r in routes if r.level == "type"))
@@ -58,6 +94,7 @@ def build_capability_statement(
     rest: dict[str, Any] = {
         "mode": "server",
         "documentation": documentation(limits or {}),
+        "security": security(oauth_uris),
         "resource": resources,
     }
     if limits:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import urljoin
@@ -24,10 +25,11 @@ import httpx
 from app.config import Settings
 from app.errors import Unauthorized
 from app.interactions.request_context import UNRESTRICTED, Caller
+from app.smart.external import TrustedIssuer, unverified_issuer, verify_external
 from app.smart.jwks import JwksCache
 from app.smart.keys import ensure_signing_key
 from app.smart.scopes import ScopeError, parse_permissions
-from app.smart.tokens import InvalidToken, TokenVerifier, token_hash
+from app.smart.tokens import AccessClaims, InvalidToken, TokenVerifier, token_hash
 from app.storage.database import Database
 
 LOG = logging.getLogger("fhir.auth")
@@ -41,7 +43,7 @@ def caller_of(client_id: str, scope: str, patient: str | None, fhir_user: str | 
     except ScopeError as error:
         raise Unauthorized(f"the token carries a malformed scope: {error}", "invalid_token") from None
     compartment = ("Patient", patient) if patient else None
-    return Caller(client_id, compartment, permissions, fhir_user)
+    return Caller.with_token(client_id, permissions, compartment, fhir_user)
 
 
 @dataclass
@@ -53,13 +55,14 @@ class Authenticator:
     verifier: TokenVerifier
     jwks: JwksCache
     http: httpx.AsyncClient
+    trusted: dict[str, TrustedIssuer]
 
     @classmethod
     def build(cls, settings: Settings, db: Database) -> Authenticator:
         http = httpx.AsyncClient(headers={"User-Agent": "care-plan-repository"})
         lifetime = max(settings.auth_token_seconds, settings.auth_backend_token_seconds)
         verifier = TokenVerifier(issuer(settings), settings.public_base_url, lifetime)
-        return cls(settings, db, verifier, JwksCache(http), http)
+        return cls(settings, db, verifier, JwksCache(http), http, trusted_issuers(settings))
 
     @property
     def enforced(self) -> bool:
@@ -80,10 +83,23 @@ class Authenticator:
             except Exception:  # the database may be briefly unreachable; the next poll tries again
                 LOG.warning("could not refresh signing keys and revocations", exc_info=True)
 
+    async def claims(self, token: str) -> AccessClaims:
+        """A token's claims: this server's own, or a trusted external issuer's (``app.smart.external``)."""
+        cached = self.verifier.cached(token)
+        if cached is None:
+            trusted = self.trusted.get(unverified_issuer(token) or "")
+            if trusted is not None:
+                cached = await verify_external(token, trusted, self.jwks.fetch, time.time())
+                self.verifier.remember(token, cached)
+            else:
+                return self.verifier.verify(token)
+        self.verifier.check_revoked(cached)
+        return cached
+
     async def close(self) -> None:
         await self.http.aclose()
 
-    def caller(self, authorization: str | None) -> Caller:
+    async def caller(self, authorization: str | None) -> Caller:
         """The caller of a request with this ``Authorization`` header (``UNRESTRICTED`` when auth is off)."""
         if not self.enforced:
             return UNRESTRICTED
@@ -94,11 +110,18 @@ class Authenticator:
         if scheme.lower() != "bearer" or not token:
             raise Unauthorized("the Authorization header must be 'Bearer <access token>'", "invalid_token")
         try:
-            claims = self.verifier.verify(token)
+            claims = await self.claims(token)
         except InvalidToken as error:
             LOG.info("refused token %s: %s", token_hash(token)[:12], error)
             raise Unauthorized(str(error), "invalid_token") from None
         return caller_of(claims.client_id, claims.scope, claims.patient, claims.fhir_user)
+
+
+def trusted_issuers(settings: Settings) -> dict[str, TrustedIssuer]:
+    return {
+        entry.issuer: TrustedIssuer(entry.issuer, entry.jwks_url, entry.audience)
+        for entry in settings.auth_trusted_issuers
+    }
 
 
 def issuer(settings: Settings) -> str:

@@ -51,7 +51,8 @@ MAX_FORM_BYTES = 64 * 1024
 PAGE_HEADERS = {
     "Cache-Control": "no-store",
     "X-Frame-Options": "DENY",
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'",
+    # no form-action: browsers apply it to the redirect that follows the consent form, to the app
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
     "Referrer-Policy": "no-referrer",
 }
 
@@ -255,7 +256,7 @@ def _finished(response: Response) -> Response:
 
 async def launch(request: Request) -> Response:
     """``POST /smart/launch``: a launch id for the patient (and encounter) an EHR has open."""
-    caller = _auth(request).caller(request.headers.get("authorization"))
+    caller = await _auth(request).caller(request.headers.get("authorization"))
     if caller.permissions is not None and not caller.permissions.has_system_scopes:
         raise Forbidden("creating a launch needs a token with system/ scopes")
     try:

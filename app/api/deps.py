@@ -47,9 +47,9 @@ def request_limits(config: Settings) -> RequestLimits:
     )
 
 
-def request_caller(request: Request) -> Caller:
+async def request_caller(request: Request) -> Caller:
     """Who asks: the bearer token's caller (``app.api.auth``); 401 without a valid token."""
-    return cast(Authenticator, request.app.state.auth).caller(request.headers.get("authorization"))
+    return await cast(Authenticator, request.app.state.auth).caller(request.headers.get("authorization"))
 
 
 def request_context(request: Request, caller: Caller) -> RequestContext:
@@ -70,14 +70,14 @@ def request_context(request: Request, caller: Caller) -> RequestContext:
 async def route_context(request: Request) -> RouteContext:
     """The context of a FHIR interaction; authentication comes first, so a request without a valid
     token learns nothing else (its body is not even read)."""
-    caller = request_caller(request)
+    caller = await request_caller(request)
     holder = cast(ContextHolder, request.app.state.fhir)
     return RouteContext(holder.current, request_context(request, caller), holder)
 
 
 async def caller(request: Request) -> Caller:
     """The caller alone, for the routes that are not FHIR interactions but still need a token."""
-    return request_caller(request)
+    return await request_caller(request)
 
 
 async def fhir_context(request: Request) -> FhirContext:

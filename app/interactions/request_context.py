@@ -16,6 +16,7 @@ from typing import Literal
 
 from app.errors import Forbidden
 from app.smart.scopes import Permissions
+from app.storage.gate import TypeAccess
 
 PreferReturn = Literal["minimal", "representation", "OperationOutcome"]
 
@@ -29,6 +30,13 @@ class Caller:
     compartment: tuple[str, str] | None = None
     permissions: Permissions | None = None
     fhir_user: str | None = None
+    access: TypeAccess | None = None  # ``permissions.type_access()``, computed once per caller
+
+    @classmethod
+    def with_token(
+        cls, name: str, permissions: Permissions, compartment: tuple[str, str] | None, fhir_user: str | None
+    ) -> Caller:
+        return cls(name, compartment, permissions, fhir_user, permissions.type_access())
 
     @property
     def unrestricted(self) -> bool:

@@ -183,18 +183,31 @@ class TokenVerifier:
         self._verified: dict[str, AccessClaims] = {}
 
     def verify(self, token: str) -> AccessClaims:
-        """The claims of a live token this server issued; ``InvalidToken`` otherwise."""
-        now = time.time()
-        digest = token_hash(token)
-        claims = self._verified.get(digest)
-        if claims is None or claims.expires <= now:
+        """The claims of a live, unrevoked token this server issued; ``InvalidToken`` otherwise."""
+        claims = self.cached(token)
+        if claims is None:
             if self.keys is None:
                 raise InvalidToken("the server's signing keys are not loaded yet")
-            claims = verify_access_token(token, self.keys, self.issuer, self.audience, now)
-            self._remember(digest, claims, now)
+            claims = verify_access_token(token, self.keys, self.issuer, self.audience, time.time())
+            self.remember(token, claims)
+        self.check_revoked(claims)
+        return claims
+
+    def cached(self, token: str) -> AccessClaims | None:
+        """The claims of a token verified before and not expired since."""
+        digest = token_hash(token)
+        claims = self._verified.get(digest)
+        if claims is not None and claims.expires <= time.time():
+            del self._verified[digest]
+            return None
+        return claims
+
+    def remember(self, token: str, claims: AccessClaims) -> None:
+        self._remember(token_hash(token), claims, time.time())
+
+    def check_revoked(self, claims: AccessClaims) -> None:
         if claims.jti in self.revoked or claims.grant in self.revoked:
             raise InvalidToken("the token was revoked")
-        return claims
 
     def mark_revoked(self, token_id: str, expires: float) -> None:
         """Refuse a token or grant in this process at once (other processes: at their next poll)."""

@@ -65,6 +65,11 @@ class TypeAccess:
     everywhere: Mapping[str, TypeSet] = field(default_factory=dict)
     in_compartment: Mapping[str, TypeSet] = field(default_factory=dict)
 
+    @property
+    def everything(self) -> bool:
+        """Every letter on every type, everywhere (``system/*.cruds``): a gate that adds nothing."""
+        return all(self.everywhere.get(letter, frozenset()) is None for letter in VERBS)
+
     def reach(self, resource_type: str, letter: Letter) -> Reach:
         if _contains(self.everywhere.get(letter, frozenset()), resource_type):
             return "all"

@@ -313,6 +313,25 @@ async def test_discovery_tells_what_works(secured: tuple[FastAPI, httpx.AsyncCli
     assert keys and all("d" not in key and key["kty"] == "RSA" for key in keys)  # public parts only
 
 
+async def test_the_capability_statement_names_the_authorization_server(
+    secured: tuple[FastAPI, httpx.AsyncClient],
+) -> None:
+    _, http = secured
+    security = (await http.get("/fhir/metadata")).json()["rest"][0]["security"]
+    assert security["cors"] is True
+    assert security["service"][0]["coding"][0]["code"] == "SMART-on-FHIR"
+    uris = {e["url"]: e["valueUri"] for e in security["extension"][0]["extension"]}
+    assert security["extension"][0]["url"] == "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
+    discovery = (await http.get("/fhir/.well-known/smart-configuration")).json()
+    assert uris == {
+        "authorize": discovery["authorization_endpoint"],
+        "token": discovery["token_endpoint"],
+        "revoke": discovery["revocation_endpoint"],
+        "introspect": discovery["introspection_endpoint"],
+    }
+    assert "Task.for" in security["description"]
+
+
 async def test_cors_preflight_needs_no_token(secured: tuple[FastAPI, httpx.AsyncClient]) -> None:
     _, http = secured
     headers = {
@@ -336,4 +355,6 @@ async def test_auth_off_is_loud(settings: Settings) -> None:
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
             health = (await http.get("/health")).json()
             assert health["auth"] == "off" and "open to anyone" in health["warning"]
+            security = (await http.get("/fhir/metadata")).json()["rest"][0]["security"]
+            assert "service" not in security and "FHIR_AUTH=off" in security["description"]
             assert (await http.get("/fhir/CarePlan")).status_code == 200

@@ -345,6 +345,32 @@ async def test_sign_in_failures_are_limited(server: tuple[FastAPI, httpx.AsyncCl
     assert limited.status_code == 429 and "Too many" in limited.text
 
 
+async def test_sign_in_failures_are_limited_per_address_across_usernames(
+    server: tuple[FastAPI, httpx.AsyncClient],
+) -> None:
+    _, http = server
+    _, challenge = pkce()
+    page = (await http.get(authorize_url(challenge))).text
+    for number in range(5):  # five different usernames guessed from one address
+        page = (await sign_in(http, page, f"guess{number}", "not the password")).text
+    limited = await sign_in(http, page, "maria")
+    assert limited.status_code == 429
+
+
+async def test_the_csrf_cookie_is_secure_behind_https(database_url: str) -> None:
+    settings = Settings(database_url=database_url, base_url="https://fhir.example/fhir", log_level="warning")
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        async with application.state.auth.db.write() as conn:
+            await add_client(conn, new_client("app", "public", SCOPE, [REDIRECT]))
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="https://fhir.example") as http:
+            _, challenge = pkce()
+            login = await http.get(authorize_url(challenge, aud="https://fhir.example/fhir"))
+    cookie = login.headers["set-cookie"]
+    assert login.status_code == 200 and "Secure" in cookie and "HttpOnly" in cookie
+
+
 async def test_state_comes_back_exactly_and_is_never_rendered(server: tuple[FastAPI, httpx.AsyncClient]) -> None:
     _, http = server
     verifier, challenge = pkce()
