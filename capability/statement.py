@@ -27,7 +27,8 @@ SMART_ACCESS = (
     "OAuth 2 bearer tokens of SMART App Launch 2.x (see [base]/.well-known/smart-configuration): "
     "scopes v1 and v2 are enforced on every interaction and every Bundle entry. patient/ scopes reach the "
     "token's patient compartment: the R4 Patient CompartmentDefinition plus Task through Task.for, which R4 "
-    "leaves out but a patient's app needs for its tasks. Granular scopes (?param=value) grant nothing yet."
+    "leaves out but a patient's app needs for its tasks. Granular scopes (?param=value) reach only what the "
+    "same search finds."
 )
 
 

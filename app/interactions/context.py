@@ -11,10 +11,11 @@ from app import fhirjson
 from app.errors import InvalidRequest, NotFound
 from app.interactions.request_context import Caller
 from app.search.extraction import Extractor
-from app.search.gate import OPEN, ReadGate, compartment_gate
+from app.search.gate import OPEN, ReadGate, compartment_gate, narrowing
 from app.search.indexing import build_index_rows
 from app.search.registry import SearchRegistry
 from app.storage.database import Database
+from app.storage.gate import NarrowGrant
 from app.storage.index_tables import IndexRows
 from app.storage.repository import StoredVersion
 from app.storage.writes import ResourceWriter
@@ -62,9 +63,26 @@ class FhirContext:
         access = caller.access if caller.access is not None else caller.permissions.type_access()
         if access.everything:  # system/*.cruds: nothing to add, and writes keep their fastest path
             return OPEN
+        grants = self._narrow_grants(caller)
+        if grants:
+            access = replace(access, narrowed=grants)
         if caller.compartment is None:
             return ReadGate(None, {}, access)
         return compartment_gate(self.registry, *caller.compartment, access)
+
+    def _narrow_grants(self, caller: Caller) -> tuple[NarrowGrant, ...]:
+        """The granular scopes of the caller's token, each with the SQL its query compiles to."""
+        assert caller.permissions is not None
+        grants = []
+        for scope in caller.permissions.scopes:
+            if scope.query is None or scope.resource_type == "*" or scope.resource_type not in self.resource_types:
+                continue
+            condition = narrowing(self.registry, scope.resource_type, scope.query)
+            if condition is not None:
+                grants.append(
+                    NarrowGrant(scope.resource_type, frozenset(scope.letters), scope.level == "patient", condition)
+                )
+        return tuple(grants)
 
     def with_registry(self, registry: SearchRegistry) -> FhirContext:
         """A context that searches and indexes with ``registry`` (registry and extractor together)."""

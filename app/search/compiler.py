@@ -192,6 +192,18 @@ def _filtered(query: Select, request: SearchRequest, gate: ReadGate) -> Select: 
     return query
 
 
+def matching_ids(request: SearchRequest) -> Select[tuple[str]]:
+    """Ids of live resources of the request's type that match its clauses (no gate, no paging): the
+    query of a granular SMART scope, as a set a gate narrows to."""
+    narrowed = resources.alias("narrowed")
+    query = select(narrowed.c.id).where(
+        narrowed.c.resource_type == request.resource_type, narrowed.c.deleted.is_(False)
+    )
+    for clause in request.clauses:
+        query = query.where(clause_condition(clause, narrowed.c, request.resource_type, OPEN))
+    return query
+
+
 def sort_expression(key: SortKey) -> ColumnElement[Any]:
     """The value a resource sorts by: lowest for ascending, highest for descending (search.html#_sort)."""
     if key.param.code == "_id":

@@ -123,8 +123,8 @@ class Permissions:
 
     def type_access(self) -> TypeAccess:
         """Per letter, the types reached everywhere (``user/``, ``system/``) and inside the patient
-        compartment (``patient/``). A granular scope (``?category=...``) grants nothing yet: this
-        server does not narrow by its query, and must not grant more than the scope says."""
+        compartment (``patient/``). A granular scope (``?category=...``) is left out here: it needs
+        the search registry to become SQL, and ``FhirContext.read_gate`` adds it as a ``NarrowGrant``."""
         everywhere: dict[str, TypeSet] = {}
         inside: dict[str, TypeSet] = {}
         for letter in LETTERS:

@@ -30,7 +30,7 @@ writes lands inside its compartment.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -40,7 +40,9 @@ from app.errors import Forbidden
 from app.storage.index_tables import INDEX_TABLES, IndexRows
 
 Letter = Literal["c", "r", "u", "d", "s"]
-Reach = Literal["all", "compartment", "none"]
+Reach = Literal["all", "compartment", "narrowed", "none"]
+Narrowing = Callable[[ColumnElement[Any]], ColumnElement[bool]]
+"""Which ids (in the given id column) a granular scope's query matches, as SQL."""
 TypeSet = frozenset[str] | None
 """Resource types; None stands for every type (a ``*`` scope)."""
 
@@ -59,11 +61,28 @@ def _union(first: TypeSet, second: TypeSet) -> TypeSet:
 
 
 @dataclass(frozen=True, slots=True)
+class NarrowGrant:
+    """A granular scope (``patient/Observation.rs?category=laboratory``): ``letters`` on
+    ``resource_type`` only for the resources its query matches (``matching``), inside the
+    compartment when ``confined`` (a ``patient/`` scope)."""
+
+    resource_type: str
+    letters: frozenset[str]
+    confined: bool
+    matching: Narrowing
+
+
+@dataclass(frozen=True, slots=True)
 class TypeAccess:
-    """Per interaction letter: the types reached everywhere, and the types reached inside the compartment."""
+    """Per interaction letter: the types reached everywhere, and the types reached inside the
+    compartment; and the granular grants, which reach only what their queries match."""
 
     everywhere: Mapping[str, TypeSet] = field(default_factory=dict)
     in_compartment: Mapping[str, TypeSet] = field(default_factory=dict)
+    narrowed: tuple[NarrowGrant, ...] = ()
+
+    def grants(self, resource_type: str, letters: tuple[Letter, ...]) -> list[NarrowGrant]:
+        return [g for g in self.narrowed if g.resource_type == resource_type and g.letters & set(letters)]
 
     @property
     def everything(self) -> bool:
@@ -75,6 +94,8 @@ class TypeAccess:
             return "all"
         if _contains(self.in_compartment.get(letter, frozenset()), resource_type):
             return "compartment"
+        if self.grants(resource_type, (letter,)):
+            return "narrowed"
         return "none"
 
     def read_types(self) -> tuple[TypeSet, TypeSet]:
@@ -118,8 +139,10 @@ class ReadGate:
         """Refuse (403) a system-level interaction when no type at all is granted ``letter``."""
         if self.access is None:
             return
-        if self.access.everywhere.get(letter, frozenset()) == frozenset() and (
-            self.access.in_compartment.get(letter, frozenset()) == frozenset()
+        if (
+            self.access.everywhere.get(letter, frozenset()) == frozenset()
+            and self.access.in_compartment.get(letter, frozenset()) == frozenset()
+            and not any(letter in grant.letters for grant in self.access.narrowed)
         ):
             raise Forbidden(f"the access token does not permit {VERBS[letter]} of any resource type")
 
@@ -128,7 +151,7 @@ class ReadGate:
         write ``resource_type`` only inside it: the resource must be the compartment's own, or refer
         to it through one of its compartment parameters (judged on the new version's index rows)."""
         reach = self.reach(resource_type, letter)
-        if reach == "all":
+        if reach in ("all", "narrowed"):  # a narrowed write is checked once stored (``matches_after_write``)
             return
         if reach == "none":
             raise Forbidden(f"the access token does not permit {VERBS[letter]} of {resource_type}")
@@ -150,12 +173,41 @@ class ReadGate:
             "the access token is limited to"
         )
 
+    def narrowed_write(self, resource_type: str, letter: Letter) -> bool:
+        """Whether a write is permitted only by granular scopes: then what it stores (or, for a
+        delete, what it removes) must match one of their queries (``write_match``)."""
+        return self.reach(resource_type, letter) == "narrowed"
+
+    def write_match(self, resource_type: str, letter: Letter, id_column: ColumnElement[Any]) -> ColumnElement[bool]:
+        """The ids of ``resource_type`` a narrowed ``letter`` may write."""
+        assert self.access is not None
+        return self._narrowed(self.access.grants(resource_type, (letter,)), resource_type, id_column)
+
+    def _narrowed(
+        self, grants: list[NarrowGrant], resource_type: str, id_column: ColumnElement[Any]
+    ) -> ColumnElement[bool]:
+        parts: list[ColumnElement[bool]] = []
+        for grant in grants:
+            condition = grant.matching(id_column)
+            if grant.confined:
+                condition = and_(condition, self._compartment_ids(resource_type, id_column))
+            parts.append(condition)
+        return or_(*parts) if parts else false()
+
     def ids(self, resource_type: str, id_column: ColumnElement[Any]) -> ColumnElement[bool]:
         """Which ids of ``resource_type`` (in ``id_column``) the caller may read."""
         reach = self._read_reach(resource_type)
         if reach == "all":
             return true()
-        if reach == "none" or self.compartment is None:
+        if reach == "narrowed":
+            assert self.access is not None
+            return self._narrowed(self.access.grants(resource_type, READ_LETTERS), resource_type, id_column)
+        if reach == "none":
+            return false()
+        return self._compartment_ids(resource_type, id_column)
+
+    def _compartment_ids(self, resource_type: str, id_column: ColumnElement[Any]) -> ColumnElement[bool]:
+        if self.compartment is None:
             return false()
         compartment_type, compartment_id = self.compartment
         if resource_type == compartment_type:
@@ -174,7 +226,10 @@ class ReadGate:
 
     def _read_reach(self, resource_type: str) -> Reach:
         reaches = {self.reach(resource_type, letter) for letter in READ_LETTERS}
-        return "all" if "all" in reaches else "compartment" if "compartment" in reaches else "none"
+        for reach in ("all", "compartment", "narrowed"):
+            if reach in reaches:
+                return reach
+        return "none"
 
     def rows(self, type_column: ColumnElement[Any], id_column: ColumnElement[Any]) -> ColumnElement[bool]:
         """Which rows of any type (``type_column``, ``id_column``) the caller may read."""
@@ -190,6 +245,12 @@ class ReadGate:
             parts.append(type_column.in_(sorted(everywhere)))
         if self.compartment is not None and inside != frozenset():
             parts.append(self._compartment_rows(type_column, id_column, inside))
+        for grant in self.access.narrowed:
+            if grant.letters & set(READ_LETTERS) and (self.compartment is not None or not grant.confined):
+                part = and_(type_column == grant.resource_type, grant.matching(id_column))
+                if grant.confined:
+                    part = and_(part, self._compartment_rows(type_column, id_column, frozenset({grant.resource_type})))
+                parts.append(part)
         return or_(*parts) if parts else false()
 
     def _compartment_rows(

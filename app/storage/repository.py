@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, bindparam, insert, or_, select, tuple_, update
+from sqlalchemy import ColumnElement, and_, bindparam, insert, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -86,6 +86,14 @@ async def read_current(
     statement = _READ_CURRENT if gate.open else _READ_CURRENT.where(gate.ids(resource_type, _r.id))
     row = (await conn.execute(statement, {"rt": resource_type, "rid": resource_id})).first()
     return StoredVersion(*row) if row else None
+
+
+async def matches(conn: AsyncConnection, resource_type: str, resource_id: str, condition: ColumnElement[bool]) -> bool:
+    """Whether the live current version of a resource meets ``condition`` (on ``resources`` columns)."""
+    statement = select(_r.id).where(
+        _r.resource_type == resource_type, _r.id == resource_id, _r.deleted.is_(False), condition
+    )
+    return (await conn.execute(statement)).first() is not None
 
 
 async def read_version(

@@ -40,7 +40,7 @@ from typing import Final, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.errors import NotFound, VersionConflict
+from app.errors import Forbidden, NotFound, VersionConflict
 from app.storage.database import Database
 from app.storage.gate import Letter, ReadGate
 from app.storage.index_tables import IndexRows, merge_rows
@@ -50,10 +50,12 @@ from app.storage.repository import (
     StoredVersion,
     insert_first,
     insert_new_many,
+    matches,
     read_current,
     replace_version,
 )
 from app.storage.single_statement import create_in_one_statement, read_current_alone, replace_in_one_statement
+from app.storage.tables import resources
 
 # How often a write without an expected version re-reads after losing a race before giving up (412).
 MAX_ATTEMPTS: Final = 20
@@ -172,6 +174,9 @@ class ResourceWriter:
                 gate.admits(version.resource_type, version.id, rows, "c")
         await insert_new_many(conn, [version for version, _ in versions])
         await insert_index_rows(conn, merge_rows([rows for _, rows in versions]))
+        if not gate.open:
+            for version, _ in versions:
+                await _require_match(conn, version.resource_type, version.id, gate, "c")
         for version, rows in versions:
             await self._after(conn, Change(None, version, rows))
 
@@ -185,6 +190,8 @@ class ResourceWriter:
             current = None if expect is ABSENT else await read_current(conn, new.resource_type, new.id)
             if current is not None and not gate.open:
                 await _require_visible(conn, new, gate)
+                if new.deletes:  # what a narrowed delete removes must match its query
+                    await _require_match(conn, new.resource_type, new.id, gate, "d")
             step = _next(current, new, expect)
             if step is None:
                 return None
@@ -201,6 +208,8 @@ class ResourceWriter:
             else:
                 _lost(new, expect)
                 continue
+            if not new.deletes and not gate.open:  # what a narrowed create or update stores must match
+                await _require_match(conn, new.resource_type, new.id, gate, "c" if expect is ABSENT else "u")
             await self._after(conn, step)
             return step
         raise _too_often(new)
@@ -235,6 +244,17 @@ async def _require_visible(conn: AsyncConnection, new: NewVersion, gate: ReadGat
     """A caller may change only what it may read: anything else is not found (nothing written)."""
     if await read_current(conn, new.resource_type, new.id, gate) is None:
         raise NotFound(f"{new.resource_type}/{new.id} is not known")
+
+
+async def _require_match(
+    conn: AsyncConnection, resource_type: str, resource_id: str, gate: ReadGate, letter: Letter
+) -> None:
+    """A write that only granular scopes permit must be of a resource their queries match, judged on
+    the stored version's index rows inside the write's transaction: otherwise 403 and nothing stays."""
+    if not gate.narrowed_write(resource_type, letter):
+        return
+    if not await matches(conn, resource_type, resource_id, gate.write_match(resource_type, letter, resources.c.id)):
+        raise Forbidden(f"{resource_type}/{resource_id} is outside what the access token's granular scopes permit")
 
 
 def _next(current: StoredVersion | None, new: NewVersion, expect: Expect) -> Change | None:
