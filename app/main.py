@@ -208,6 +208,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_api_route(
         "/smart/authorize/patient", authorize_routes.pick_patient, methods=["POST"], include_in_schema=False
     )
+    app.add_api_route(
+        "/smart/authorize/encounter", authorize_routes.pick_encounter, methods=["POST"], include_in_schema=False
+    )
     app.add_api_route("/smart/authorize/consent", authorize_routes.consent, methods=["POST"], include_in_schema=False)
     app.add_api_route("/smart/launch", authorize_routes.launch, methods=["POST"], include_in_schema=False)
     app.add_api_route("/smart/token", smart_routes.token, methods=["POST"], include_in_schema=False)

@@ -25,6 +25,7 @@ from starlette.responses import RedirectResponse, Response
 
 from app.api.auth import Authenticator
 from app.errors import Forbidden, InvalidRequest
+from app.interactions.context import ContextHolder
 from app.smart.authorize import (
     AuthorizationRequest,
     PageError,
@@ -32,6 +33,7 @@ from app.smart.authorize import (
     check_client,
     check_request,
     granted_scopes,
+    needs_encounter_picker,
     needs_picker,
     read_launch,
     read_ticket,
@@ -41,7 +43,13 @@ from app.smart.authorize import (
 )
 from app.smart.clients import Client, find_client, find_user, verify_secret
 from app.smart.codes import GrantContext, issue_code
-from app.smart.directory import patient_choices, related_patient, resource_exists
+from app.smart.directory import (
+    EncounterChoice,
+    encounter_choices,
+    patient_choices,
+    related_patient,
+    resource_exists,
+)
 from app.smart.keys import SigningKeys
 from app.smart.scopes import covered_by
 from app.smart.throttle import LoginThrottle
@@ -173,17 +181,42 @@ async def login(request: Request) -> Response:
     return await _next_page(request, pending, keys)
 
 
+async def _encounters(request: Request, patient: str) -> list[EncounterChoice]:
+    registry = cast(ContextHolder, request.app.state.fhir).current.registry
+    subject = registry.get("Encounter", "subject")
+    if subject is None:
+        return []
+    async with _auth(request).db.read() as conn:
+        return await encounter_choices(conn, patient, subject.hash, 100)
+
+
 async def _next_page(request: Request, pending: AuthorizationRequest, keys: SigningKeys) -> Response:
+    if needs_encounter_picker(pending):
+        patient = pending.context_patient
+        assert patient is not None
+        choices = await _encounters(request, patient)
+        if not choices:  # nothing to pick: the token simply has no encounter
+            pending = pending.with_encounter(None)
+        else:
+            return page(
+                "encounter.html",
+                title="Choose an encounter",
+                client_id=pending.client_id,
+                ticket=sign_ticket(pending, keys),
+                action="/smart/authorize/encounter",
+                encounters=choices,
+                patient_label=f"Patient/{patient}",
+            )
     if needs_picker(pending):
         async with _auth(request).db.read() as conn:
-            choices = await patient_choices(conn, 100)
+            patients = await patient_choices(conn, 100)
         return page(
             "picker.html",
             title="Choose a patient",
             client_id=pending.client_id,
             ticket=sign_ticket(pending, keys),
             action="/smart/authorize/patient",
-            patients=choices,
+            patients=patients,
             error=None,
         )
     client = await _client(request, pending.client_id)
@@ -223,11 +256,27 @@ async def pick_patient(request: Request) -> Response:
         return error_page(str(error))
 
 
+async def pick_encounter(request: Request) -> Response:
+    """``POST /smart/authorize/encounter``: one of the patient's encounters (``launch/encounter``)."""
+    try:
+        pending, form, keys = await _continue(request)
+        if pending.username is None or not needs_encounter_picker(pending):
+            raise PageError("This step is not part of this sign-in. Start again from the application.")
+        patient = pending.context_patient
+        assert patient is not None
+        chosen = form.get("encounter", "")
+        if chosen not in {choice.id for choice in await _encounters(request, patient)}:
+            raise PageError("Choose one of the listed encounters.")
+        return await _next_page(request, pending.with_encounter(chosen), keys)
+    except PageError as error:
+        return error_page(str(error))
+
+
 async def consent(request: Request) -> Response:
     """``POST /smart/authorize/consent``: ``Allow`` redirects with a code, ``Deny`` with access_denied."""
     try:
         pending, form, _ = await _continue(request)
-        if pending.username is None or needs_picker(pending):
+        if pending.username is None or needs_picker(pending) or needs_encounter_picker(pending):
             raise PageError("This step is not part of this sign-in. Start again from the application.")
         client = await _client(request, pending.client_id)
     except PageError as error:
@@ -239,7 +288,7 @@ async def consent(request: Request) -> Response:
     patient = pending.launch_patient or pending.patient
     context = GrantContext(
         patient=patient,
-        encounter=pending.launch_encounter,
+        encounter=pending.launch_encounter or pending.encounter,
         fhir_user=pending.fhir_user,
         username=pending.username,
         nonce=pending.nonce,

@@ -69,7 +69,13 @@ class AuthorizationRequest:
     username: str | None = None  # after login
     fhir_user: str | None = None
     patient: str | None = None  # after the picker (or the user's own, or the launch's)
+    encounter: str | None = None  # after the encounter picker
+    encounter_asked: bool = False  # the encounter picker was shown (a patient without encounters skips it)
     extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def context_patient(self) -> str | None:
+        return self.launch_patient or self.patient
 
     @property
     def scopes(self) -> list[str]:
@@ -83,6 +89,9 @@ class AuthorizationRequest:
 
     def with_patient(self, patient: str) -> AuthorizationRequest:
         return replace(self, patient=patient)
+
+    def with_encounter(self, encounter: str | None) -> AuthorizationRequest:
+        return replace(self, encounter=encounter, encounter_asked=True)
 
 
 def redirect_to(uri: str, **params: str | None) -> str:
@@ -156,6 +165,18 @@ def needs_picker(request: AuthorizationRequest) -> bool:
         and request.launch_patient is None
         and request.patient is None
         and (request.fhir_user or "").startswith("Practitioner/")
+    )
+
+
+def needs_encounter_picker(request: AuthorizationRequest) -> bool:
+    """Standalone ``launch/encounter``: once the patient is known, the user picks one of that
+    patient's encounters (the EHR's launch gives its own)."""
+    return (
+        request.wants("launch/encounter")
+        and request.launch_encounter is None
+        and not request.encounter_asked
+        and request.context_patient is not None
+        and not needs_picker(request)
     )
 
 

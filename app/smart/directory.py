@@ -12,6 +12,7 @@ import orjson
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app.storage.index_tables import INDEX_TABLES
 from app.storage.tables import resources
 
 
@@ -42,6 +43,48 @@ async def patient_choices(conn: AsyncConnection, limit: int) -> list[PatientChoi
         .limit(limit)
     )
     return [PatientChoice(row.id, patient_label(orjson.loads(row.body))) for row in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class EncounterChoice:
+    id: str
+    label: str
+
+
+def encounter_label(body: dict[str, Any]) -> str:
+    """What identifies an encounter to a user: its type or class, when it started, its status."""
+    kind: Any = ""
+    types = body.get("type") or []
+    if types and isinstance(types[0], dict):
+        kind = types[0].get("text") or next(
+            (c.get("display") or c.get("code") for c in types[0].get("coding", []) if isinstance(c, dict)), ""
+        )
+    if not kind and isinstance(body.get("class"), dict):
+        kind = body["class"].get("display") or body["class"].get("code") or ""
+    start = body.get("period", {}).get("start", "") if isinstance(body.get("period"), dict) else ""
+    parts = [str(part) for part in (kind or "Encounter", start) if part]
+    return f"{' '.join(parts)} ({body.get('status', 'unknown')})"
+
+
+async def encounter_choices(
+    conn: AsyncConnection, patient_id: str, subject_hash: int, limit: int
+) -> list[EncounterChoice]:
+    """The ``limit`` most recently updated live Encounters of a patient (``Encounter.subject``, found
+    through the reference index with the ``subject`` parameter's hash)."""
+    ref = INDEX_TABLES["reference"]
+    linked = select(ref.c.resource_id).where(
+        ref.c.param_hash == subject_hash,
+        ref.c.resource_type == "Encounter",
+        ref.c.target_type == "Patient",
+        ref.c.target_id == patient_id,
+    )
+    rows = await conn.execute(
+        select(resources.c.id, resources.c.body)
+        .where(resources.c.resource_type == "Encounter", resources.c.deleted.is_(False), resources.c.id.in_(linked))
+        .order_by(resources.c.last_updated.desc(), resources.c.id)
+        .limit(limit)
+    )
+    return [EncounterChoice(row.id, encounter_label(orjson.loads(row.body))) for row in rows]
 
 
 async def resource_exists(conn: AsyncConnection, resource_type: str, resource_id: str) -> bool:

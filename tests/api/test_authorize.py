@@ -198,6 +198,32 @@ async def test_ehr_launch_carries_patient_and_encounter(server: tuple[FastAPI, h
     assert (await http.post("/smart/launch", json={"patient": "Patient/p1"})).status_code == 401
 
 
+async def test_standalone_launch_with_an_encounter_picker(server: tuple[FastAPI, httpx.AsyncClient]) -> None:
+    app, http = server
+    async with app.state.auth.db.write() as conn:
+        await add_client(conn, new_client("ward", "public", "launch/patient launch/encounter patient/*.rs", [REDIRECT]))
+    verifier, challenge = pkce()
+    scope = "launch/patient launch/encounter patient/*.rs"
+    login = await http.get(authorize_url(challenge, client_id="ward", scope=scope))
+    page = (await sign_in(http, login.text, "drosei")).text
+    radio = labelled(page, "Peter James Chalmers")
+    value = re.search(rf'id="{radio}" name="patient" value="([^"]+)"', page)
+    assert value is not None
+    page = (await http.post("/smart/authorize/patient", data={"ticket": hidden(page, "ticket"),
+                                                             "patient": value.group(1)})).text  # fmt: skip
+    assert "Choose an encounter" in page and labelled(page, "IMP (in-progress)")
+    forged = await http.post("/smart/authorize/encounter", data={"ticket": hidden(page, "ticket"), "encounter": "e9"})
+    assert forged.status_code == 400  # not one of the patient's encounters
+    page = (await http.post("/smart/authorize/encounter", data={"ticket": hidden(page, "ticket"),
+                                                               "encounter": "e1"})).text  # fmt: skip
+    allowed = await http.post("/smart/authorize/consent", data={"ticket": hidden(page, "ticket"), "decision": "allow"})
+    code = parse_qs(urlsplit(allowed.headers["location"]).query)["code"][0]
+    data = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT,
+            "code_verifier": verifier, "client_id": "ward"}  # fmt: skip
+    body = (await http.post("/smart/token", data=data)).json()
+    assert body["patient"] == "p1" and body["encounter"] == "e1"
+
+
 async def test_unknown_client_or_redirect_uri_get_an_error_page_never_a_redirect(
     server: tuple[FastAPI, httpx.AsyncClient],
 ) -> None:
@@ -237,6 +263,15 @@ async def test_other_bad_requests_go_back_with_an_error_and_no_code(
     assert response.headers["location"].startswith(REDIRECT + "?")
     assert query["error"][0] in ("invalid_request", "unsupported_response_type") and query["state"] == ["st-123"]
     assert "code" not in query
+
+
+async def test_the_authorization_request_may_be_posted(server: tuple[FastAPI, httpx.AsyncClient]) -> None:
+    """SMART's authorize-post: the same parameters as a form body."""
+    _, http = server
+    _, challenge = pkce()
+    fields = parse_qs(urlsplit(authorize_url(challenge)).query)
+    response = await http.post("/smart/authorize", data={name: values[0] for name, values in fields.items()})
+    assert response.status_code == 200 and labelled(response.text, "Username") == "username"
 
 
 async def test_deny_returns_access_denied(server: tuple[FastAPI, httpx.AsyncClient]) -> None:
@@ -389,4 +424,5 @@ def test_discovery_lists_the_code_flow(settings: Settings) -> None:
     assert document["code_challenge_methods_supported"] == ["S256"]
     assert {"authorization_code", "client_credentials", "refresh_token"} <= set(document["grant_types_supported"])
     assert {"launch-ehr", "launch-standalone", "client-public", "context-standalone-patient",
+            "context-standalone-encounter", "authorize-post",
             "sso-openid-connect", "permission-offline", "permission-v2"} <= set(document["capabilities"])  # fmt: skip
