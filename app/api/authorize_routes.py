@@ -198,37 +198,36 @@ async def _next_page(request: Request, pending: AuthorizationRequest, keys: Sign
         if not choices:  # nothing to pick: the token simply has no encounter
             pending = pending.with_encounter(None)
         else:
-            return page(
-                "encounter.html",
-                title="Choose an encounter",
-                client_id=pending.client_id,
-                ticket=sign_ticket(pending, keys),
-                action="/smart/authorize/encounter",
-                encounters=choices,
-                patient_label=f"Patient/{patient}",
-            )
+            return _step("encounter", "Choose an encounter", pending, keys, encounters=choices,
+                         patient_label=f"Patient/{patient}")  # fmt: skip
     if needs_picker(pending):
         async with _auth(request).db.read() as conn:
             patients = await patient_choices(conn, 100)
-        return page(
-            "picker.html",
-            title="Choose a patient",
-            client_id=pending.client_id,
-            ticket=sign_ticket(pending, keys),
-            action="/smart/authorize/patient",
-            patients=patients,
-            error=None,
-        )
+        return _step("patient", "Choose a patient", pending, keys, patients=patients, error=None)
     client = await _client(request, pending.client_id)
-    return page(
-        "consent.html",
-        title="Allow access?",
-        client_id=pending.client_id,
-        ticket=sign_ticket(pending, keys),
-        action="/smart/authorize/consent",
+    return _step(
+        "consent",
+        "Allow access?",
+        pending,
+        keys,
         scopes=pending.scopes,
         not_registered={text for text in pending.scopes if not covered_by(text, client.scope)},
         patient_label=pending.patient or pending.launch_patient,
+    )
+
+
+STEP_TEMPLATES = {"encounter": "encounter.html", "patient": "picker.html", "consent": "consent.html"}
+
+
+def _step(step: str, title: str, pending: AuthorizationRequest, keys: SigningKeys, **values: Any) -> Response:
+    """The page of one step, posting the signed ticket to ``/smart/authorize/<step>``."""
+    return page(
+        STEP_TEMPLATES[step],
+        title=title,
+        client_id=pending.client_id,
+        ticket=sign_ticket(pending, keys),
+        action=f"/smart/authorize/{step}",
+        **values,
     )
 
 
