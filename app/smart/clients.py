@@ -97,8 +97,11 @@ def new_client(
     jwks_url: str | None = None,
 ) -> Client:
     """A client checked for the rules of its type; ``RegistrationError`` says what is wrong."""
-    if not client_id or len(client_id) > 255 or any(ch.isspace() for ch in client_id):
+    if not storable(client_id) or any(ch.isspace() for ch in client_id):
         raise RegistrationError("client id must be 1 to 255 characters without spaces")
+    texts = [scope, *redirect_uris, jwks_url or ""]
+    if any(not ch.isprintable() for text in texts for ch in text if ch != " "):
+        raise RegistrationError("scopes, redirect URIs and the JWKS URL must be printable text")
     if client_type not in CLIENT_TYPES:
         raise RegistrationError(f"client type must be one of {', '.join(CLIENT_TYPES)}")
     symmetric = client_type == "confidential-symmetric"
@@ -172,7 +175,15 @@ async def add_client(conn: AsyncConnection, client: Client) -> None:
         raise RegistrationError(f"a client '{client.client_id}' is already registered") from None
 
 
+def storable(name: str) -> bool:
+    """Whether a client id or username can be one stored here: at most 255 characters, no NUL
+    (which PostgreSQL text refuses), so a lookup of anything else is simply not found."""
+    return 0 < len(name) <= 255 and "\x00" not in name
+
+
 async def find_client(conn: AsyncConnection, client_id: str) -> Client | None:
+    if not storable(client_id):
+        return None
     row = (await conn.execute(select(clients).where(clients.c.client_id == client_id))).mappings().first()
     return _client(row) if row is not None else None
 
@@ -188,7 +199,7 @@ async def remove_client(conn: AsyncConnection, client_id: str) -> bool:
 
 
 def new_user(username: str, password: str, fhir_user: str) -> User:
-    if not username or len(username) > 255 or any(ch.isspace() for ch in username):
+    if not storable(username) or any(ch.isspace() for ch in username):
         raise RegistrationError("username must be 1 to 255 characters without spaces")
     if len(password) < 8:
         raise RegistrationError("a password must have at least 8 characters")
@@ -214,6 +225,8 @@ async def add_user(conn: AsyncConnection, user: User) -> None:
 
 
 async def find_user(conn: AsyncConnection, username: str) -> User | None:
+    if not storable(username):
+        return None
     row = (await conn.execute(select(users).where(users.c.username == username))).mappings().first()
     return User(row["username"], row["fhir_user"], row["password_hash"]) if row is not None else None
 

@@ -36,7 +36,7 @@ from joserfc.jws import extract_compact
 from sqlalchemy import delete, insert
 from sqlalchemy.exc import IntegrityError
 
-from app.smart.clients import Client, find_client, verify_secret
+from app.smart.clients import Client, find_client, storable, verify_secret
 from app.smart.scopes import covered_by
 from app.smart.tables import used_assertions
 from app.storage.database import Database
@@ -184,7 +184,7 @@ async def _check_assertion(
     if expires > now + MAX_ASSERTION_SECONDS + CLOCK_SKEW_SECONDS:
         raise invalid_client("the client assertion's exp is more than five minutes ahead")
     jti = claims.get("jti")
-    if not isinstance(jti, str) or not jti or len(jti) > 255:
+    if not isinstance(jti, str) or not storable(jti):
         raise invalid_client("the client assertion has no jti")
     await _remember_jti(db, client.client_id, jti, datetime.fromtimestamp(float(expires), UTC))
 
