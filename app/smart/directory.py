@@ -12,6 +12,7 @@ import orjson
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app.smart.clients import FHIR_ID
 from app.storage.index_tables import INDEX_TABLES
 from app.storage.tables import resources
 
@@ -88,6 +89,9 @@ async def encounter_choices(
 
 
 async def resource_exists(conn: AsyncConnection, resource_type: str, resource_id: str) -> bool:
+    """Whether a live resource has this id; an id no resource can have (not a FHIR id) is not looked up."""
+    if not FHIR_ID.fullmatch(resource_id):
+        return False
     row = await conn.execute(
         select(resources.c.id).where(
             resources.c.resource_type == resource_type,

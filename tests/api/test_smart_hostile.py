@@ -45,6 +45,7 @@ async def http(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
         ("POST", "/smart/authorize/login", b"ticket=abc&username=x&password=y", FORM, 400, "not valid"),
         ("POST", "/smart/authorize/consent", b"\xff", FORM, 400, "not valid"),
         ("POST", "/smart/launch", b"not json", {"Authorization": "Bearer x"}, 401, "login"),
+        ("POST", "/smart/authorize/patient", b"ticket=x&patient=%00", FORM, 400, "not valid"),
         ("POST", "/smart/revoke", b"token=x", FORM, 401, "invalid_client"),
         ("POST", "/smart/introspect", b"token=x", {**FORM, "Authorization": "Basic eDp5"}, 401, "invalid_client"),
         ("GET", "/fhir/CarePlan", b"", {"Authorization": "Bearer eyJhbGciOiJub25lIn0.eyJpc3MiOiJ4In0."}, 401, "login"),
@@ -58,6 +59,17 @@ async def test_malformed_requests_are_refused_clearly(
     assert response.status_code == status, response.text
     assert says in response.text
     assert "Traceback" not in response.text and "sqlalchemy" not in response.text.lower()
+
+
+async def test_a_launch_for_an_impossible_id_is_refused(database_url: str) -> None:
+    """The launch endpoint looks up the patient it is given: an id with a NUL is not a FHIR id."""
+    settings = Settings(database_url=database_url, base_url=TEST_BASE_URL, log_level="warning", auth="off")
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            response = await client.post("/smart/launch", json={"patient": "Patient/a\u0000b"})
+    assert response.status_code == 400 and "not known" in response.text
 
 
 @pytest.mark.parametrize(
