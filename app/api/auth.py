@@ -25,6 +25,7 @@ import httpx
 from app.config import Settings
 from app.errors import Unauthorized
 from app.interactions.request_context import UNRESTRICTED, Caller
+from app.smart.clients import FHIR_ID
 from app.smart.external import TrustedIssuer, unverified_issuer, verify_external
 from app.smart.jwks import JwksCache
 from app.smart.keys import ensure_signing_key
@@ -42,6 +43,8 @@ def caller_of(client_id: str, scope: str, patient: str | None, fhir_user: str | 
         permissions = parse_permissions(scope)
     except ScopeError as error:
         raise Unauthorized(f"the token carries a malformed scope: {error}", "invalid_token") from None
+    if patient is not None and not FHIR_ID.fullmatch(patient):
+        raise Unauthorized("the token's patient is not a FHIR id", "invalid_token")
     compartment = ("Patient", patient) if patient else None
     return Caller.with_token(client_id, permissions, compartment, fhir_user)
 

@@ -112,6 +112,7 @@ async def test_an_external_token_is_enforced_like_our_own(
         ({"exp": int(time.time()) - 10}, "expired"),
         ({"iss": "https://unknown.example"}, "signature"),
         ({"scope": None}, "no scope"),
+        ({"patient": "p1\u0000"}, "not a FHIR id"),
     ],
 )
 async def test_bad_external_tokens_are_refused(
