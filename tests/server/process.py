@@ -28,12 +28,20 @@ class RunningServer:
         return self.log_path.read_text(errors="replace")
 
 
-def start_server(database_url: str, log_path: Path, migrate: bool = True, auth: bool = False) -> RunningServer:
+def start_server(
+    database_url: str,
+    log_path: Path,
+    migrate: bool = True,
+    auth: bool = False,
+    settings: dict[str, str] | None = None,
+) -> RunningServer:
     """``fhir-server serve`` on a free port; ``migrate=False`` leaves the schema to ``serve`` itself;
-    ``auth`` runs it as shipped, with SMART authorization on (the FHIR behaviour tests turn it off)."""
+    ``auth`` runs it as shipped, with SMART authorization on (the FHIR behaviour tests turn it off);
+    ``settings``: more ``FHIR_*`` variables."""
     port = free_port()
     env = {**os.environ, "FHIR_DATABASE_URL": database_url, "FHIR_PORT": str(port), "FHIR_HOST": "127.0.0.1"}
     env["FHIR_AUTH"] = "on" if auth else "off"
+    env.update(settings or {})
     env.pop("FHIR_BASE_URL", None)
     if migrate:
         subprocess.run([str(BIN / "fhir-server"), "migrate"], env=env, check=True, capture_output=True)
