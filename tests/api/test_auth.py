@@ -96,6 +96,7 @@ async def test_every_fhir_route_but_metadata_and_discovery_needs_a_token(
     for path in open_paths:
         assert (await http.get(path)).status_code == 200
     assert (await http.get("/health")).json() == {"status": "ok"}
+    assert (await http.get("/health/ready")).json() == {"status": "ok", "database": "ok"}
 
 
 async def test_a_bad_token_is_invalid_token_and_never_echoed(secured: tuple[FastAPI, httpx.AsyncClient]) -> None:
