@@ -70,7 +70,10 @@ class Settings(BaseSettings):
         default=300, ge=60, le=3600, description="Lifetime of access tokens issued to backend services"
     )
     auth_revocation_poll_seconds: float = Field(
-        default=2, gt=0, description="How often each worker reads revocations and signing keys from the database"
+        default=2,
+        gt=0,
+        description="How often each worker reads revocations and signing keys from the database (with FHIR_AUTH=off, "
+        "at least every 60 s)",
     )
 
     auth_trusted_issuers: list[TrustedIssuerSetting] = Field(

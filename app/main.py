@@ -11,11 +11,11 @@ from contextlib import asynccontextmanager
 from importlib import resources
 
 from fastapi import Depends, FastAPI
-from starlette.middleware.cors import CORSMiddleware
 
 from app.api import authorize_routes, smart_routes
 from app.api.async_requests import ASYNC_PATH, cancel, job_status
 from app.api.auth import Authenticator
+from app.api.cors import CrossOriginMiddleware
 from app.api.deps import caller, request_limits
 from app.api.endpoints import ENDPOINTS
 from app.api.errors import install_error_handlers
@@ -173,7 +173,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # document and the token endpoint (hl7.org/fhir/smart-app-launch/app-launch.html): preflights are
     # answered before authentication, which a preflight never carries.
     app.add_middleware(
-        CORSMiddleware,
+        CrossOriginMiddleware,
         allow_origins=["*"],
         allow_methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"],
         allow_headers=[
@@ -200,22 +200,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         methods=READ_METHODS,
         include_in_schema=False,
     )
-    app.add_api_route("/smart/jwks", smart_routes.jwks, methods=READ_METHODS, include_in_schema=False)
-    app.add_api_route(
-        "/smart/authorize", authorize_routes.authorize, methods=[*READ_METHODS, "POST"], include_in_schema=False
-    )
-    app.add_api_route("/smart/authorize/login", authorize_routes.login, methods=["POST"], include_in_schema=False)
-    app.add_api_route(
-        "/smart/authorize/patient", authorize_routes.pick_patient, methods=["POST"], include_in_schema=False
-    )
-    app.add_api_route(
-        "/smart/authorize/encounter", authorize_routes.pick_encounter, methods=["POST"], include_in_schema=False
-    )
-    app.add_api_route("/smart/authorize/consent", authorize_routes.consent, methods=["POST"], include_in_schema=False)
-    app.add_api_route("/smart/launch", authorize_routes.launch, methods=["POST"], include_in_schema=False)
-    app.add_api_route("/smart/token", smart_routes.token, methods=["POST"], include_in_schema=False)
-    app.add_api_route("/smart/revoke", smart_routes.revocation, methods=["POST"], include_in_schema=False)
-    app.add_api_route("/smart/introspect", smart_routes.introspection, methods=["POST"], include_in_schema=False)
     # async.html polling locations: before the /{resource_type} routes, and not FHIR interactions
     app.add_api_route(
         f"{FHIR_PREFIX}{ASYNC_PATH}/{{job_id}}", job_status, methods=READ_METHODS, include_in_schema=False
@@ -236,4 +220,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             include_in_schema=False,
             dependencies=[Depends(caller)],
         )
+    add_authorization_routes(app)
     return app
+
+
+def add_authorization_routes(app: FastAPI) -> None:
+    """The authorization server's endpoints under ``/smart``, mounted after the FHIR routes: routes
+    are matched in order, and every FHIR request would otherwise try each of these first."""
+    app.add_api_route("/smart/jwks", smart_routes.jwks, methods=READ_METHODS, include_in_schema=False)
+    app.add_api_route(
+        "/smart/authorize", authorize_routes.authorize, methods=[*READ_METHODS, "POST"], include_in_schema=False
+    )
+    app.add_api_route("/smart/authorize/login", authorize_routes.login, methods=["POST"], include_in_schema=False)
+    app.add_api_route(
+        "/smart/authorize/patient", authorize_routes.pick_patient, methods=["POST"], include_in_schema=False
+    )
+    app.add_api_route(
+        "/smart/authorize/encounter", authorize_routes.pick_encounter, methods=["POST"], include_in_schema=False
+    )
+    app.add_api_route("/smart/authorize/consent", authorize_routes.consent, methods=["POST"], include_in_schema=False)
+    app.add_api_route("/smart/launch", authorize_routes.launch, methods=["POST"], include_in_schema=False)
+    app.add_api_route("/smart/token", smart_routes.token, methods=["POST"], include_in_schema=False)
+    app.add_api_route("/smart/revoke", smart_routes.revocation, methods=["POST"], include_in_schema=False)
+    app.add_api_route("/smart/introspect", smart_routes.introspection, methods=["POST"], include_in_schema=False)

@@ -34,6 +34,7 @@ from app.smart.tokens import AccessClaims, InvalidToken, TokenVerifier, token_ha
 from app.storage.database import Database
 
 LOG = logging.getLogger("fhir.auth")
+IDLE_POLL_SECONDS = 60.0
 
 
 @lru_cache(maxsize=4096)
@@ -78,9 +79,14 @@ class Authenticator:
         await self.verifier.refresh(self.db)
 
     async def poll(self) -> None:
-        """Keep keys and revocations current: every process refuses a revoked token within one interval."""
+        """Keep keys and revocations current: every process refuses a revoked token within one interval.
+        With authorization off no token is checked, so a minute between polls is enough for the keys the
+        token endpoint signs with (each poll costs a few percent of a create's time on SQLite)."""
+        interval = self.settings.auth_revocation_poll_seconds
+        if not self.enforced:
+            interval = max(interval, IDLE_POLL_SECONDS)
         while True:
-            await asyncio.sleep(self.settings.auth_revocation_poll_seconds)
+            await asyncio.sleep(interval)
             try:
                 await self.verifier.refresh(self.db)
             except Exception:  # the database may be briefly unreachable; the next poll tries again
