@@ -1,6 +1,6 @@
 """Throughput and tail latency under a compiled load generator (wrk), with CPU per request.
 
-    python -m bench.wrk --backends sqlite,postgresql --seconds 20 --connections 16
+    python -m bench.wrk --backends sqlite,postgresql --seconds 20 --connections 16 [--phases read,search,create]
 
 The Python load generator of ``bench.crud`` needs a core of its own; wrk
 does not, so the server gets the machine. For each backend this starts
@@ -287,11 +287,14 @@ async def bench_backend(wrk: str, url: str, args: argparse.Namespace, postmaster
         if check.get("total") != 5:
             raise RuntimeError(f"the search phase expects five matches, found {check.get('total')}")
         creates = [body for _, body in loaded[:200]]
-        return [
-            run_wrk(wrk, port, "read", "GET", reads, [], 200, args, pid, postmaster),
-            run_wrk(wrk, port, "search", "GET", searches, [], 200, args, pid, postmaster),
-            run_wrk(wrk, port, "create", "POST", ["/fhir/CarePlan"], creates, 201, args, pid, postmaster),
-        ]
+        phases = {
+            "read": lambda: run_wrk(wrk, port, "read", "GET", reads, [], 200, args, pid, postmaster),
+            "search": lambda: run_wrk(wrk, port, "search", "GET", searches, [], 200, args, pid, postmaster),
+            "create": lambda: run_wrk(
+                wrk, port, "create", "POST", ["/fhir/CarePlan"], creates, 201, args, pid, postmaster
+            ),
+        }
+        return [phases[name]() for name in args.phases.split(",")]
 
 
 def report(title: str, results: list[WrkResult]) -> None:
@@ -344,6 +347,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--patients", type=int, default=400)
     parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--phases", default="read,search,create", help="a comma-separated subset, run in this order")
     asyncio.run(main_async(parser.parse_args()))
 
 
