@@ -82,6 +82,23 @@ class Settings(BaseSettings):
         '"audience": ...}]',
     )
 
+    subscription_retry_hours: float = Field(
+        default=24, gt=0, description="How long a failing Subscription endpoint is retried before the status is error"
+    )
+    subscription_allow_http: bool = Field(
+        default=False, description="Allow http:// rest-hook endpoints beyond the loopback interface (tests only)"
+    )
+    subscription_allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description='JSON list of hosts rest-hooks may reach although private or link-local: ["hooks.internal"]',
+    )
+    subscription_timeout_seconds: float = Field(
+        default=10, gt=0, le=60, description="How long one rest-hook notification may take"
+    )
+    subscription_poll_seconds: float = Field(
+        default=1, gt=0, description="How often each worker looks for due notifications and Subscription changes"
+    )
+
     @property
     def auth_enforced(self) -> bool:
         return self.auth == "on"

@@ -6,10 +6,13 @@ import asyncio
 import gc
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from importlib import resources
+from typing import Any
 
+import httpx
 from fastapi import Depends, FastAPI
 
 from app.api import authorize_routes, smart_routes
@@ -33,6 +36,12 @@ from app.search.registry import SearchRegistry, load_registry
 from app.smart.throttle import LoginThrottle
 from app.storage.database import Database
 from app.storage.writes import ResourceWriter
+from app.subscriptions.active import ActiveSubscriptions
+from app.subscriptions.definition import accept_subscription
+from app.subscriptions.dispatcher import DeliverySettings, Dispatcher
+from app.subscriptions.endpoints import EndpointPolicy
+from app.subscriptions.outbox import SubscriptionOutbox
+from app.subscriptions.service import Subscriptions
 from app.validation.bindings import BindingTable
 from app.validation.json_rules import JsonLimits
 from app.validation.structure import model_class
@@ -58,12 +67,19 @@ def served_resource_types() -> frozenset[str]:
 
 
 def build_context(
-    database: Database, types: frozenset[str] | None = None, limits: JsonLimits | None = None
+    database: Database,
+    types: frozenset[str] | None = None,
+    limits: JsonLimits | None = None,
+    more_rules: Mapping[str, Callable[[dict[str, Any]], None]] | None = None,
 ) -> FhirContext:
-    """Everything the interactions need, built once: validator, search registry, extractor."""
+    """Everything the interactions need, built once: validator, search registry, extractor.
+    ``more_rules``: write-time rules per type beyond the SearchParameter one."""
     types = types if types is not None else served_resource_types()
     registry = load_registry(types)
-    rules = {"SearchParameter": lambda body: check_search_parameter(body, types, registry)}
+    rules: dict[str, Callable[[dict[str, Any]], None]] = {
+        "SearchParameter": lambda body: check_search_parameter(body, types, registry),
+        **(more_rules or {}),
+    }
     return FhirContext(
         db=database,
         validator=ResourceValidator(BindingTable.load(), rules, limits),
@@ -83,6 +99,21 @@ async def _watch_search_parameters(holder: ContextHolder, interval: float) -> No
             await refresh_if_changed(holder)
         except Exception:  # a database hiccup must not end the watcher
             logging.getLogger("fhir.search_parameters").exception("SearchParameter refresh failed")
+
+
+def install_subscriptions(holder: ContextHolder, policy: EndpointPolicy, settings: Settings) -> Subscriptions:
+    """The outbox hook on every write of the current context, and the dispatcher that delivers it."""
+    active = ActiveSubscriptions(holder, policy)
+    delivery = DeliverySettings(
+        retry_hours=settings.subscription_retry_hours,
+        timeout_seconds=settings.subscription_timeout_seconds,
+        poll_seconds=settings.subscription_poll_seconds,
+    )
+    client = httpx.AsyncClient(timeout=delivery.timeout_seconds, follow_redirects=False, trust_env=False)
+    dispatcher = Dispatcher(holder, active, policy, client, delivery)
+    outbox = SubscriptionOutbox(holder, active, dispatcher.wake)
+    holder.current = replace(holder.current, writer=holder.current.writer.with_hooks(outbox))
+    return Subscriptions(active, dispatcher, client)
 
 
 def freeze_startup_heap() -> None:
@@ -118,10 +149,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         statement_timeout=settings.db_statement_timeout,
     )
     types = served_resource_types()
+    policy = EndpointPolicy(settings.subscription_allow_http, frozenset(settings.subscription_allowed_hosts))
+
+    def subscription_rule(body: dict[str, Any]) -> None:  # with the registry in use when it is written
+        accept_subscription(body, holder.current.registry, types, policy)
+
     ctx = build_context(
-        database, types, JsonLimits(settings.max_array_items, settings.max_json_depth, settings.max_body_bytes)
+        database,
+        types,
+        JsonLimits(settings.max_array_items, settings.max_json_depth, settings.max_body_bytes),
+        {"Subscription": subscription_rule},
     )
     holder = ContextHolder(ctx)
+    subscriptions = install_subscriptions(holder, policy, settings)
     jobs = JobRunner(holder, {REINDEX: REINDEX_JOB})
     auth = Authenticator.build(settings, database)
     if not settings.auth_enforced:
@@ -135,6 +175,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await reload_search_parameters(holder)
         watcher = asyncio.create_task(_watch_search_parameters(holder, settings.search_parameter_refresh_seconds))
+        await subscriptions.start()
         await auth.start()  # a signing key on first start; keys and revocations loaded
         auth_poller = asyncio.create_task(auth.poll())
         await jobs.start()  # resume jobs whose process stopped
@@ -142,6 +183,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         watcher.cancel()
         auth_poller.cancel()
+        await subscriptions.close()  # undelivered events stay in the outbox
         await jobs.close()  # their jobs stay resumable
         await auth.close()
         await database.dispose()
@@ -151,6 +193,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.request_limits = request_limits(settings)
     app.state.fhir = holder
     app.state.jobs = jobs
+    app.state.subscriptions = subscriptions
     app.state.auth = auth
     app.state.login_throttle = LoginThrottle()
     started = utc_now()

@@ -1,4 +1,5 @@
-"""The layering of the code, read from its imports: HTTP -> interactions -> search -> storage/validation.
+"""The layering of the code, read from its imports: HTTP -> subscriptions -> interactions -> search ->
+storage/validation.
 
 A module may import its own package and any package of a lower layer, never a higher one, so a
 route never builds SQL, storage never learns of search or HTTP, and capability/ builds the
@@ -21,10 +22,11 @@ LAYERS = {
     "app.search": 3,
     "app.smart": 3,  # the authorization server: scopes, clients, keys, tokens (over storage)
     "app.interactions": 4,
-    "app.api": 5,
-    "app.main": 6,
-    "app.cli": 7,  # the command line: serve, migrate, and the admin commands below it
-    "app.admin_cli": 6,
+    "app.subscriptions": 5,  # the outbox hook and delivery: server-side writes go through interactions
+    "app.api": 6,
+    "app.main": 7,
+    "app.cli": 8,  # the command line: serve, migrate, and the admin commands below it
+    "app.admin_cli": 7,
 }
 
 

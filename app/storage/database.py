@@ -37,6 +37,7 @@ from app.storage.sqlite_inline import connect_inline
 
 WRITE_OPTION = "fhir_write"
 AUTOCOMMIT_OPTION = "fhir_autocommit"
+AFTER_COMMIT = "fhir_after_commit"  # conn.info key: callbacks of the open write transaction
 WRITE_ATTEMPTS = 5
 BACKOFF_SECONDS = 0.01  # first pause at most; doubles per attempt
 RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
@@ -185,15 +186,27 @@ class Database:
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
-        """One write transaction: committed on success, rolled back on any error."""
+        """One write transaction: committed on success, rolled back on any error. Callbacks given to
+        ``after_commit`` during it run once it has committed (never after a rollback)."""
+        committed: list[Callable[[], None]] = []
         if self._sqlite_writer is None:
             async with self.engine.begin() as conn:
+                conn.info[AFTER_COMMIT] = committed
                 yield conn
-            return
-        async with self._sqlite_writer, self.engine.connect() as conn:
-            await conn.execution_options(**{WRITE_OPTION: True})
-            async with conn.begin():
-                yield conn
+        else:
+            async with self._sqlite_writer, self.engine.connect() as conn:
+                await conn.execution_options(**{WRITE_OPTION: True})
+                conn.info[AFTER_COMMIT] = committed
+                async with conn.begin():
+                    yield conn
+        for callback in committed:
+            callback()
+
+    @staticmethod
+    def after_commit(conn: AsyncConnection, callback: Callable[[], None]) -> None:
+        """Run ``callback`` when the write transaction on ``conn`` commits (to wake a worker that should
+        see what it wrote: before the commit the worker would find nothing)."""
+        conn.info.setdefault(AFTER_COMMIT, []).append(callback)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:

@@ -18,9 +18,10 @@ Which statements run is decided here, not by the interactions:
   interactions, patches) the writes go through SQLAlchemy on that
   connection, on both backends;
 - alone (``conn`` None: a plain create, update or delete), PostgreSQL
-  without hooks writes each version in **one statement** of data-modifying
-  CTEs (``app.storage.single_statement``): no BEGIN/COMMIT round trips;
-  with hooks, and on SQLite, the write is a transaction of its own
+  writes each version that no hook ``concerns`` in **one statement** of
+  data-modifying CTEs (``app.storage.single_statement``): no BEGIN/COMMIT
+  round trips; when a hook concerns the type (a Subscription watches it),
+  and on SQLite, the write is a transaction of its own
   (``Database.run_write``), so the hooks run inside it.
 
 Concurrency: the current row moves by compare-and-set on its version
@@ -117,7 +118,13 @@ class Change:
 
 
 class WriteHook(Protocol):
-    """Called with every stored change inside the write's transaction (see the module docstring)."""
+    """Called with every stored change of a type it ``concerns`` inside the write's transaction (see
+    the module docstring)."""
+
+    def concerns(self, resource_type: str) -> bool:
+        """Whether writes of ``resource_type`` need this hook now. A write that concerns no hook keeps
+        PostgreSQL's one-statement path, so a hook should say no to what it would ignore."""
+        ...
 
     async def __call__(self, conn: AsyncConnection, change: Change) -> None: ...
 
@@ -128,7 +135,7 @@ class ResourceWriter:
     def __init__(self, db: Database, hooks: Sequence[WriteHook] = ()) -> None:
         self.db = db
         self.hooks = tuple(hooks)
-        self._one_statement = db.dialect == "postgresql" and not self.hooks
+        self._one_statement = db.dialect == "postgresql"
 
     def with_hooks(self, *hooks: WriteHook) -> ResourceWriter:
         """A writer that also runs ``hooks`` (Subscriptions and workflow rules register here)."""
@@ -156,7 +163,7 @@ class ResourceWriter:
                 gate.admits(new.resource_type, new.id, new.rows, letter)
         if conn is not None:
             return await self._write_until_stored(conn, new, expect, gate)
-        if self._one_statement and gate.open:
+        if self._one_statement and gate.open and not self._hooked(new.resource_type):
             return await self._write_alone(new, expect)
         return await self.db.run_write(lambda c: self._write_until_stored(c, new, expect, gate))
 
@@ -235,9 +242,13 @@ class ResourceWriter:
                 _lost(new, expect)
         raise _too_often(new)
 
+    def _hooked(self, resource_type: str) -> bool:
+        return any(hook.concerns(resource_type) for hook in self.hooks)
+
     async def _after(self, conn: AsyncConnection, change: Change) -> None:
         for hook in self.hooks:
-            await hook(conn, change)
+            if hook.concerns(change.stored.resource_type):
+                await hook(conn, change)
 
 
 async def _require_visible(conn: AsyncConnection, new: NewVersion, gate: ReadGate) -> None:

@@ -40,6 +40,9 @@ class Recorder:
         self.seen_in_transaction: list[bool] = []
         self.refuse: str | None = None  # a resource type whose writes the hook refuses
 
+    def concerns(self, resource_type: str) -> bool:
+        return True
+
     async def __call__(self, conn: AsyncConnection, change: Change) -> None:
         stored, previous = change.stored, change.previous
         if stored.resource_type == self.refuse:

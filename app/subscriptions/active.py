@@ -1,0 +1,130 @@
+"""This process's view of the Subscriptions that are active, by the resource type their criteria search.
+
+Every write asks it which subscriptions could care (``for_type``), so it is
+held in memory and kept current three ways:
+
+- a Subscription written through this process is re-read by the next write
+  that consults the view (``mark_stale``, then ``refresh`` on that write's
+  connection, after the Subscription's transaction has committed);
+- Subscriptions written through other processes are found by ``poll``
+  (every ``FHIR_SUBSCRIPTION_POLL_SECONDS``), which re-reads those whose
+  ``lastUpdated`` is recent, a few seconds back so a slow commit is not missed;
+- a new search registry (a SearchParameter was added) re-parses every
+  criteria.
+
+A Subscription that can no longer be parsed (its criteria used a custom
+SearchParameter that was removed) is left out and logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app import fhirjson
+from app.errors import FhirError
+from app.interactions.context import ContextHolder
+from app.search.registry import SearchRegistry
+from app.storage.tables import resources
+from app.subscriptions.definition import SubscriptionDefinition, read_definition
+from app.subscriptions.endpoints import EndpointPolicy
+
+LOG = logging.getLogger("fhir.subscriptions")
+R = resources.c
+# how far back a poll looks beyond the newest change it has seen: a version is stamped before its
+# transaction commits, so a commit that took longer than this could be missed by another process
+POLL_OVERLAP = timedelta(seconds=10)
+
+_SUBSCRIPTIONS = select(R.id, R.version_id, R.last_updated, R.deleted, R.body).where(R.resource_type == "Subscription")
+
+
+class ActiveSubscriptions:
+    """Active Subscriptions by the type they watch; see the module docstring for how it stays current."""
+
+    def __init__(self, holder: ContextHolder, policy: EndpointPolicy) -> None:
+        self._holder = holder
+        self._policy = policy
+        self._versions: dict[str, int] = {}  # every Subscription seen: id -> version read
+        self._active: dict[str, SubscriptionDefinition] = {}
+        self._by_type: dict[str, tuple[SubscriptionDefinition, ...]] = {}
+        self._stale: set[str] = set()
+        self._registry: SearchRegistry | None = None
+        self._newest: datetime | None = None
+
+    def concerns(self, resource_type: str) -> bool:
+        """Writes of this type need the outbox: Subscriptions themselves, and watched types."""
+        return resource_type == "Subscription" or resource_type in self._by_type or bool(self._stale)
+
+    def for_type(self, resource_type: str) -> tuple[SubscriptionDefinition, ...]:
+        return self._by_type.get(resource_type, ())
+
+    def get(self, subscription_id: str) -> SubscriptionDefinition | None:
+        return self._active.get(subscription_id)
+
+    def ended(self, moment: datetime) -> list[SubscriptionDefinition]:
+        """Active Subscriptions whose ``end`` is past: the server turns them off."""
+        return [d for d in self._active.values() if d.end is not None and d.end <= moment]
+
+    def mark_stale(self, subscription_id: str) -> None:
+        self._stale.add(subscription_id)
+
+    async def load(self, conn: AsyncConnection) -> None:
+        """Read every Subscription (at start-up)."""
+        self._versions.clear()
+        self._active.clear()
+        self._registry = self._holder.current.registry
+        self._take(await conn.execute(_SUBSCRIPTIONS))
+        self._index()
+
+    async def refresh(self, conn: AsyncConnection) -> None:
+        """Re-read the Subscriptions marked stale, or re-parse all after a registry change."""
+        if self._registry is not self._holder.current.registry:
+            await self.load(conn)
+            self._stale.clear()
+            return
+        if not self._stale:
+            return
+        ids = sorted(self._stale)
+        self._stale.clear()
+        self._take(await conn.execute(_SUBSCRIPTIONS.where(R.id.in_(ids))))
+        self._index()
+
+    async def poll(self, conn: AsyncConnection) -> None:
+        """Pick up Subscriptions written through other processes."""
+        if self._registry is not self._holder.current.registry or self._newest is None:
+            await self.load(conn)
+            return
+        since = self._newest - POLL_OVERLAP
+        recent = await conn.execute(
+            select(R.id, R.version_id).where(R.resource_type == "Subscription", R.last_updated > since)
+        )
+        changed = [row.id for row in recent if self._versions.get(row.id) != row.version_id]
+        if changed:
+            self._take(await conn.execute(_SUBSCRIPTIONS.where(R.id.in_(changed))))
+            self._index()
+
+    def _take(self, rows: Iterable[tuple[str, int, datetime, bool, bytes | None]]) -> None:
+        ctx = self._holder.current
+        for resource_id, version_id, last_updated, deleted, body in rows:
+            self._versions[resource_id] = version_id
+            self._newest = last_updated if self._newest is None else max(self._newest, last_updated)
+            self._active.pop(resource_id, None)
+            if deleted or body is None:
+                continue
+            parsed = fhirjson.loads(body)
+            if parsed.get("status") != "active":
+                continue
+            try:
+                self._active[resource_id] = read_definition(parsed, ctx.registry, ctx.resource_types, self._policy)
+            except FhirError as exc:
+                LOG.warning("Subscription/%s is active but cannot be used: %s", resource_id, exc.message)
+
+    def _index(self) -> None:
+        by_type: dict[str, list[SubscriptionDefinition]] = {}
+        for definition in self._active.values():
+            by_type.setdefault(definition.resource_type, []).append(definition)
+        self._by_type = {name: tuple(found) for name, found in by_type.items()}

@@ -1,0 +1,155 @@
+"""A Subscription resource read into what matching and delivery need, with the write-time rules.
+
+R4 criteria Subscriptions (hl7.org/fhir/R4/subscription.html): ``criteria``
+is a search URL (``Task?owner=Practitioner/123&status=requested``), parsed
+by the server's own search parser when the Subscription is written, so a
+criteria the server could not run is a 400 naming ``Subscription.criteria``
+instead of a subscription that silently never fires. Unknown parameters are
+refused (dropping one would widen what matches), and so are parameters that
+shape a result rather than select resources (``_sort``, ``_include``...).
+
+Status lifecycle (subscription.html#2.46.7.2): a client writes
+``requested``; the server accepts it at once, so what is stored is
+``active``. ``off`` is kept as written (the client stops it); ``error`` is
+set by the server when deliveries keep failing. ``end`` passed means no
+further notifications.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+from urllib.parse import parse_qsl
+
+from app.errors import FhirError, InvalidResource
+from app.search.dates import parse_date_range
+from app.search.registry import SearchRegistry
+from app.search.request import INCLUDE_PARAMS, RESULT_PARAMS, SearchRequest, parse_search
+from app.subscriptions.endpoints import EndpointPolicy
+
+ChannelType = Literal["rest-hook"]
+FHIR_JSON = "application/fhir+json"
+# payload types accepted as meaning the resource in FHIR JSON (R4 lists the FHIR MIME types)
+JSON_PAYLOADS = frozenset({FHIR_JSON, "application/json", "application/json+fhir"})
+SUPPORTED_CHANNELS = ("rest-hook",)
+# headers the server sets itself; a channel.header may not replace them
+RESERVED_HEADERS = frozenset(
+    {"host", "content-length", "content-type", "transfer-encoding", "connection", "x-event-id", "upgrade"}
+)
+HEADER_NAME_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionDefinition:
+    """What the outbox and the dispatcher need of one Subscription."""
+
+    id: str
+    status: str
+    criteria: SearchRequest
+    channel: ChannelType
+    endpoint: str
+    payload: bool  # the resource travels with the notification (channel.payload set)
+    headers: tuple[tuple[str, str], ...]
+    end: datetime | None
+
+    @property
+    def resource_type(self) -> str:
+        return self.criteria.resource_type
+
+    def live_at(self, moment: datetime) -> bool:
+        """Active and not past its ``end``."""
+        return self.status == "active" and (self.end is None or moment < self.end)
+
+
+def parse_criteria(criteria: object, registry: SearchRegistry, resource_types: frozenset[str]) -> SearchRequest:
+    """``Type?query`` -> the search it means; ``InvalidResource`` on Subscription.criteria otherwise."""
+    where = "Subscription.criteria"
+    if not isinstance(criteria, str) or not criteria.strip():
+        raise InvalidResource([("a search URL such as Task?status=requested is required", where)])
+    resource_type, _, query = criteria.strip().partition("?")
+    if resource_type not in resource_types:
+        raise InvalidResource([(f"'{resource_type[:80]}' is not a resource type this server stores", where)])
+    pairs = parse_qsl(query, keep_blank_values=True)
+    shaping = sorted({name for name, _ in pairs} & (RESULT_PARAMS | INCLUDE_PARAMS))
+    if shaping:
+        raise InvalidResource([(f"{', '.join(shaping)} shape a search result and select nothing", where)])
+    try:
+        return parse_search(resource_type, pairs, registry, 1, 1, strict=True)
+    except FhirError as exc:
+        raise InvalidResource([(exc.message, where)]) from exc
+
+
+def _headers(values: object) -> tuple[tuple[str, str], ...]:
+    if values is None:
+        return ()
+    if not isinstance(values, list):
+        raise InvalidResource([("must be a list of 'Name: value' strings", "Subscription.channel.header")])
+    parsed = []
+    for index, value in enumerate(values):
+        where = f"Subscription.channel.header[{index}]"
+        name, colon, text = str(value).partition(":")
+        name = name.strip()
+        if not colon or not name or not set(name) <= HEADER_NAME_CHARS:
+            raise InvalidResource([("must be 'Name: value' with an HTTP header name", where)])
+        if name.lower() in RESERVED_HEADERS:
+            raise InvalidResource([(f"the server sets {name} itself", where)])
+        if any(c in text for c in "\r\n\0"):
+            raise InvalidResource([("a header value cannot hold line breaks", where)])
+        parsed.append((name, text.strip()))
+    return tuple(parsed)
+
+
+def read_definition(
+    body: dict[str, Any], registry: SearchRegistry, resource_types: frozenset[str], policy: EndpointPolicy
+) -> SubscriptionDefinition:
+    """The definition of a structurally valid Subscription body, or ``InvalidResource`` naming the
+    element that makes it unusable."""
+    criteria = parse_criteria(body.get("criteria"), registry, resource_types)
+    channel = body.get("channel") or {}
+    channel_type = channel.get("type")
+    if channel_type not in SUPPORTED_CHANNELS:
+        raise InvalidResource(
+            [
+                (
+                    f"channel type '{str(channel_type)[:40]}' is not supported; this server delivers "
+                    f"{', '.join(SUPPORTED_CHANNELS)}",
+                    "Subscription.channel.type",
+                )
+            ]
+        )
+    payload = channel.get("payload")
+    if payload is not None and payload.split(";")[0].strip() not in JSON_PAYLOADS:
+        raise InvalidResource(
+            [(f"payload '{payload[:60]}' is not supported; use {FHIR_JSON} or none", "Subscription.channel.payload")]
+        )
+    endpoint = channel.get("endpoint")
+    if not isinstance(endpoint, str):
+        raise InvalidResource([("a rest-hook needs the URL to notify", "Subscription.channel.endpoint")])
+    problem = policy.problem_with(endpoint)
+    if problem is not None:
+        raise InvalidResource([(problem, "Subscription.channel.endpoint")])
+    end_range = parse_date_range(body["end"]) if isinstance(body.get("end"), str) else None
+    end = end_range.low if end_range is not None else None
+    return SubscriptionDefinition(
+        id=str(body.get("id", "")),
+        status=str(body.get("status")),
+        criteria=criteria,
+        channel="rest-hook",
+        endpoint=endpoint,
+        payload=payload is not None,
+        headers=_headers(channel.get("header")),
+        end=end,
+    )
+
+
+def accept_subscription(
+    body: dict[str, Any], registry: SearchRegistry, resource_types: frozenset[str], policy: EndpointPolicy
+) -> None:
+    """The write-time rule for Subscription: a ``requested`` or ``active`` one must be usable (400
+    otherwise), and a ``requested`` one is stored ``active`` (the server accepts it now)."""
+    if body.get("status") not in ("requested", "active"):
+        return
+    read_definition(body, registry, resource_types, policy)
+    body["status"] = "active"
+    body.pop("error", None)

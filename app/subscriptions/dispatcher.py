@@ -1,0 +1,354 @@
+"""Delivery of the outbox: at least once, in event-number order per subscription, retried with backoff.
+
+Every server process runs one dispatcher. A dispatcher **leases** the
+subscriptions that have undelivered events and are due
+(``subscription_state``): on PostgreSQL with ``FOR UPDATE SKIP LOCKED``, so
+processes share the work and never take the same subscription at once;
+SQLite has one process. It then delivers that subscription's events one
+by one from ``delivered_through + 1``: the next is sent only when the one
+before it was delivered, which keeps the order. The lease (a minute,
+renewed at each delivery) outlives any single request (the HTTP timeout),
+so a process that dies mid-delivery only delays its subscriptions until
+the lease runs out; the event it was sending is then sent again (at least
+once; ``X-Event-Id`` lets the receiver drop it).
+
+A failed attempt (non-2xx, timeout, refused address) is retried after 1,
+2, 4 ... seconds, at most 10 minutes apart, for
+``FHIR_SUBSCRIPTION_RETRY_HOURS`` from the first failure in a row; then
+the server sets the Subscription's status to ``error`` with the reason in
+``Subscription.error`` (subscription.html#2.46.7.2) and stops. Each
+subscription is delivered by its own task, with a cap per endpoint host,
+so a slow or dead endpoint delays only itself. Every attempt is recorded
+(``subscription_attempts``) and failures are logged, without header
+values.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from urllib.parse import urlsplit
+
+import httpx
+from sqlalchemy import insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app import fhirjson
+from app.errors import FhirError
+from app.interactions.context import ContextHolder, utc_now
+from app.interactions.request_context import RequestContext
+from app.interactions.update import update as update_resource
+from app.storage.database import Database
+from app.storage.repository import read_current, read_version
+from app.subscriptions.active import ActiveSubscriptions
+from app.subscriptions.definition import SubscriptionDefinition, read_definition
+from app.subscriptions.endpoints import EndpointPolicy
+from app.subscriptions.rest_hook import Event, Outcome, notification, send
+from app.subscriptions.tables import subscription_attempts, subscription_events, subscription_state
+
+LOG = logging.getLogger("fhir.subscriptions")
+S = subscription_state.c
+E = subscription_events.c
+MAX_RETRY_DELAY = 600.0
+
+
+def retry_delay(attempts: int) -> float:
+    """Seconds before try ``attempts + 1``: 1, 2, 4 ... at most 10 minutes."""
+    return min(MAX_RETRY_DELAY, 2.0 ** max(0, attempts - 1))
+
+
+@dataclass(frozen=True, slots=True)
+class DeliverySettings:
+    retry_hours: float = 24.0
+    timeout_seconds: float = 10.0
+    poll_seconds: float = 1.0
+    lease_seconds: float = 60.0
+    per_endpoint: int = 4  # requests in flight to one host
+    concurrent: int = 64  # subscriptions delivered at once by one process
+
+
+@dataclass(frozen=True, slots=True)
+class _Due:
+    """What one delivery needs, read in one go."""
+
+    event: Event
+    definition: SubscriptionDefinition
+    body: bytes | None
+    failing_since: datetime | None
+    attempts: int
+    subscription_version: int
+
+
+class Dispatcher:
+    """This process's deliverer of the outbox (see the module docstring)."""
+
+    def __init__(
+        self,
+        holder: ContextHolder,
+        active: ActiveSubscriptions,
+        policy: EndpointPolicy,
+        client: httpx.AsyncClient,
+        settings: DeliverySettings,
+    ) -> None:
+        self._holder = holder
+        self._active = active
+        self._policy = policy
+        self._client = client
+        self.settings = settings
+        self.owner = uuid.uuid4().hex
+        self._wake = asyncio.Event()
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._hosts: dict[str, asyncio.Semaphore] = {}
+
+    @property
+    def database(self) -> Database:
+        return self._holder.current.db
+
+    def wake(self) -> None:
+        """Look for due work now (called after a write that stored events commits)."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Claim and deliver until cancelled; a database hiccup is logged and retried at the next poll."""
+        while True:
+            self._wake.clear()
+            try:
+                await self.start_due()
+            except Exception:
+                LOG.exception("the subscription dispatcher could not claim work")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.settings.poll_seconds)
+
+    async def start_due(self) -> None:
+        """One round: pick up Subscriptions changed elsewhere, turn off ended ones, start delivering the
+        subscriptions that are due."""
+        async with self._holder.current.db.read() as conn:
+            await self._active.poll(conn)
+        await self._end_past_subscriptions()
+        for subscription_id in await self._claim():
+            self._start(subscription_id)
+
+    async def close(self) -> None:
+        """Stop delivering; leases run out and another process (or the next start) resumes."""
+        for task in list(self._running.values()):
+            task.cancel()
+        await asyncio.gather(*self._running.values(), return_exceptions=True)
+
+    async def drain(self) -> None:
+        """Wait until this process has nothing in flight (for tests and shutdown)."""
+        while self._running:
+            await asyncio.gather(*self._running.values(), return_exceptions=True)
+
+    def _start(self, subscription_id: str) -> None:
+        task = asyncio.create_task(self._deliver_all(subscription_id))
+        self._running[subscription_id] = task
+        task.add_done_callback(lambda _: self._running.pop(subscription_id, None))
+
+    async def _claim(self) -> list[str]:
+        """Lease due subscriptions not being delivered here; a cheap read first, so an idle server takes no
+        write lock."""
+        room = self.settings.concurrent - len(self._running)
+        if room <= 0:
+            return []
+        now = utc_now()
+        due = (
+            select(S.subscription_id)
+            .where(
+                S.active.is_(True),
+                S.delivered_through < S.events_assigned,
+                or_(S.retry_at.is_(None), S.retry_at <= now),
+                or_(S.lease_until.is_(None), S.lease_until < now),
+            )
+            .order_by(S.subscription_id)
+            .limit(room)
+        )
+        db = self._holder.current.db
+        async with db.read() as conn:
+            if not [row[0] for row in await conn.execute(due)]:
+                return []
+        async with db.write() as conn:
+            ids = [row[0] for row in await conn.execute(due.with_for_update(skip_locked=True))]
+            ids = [i for i in ids if i not in self._running]
+            if ids:
+                lease_until = now + timedelta(seconds=self.settings.lease_seconds)
+                await conn.execute(
+                    update(subscription_state)
+                    .where(S.subscription_id.in_(ids))
+                    .values(lease_owner=self.owner, lease_until=lease_until)
+                )
+        return ids
+
+    async def _deliver_all(self, subscription_id: str) -> None:
+        """Deliver this subscription's events in order until none is left, one fails, or the lease is lost."""
+        try:
+            while True:
+                due = await self._next(subscription_id)
+                if due is None:
+                    return
+                outcome = await self._attempt(due)
+                if not await self._record(due, outcome):
+                    return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            LOG.exception("delivering Subscription/%s failed", subscription_id)
+
+    async def _next(self, subscription_id: str) -> _Due | None:
+        """The next event to send, or None (lease released) when there is nothing to do."""
+        db = self._holder.current.db
+        async with db.read() as conn:
+            state = (await conn.execute(select(subscription_state).where(S.subscription_id == subscription_id))).first()
+            if state is None or state.lease_owner != self.owner:
+                return None
+            if not state.active or state.delivered_through >= state.events_assigned:
+                await self._release(subscription_id)
+                return None
+            number = state.delivered_through + 1
+            row = (
+                await conn.execute(
+                    select(subscription_events).where(E.subscription_id == subscription_id, E.event_number == number)
+                )
+            ).first()
+            current = await read_current(conn, "Subscription", subscription_id)
+            definition = self._definition(current.body if current is not None and not current.deleted else None)
+            if row is None or definition is None or not definition.live_at(utc_now()):
+                await self._release(subscription_id)
+                return None
+            event = Event(subscription_id, number, row.resource_type, row.resource_id, row.version_id, row.deleted)
+            body = None
+            if definition.payload and not event.deleted:
+                version = await read_version(conn, event.resource_type, event.resource_id, event.version_id)
+                body = version.body if version is not None else None
+        assert current is not None
+        return _Due(event, definition, body, state.failing_since, state.attempts, current.version_id)
+
+    def _definition(self, body: bytes | None) -> SubscriptionDefinition | None:
+        if body is None:
+            return None
+        ctx = self._holder.current
+        try:
+            return read_definition(fhirjson.loads(body), ctx.registry, ctx.resource_types, self._policy)
+        except FhirError:
+            return None
+
+    async def _attempt(self, due: _Due) -> Outcome:
+        problem = await self._policy.problem_resolving(due.definition.endpoint)
+        if problem is not None:
+            return Outcome(False, f"refused: the endpoint {problem}", 0)
+        host = urlsplit(due.definition.endpoint).hostname or ""
+        gate = self._hosts.setdefault(host, asyncio.Semaphore(self.settings.per_endpoint))
+        async with gate:
+            return await send(self._client, notification(due.definition, due.event, due.body))
+
+    async def _record(self, due: _Due, outcome: Outcome) -> bool:
+        """Store the attempt and its consequence; True when the next event may follow."""
+        event, now = due.event, utc_now()
+        give_up = False
+        db = self._holder.current.db
+        async with db.write() as conn:
+            await conn.execute(
+                insert(subscription_attempts).values(
+                    subscription_id=event.subscription_id,
+                    event_number=event.number,
+                    attempted=now,
+                    delivered=outcome.delivered,
+                    detail=outcome.detail,
+                    milliseconds=outcome.milliseconds,
+                )
+            )
+            mine = (S.subscription_id == event.subscription_id) & (S.lease_owner == self.owner)
+            if outcome.delivered:
+                lease_until = now + timedelta(seconds=self.settings.lease_seconds)
+                await conn.execute(
+                    update(subscription_state)
+                    .where(mine, S.delivered_through == event.number - 1)
+                    .values(
+                        delivered_through=event.number,
+                        attempts=0,
+                        retry_at=None,
+                        failing_since=None,
+                        last_error=None,
+                        lease_until=lease_until,
+                    )
+                )
+                await conn.execute(
+                    update(subscription_events)
+                    .where(E.subscription_id == event.subscription_id, E.event_number == event.number)
+                    .values(delivered=now)
+                )
+                return True
+            failing_since = due.failing_since or now
+            attempts = due.attempts + 1
+            give_up = now - failing_since >= timedelta(hours=self.settings.retry_hours)
+            await conn.execute(
+                update(subscription_state)
+                .where(mine)
+                .values(
+                    attempts=attempts,
+                    retry_at=now + timedelta(seconds=retry_delay(attempts)),
+                    failing_since=failing_since,
+                    last_error=outcome.detail,
+                    lease_owner=None,
+                    lease_until=None,
+                )
+            )
+        LOG.warning(
+            "Subscription/%s event %d not delivered (attempt %d): %s",
+            event.subscription_id,
+            event.number,
+            attempts,
+            outcome.detail,
+        )
+        if give_up:
+            await self._set_status(
+                event.subscription_id,
+                due.subscription_version,
+                "error",
+                f"notifications failed for {self.settings.retry_hours:g} hours; last: {outcome.detail}",
+            )
+        return False
+
+    async def _release(self, subscription_id: str) -> None:
+        async with self._holder.current.db.write() as conn:
+            await self._release_on(conn, subscription_id)
+
+    async def _release_on(self, conn: AsyncConnection, subscription_id: str) -> None:
+        await conn.execute(
+            update(subscription_state)
+            .where(S.subscription_id == subscription_id, S.lease_owner == self.owner)
+            .values(lease_owner=None, lease_until=None)
+        )
+
+    async def _end_past_subscriptions(self) -> None:
+        """Subscriptions whose ``end`` has passed are turned ``off`` by the server (subscription.html)."""
+        now = utc_now()
+        for definition in self._active.ended(now):
+            async with self._holder.current.db.read() as conn:
+                current = await read_current(conn, "Subscription", definition.id)
+            if current is not None and not current.deleted:
+                await self._set_status(definition.id, current.version_id, "off", None)
+
+    async def _set_status(self, subscription_id: str, version: int, status: str, error: str | None) -> None:
+        """The server's own write of a Subscription's status, through the write gate like any other
+        (only if nobody changed the Subscription meanwhile)."""
+        ctx = self._holder.current
+        async with ctx.db.read() as conn:
+            current = await read_current(conn, "Subscription", subscription_id)
+        if current is None or current.deleted or current.body is None or current.version_id != version:
+            return
+        body = fhirjson.loads(current.body)
+        body["status"] = status
+        if error is None:
+            body.pop("error", None)
+        else:
+            body["error"] = error
+        try:
+            await update_resource(ctx, RequestContext(), "Subscription", subscription_id, body, if_match=version)
+        except FhirError as exc:
+            LOG.warning("Subscription/%s could not be set to %s: %s", subscription_id, status, exc.message)
+            return
+        LOG.warning("Subscription/%s is now %s%s", subscription_id, status, f": {error}" if error else "")

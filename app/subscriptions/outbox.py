@@ -1,0 +1,169 @@
+"""The transactional outbox: at every write, the events of the Subscriptions it matches, stored in the
+write's own transaction (a write hook of ``app.storage.writes``).
+
+A written resource matches an R4 Subscription when "the same search,
+restricted to that resource, finds it" (subscription.html#2.46.7.1). Asking
+that of the database per subscription per write would cost a statement
+each, so matching goes from cheap to dear: only subscriptions on the
+written type are considered; each criteria clause that the resource's own
+index rows can answer is judged in memory (``app.search.memory``), which
+settles most subscriptions; the clauses left (chains, ``_has``, composites)
+are asked of the database, for all those subscriptions in one statement,
+on the write's connection so the new index rows are seen.
+
+A deletion is matched against the version it removes (its index rows are
+computed again from its body); clauses only the database could judge are
+taken as met then, since the rows they would need are gone: a deletion
+notifies rather than risk a missed one.
+
+Each matched subscription gets the next event number from
+``subscription_state`` (see ``app.subscriptions.tables``) and an event row;
+after the commit the local dispatcher is woken.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from sqlalchemy import and_, exists, insert, literal, select, union_all, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app import fhirjson
+from app.interactions.context import ContextHolder
+from app.search.compiler import clause_condition
+from app.search.memory import clauses_hold
+from app.search.request import AnyClause
+from app.storage.database import Database
+from app.storage.tables import resources
+from app.storage.writes import Change
+from app.subscriptions.active import ActiveSubscriptions
+from app.subscriptions.definition import SubscriptionDefinition
+from app.subscriptions.tables import subscription_events, subscription_state
+
+R = resources.c
+S = subscription_state.c
+
+
+class SubscriptionOutbox:
+    """The write hook: Subscription bookkeeping and event rows (see the module docstring)."""
+
+    def __init__(self, holder: ContextHolder, active: ActiveSubscriptions, wake: Callable[[], None]) -> None:
+        self._holder = holder
+        self.active = active
+        self._wake = wake
+
+    def concerns(self, resource_type: str) -> bool:
+        return self.active.concerns(resource_type)
+
+    async def __call__(self, conn: AsyncConnection, change: Change) -> None:
+        stored = change.stored
+        if stored.resource_type == "Subscription":
+            await _track(conn, change)
+            self.active.mark_stale(stored.id)
+        await self.active.refresh(conn)
+        candidates = [s for s in self.active.for_type(stored.resource_type) if s.live_at(stored.last_updated)]
+        if not candidates:
+            return
+        matched = await self._matching(conn, change, candidates)
+        if matched:
+            await _append_events(conn, matched, change)
+            Database.after_commit(conn, self._wake)
+
+    async def _matching(
+        self, conn: AsyncConnection, change: Change, candidates: Sequence[SubscriptionDefinition]
+    ) -> list[str]:
+        stored, previous = change.stored, change.previous
+        if stored.deleted:
+            if previous is None or previous.body is None:
+                return []
+            rows = self._holder.current.index_rows(stored.resource_type, stored.id, fhirjson.loads(previous.body))
+        else:
+            rows = change.rows
+        matched: list[str] = []
+        undecided: list[tuple[str, tuple[AnyClause, ...]]] = []
+        for subscription in candidates:
+            holds, rest = clauses_hold(subscription.criteria.clauses, rows)
+            if not holds:
+                continue
+            if rest and not stored.deleted:
+                undecided.append((subscription.id, rest))
+            else:
+                matched.append(subscription.id)
+        if undecided:
+            matched += await _ask_database(conn, stored.resource_type, stored.id, undecided)
+        return matched
+
+
+async def _ask_database(
+    conn: AsyncConnection, resource_type: str, resource_id: str, undecided: list[tuple[str, tuple[AnyClause, ...]]]
+) -> list[str]:
+    """The subscriptions whose remaining clauses the stored resource meets: one statement for all."""
+    checks = [
+        select(literal(subscription_id).label("subscription_id")).where(
+            exists(
+                select(R.id).where(
+                    R.resource_type == resource_type,
+                    R.id == resource_id,
+                    R.deleted.is_(False),
+                    *(clause_condition(clause, R, resource_type) for clause in clauses),
+                )
+            )
+        )
+        for subscription_id, clauses in undecided
+    ]
+    statement = checks[0] if len(checks) == 1 else union_all(*checks)
+    return [row[0] for row in await conn.execute(statement)]
+
+
+async def _track(conn: AsyncConnection, change: Change) -> None:
+    """Keep ``subscription_state`` in step with a written Subscription: a row from its first version on
+    (numbers continue across status changes), ``active`` as its status says."""
+    stored = change.stored
+    active = not stored.deleted and stored.body is not None and fhirjson.loads(stored.body).get("status") == "active"
+    result = await conn.execute(update(subscription_state).where(S.subscription_id == stored.id).values(active=active))
+    if result.rowcount == 0:
+        await conn.execute(
+            insert(subscription_state).values(
+                subscription_id=stored.id, active=active, events_assigned=0, delivered_through=0, attempts=0
+            )
+        )
+    elif active and (change.previous is None or change.previous.deleted or not _was_active(change)):
+        # (re)activated by its author: deliver from now on, retrying afresh
+        await conn.execute(
+            update(subscription_state)
+            .where(S.subscription_id == stored.id)
+            .values(attempts=0, retry_at=None, failing_since=None, last_error=None)
+        )
+
+
+def _was_active(change: Change) -> bool:
+    previous = change.previous
+    return (
+        previous is not None and previous.body is not None and fhirjson.loads(previous.body).get("status") == "active"
+    )
+
+
+async def _append_events(conn: AsyncConnection, subscription_ids: list[str], change: Change) -> None:
+    """The next event number of each subscription, and its event row."""
+    stored = change.stored
+    numbered = await conn.execute(
+        update(subscription_state)
+        .where(and_(S.subscription_id.in_(sorted(subscription_ids)), S.active.is_(True)))
+        .values(events_assigned=S.events_assigned + 1)
+        .returning(S.subscription_id, S.events_assigned)
+    )
+    rows = [
+        {
+            "subscription_id": subscription_id,
+            "event_number": number,
+            "resource_type": stored.resource_type,
+            "resource_id": stored.id,
+            "version_id": stored.version_id,
+            "deleted": stored.deleted,
+            "occurred": stored.last_updated,
+            "delivered": None,
+        }
+        for subscription_id, number in numbered
+    ]
+    if rows:
+        await conn.execute(insert(subscription_events), rows)

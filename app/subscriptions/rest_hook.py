@@ -1,0 +1,83 @@
+"""The rest-hook channel: one HTTP request per event (hl7.org/fhir/R4/subscription.html#2.46.7.3).
+
+R4: without ``channel.payload`` the notification is a POST with an empty
+body to the endpoint; with a payload the resource is sent as an update,
+``PUT [endpoint]/[type]/[id]`` in ``application/fhir+json``. A deletion
+with a payload is ``DELETE [endpoint]/[type]/[id]`` (as HAPI FHIR sends
+it). Every ``channel.header`` is sent as given, and ``X-Event-Id``
+(``<subscription id>/<event number>``) lets a receiver drop a repeat: the
+delivery is at least once, so a notification whose answer was lost is
+sent again.
+
+Any 2xx answer is a delivery. Redirects are not followed (a redirect to a
+private address would bypass ``app.subscriptions.endpoints``); like any
+other non-2xx answer they count as a failure and are retried. Header
+values are never logged or recorded: they often carry credentials.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import httpx
+
+from app.subscriptions.definition import FHIR_JSON, SubscriptionDefinition
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One stored event (``app.subscriptions.tables.subscription_events``)."""
+
+    subscription_id: str
+    number: int
+    resource_type: str
+    resource_id: str
+    version_id: int
+    deleted: bool
+
+    @property
+    def event_id(self) -> str:
+        return f"{self.subscription_id}/{self.number}"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one attempt came to: ``detail`` is safe to record and log (status or error kind only)."""
+
+    delivered: bool
+    detail: str
+    milliseconds: int
+
+
+def notification(definition: SubscriptionDefinition, event: Event, body: bytes | None) -> httpx.Request:
+    """The request that notifies ``definition``'s endpoint of ``event`` (``body``: the event's version)."""
+    headers = dict(definition.headers)
+    headers["X-Event-Id"] = event.event_id
+    if not definition.payload:
+        return httpx.Request("POST", definition.endpoint, headers=headers, content=b"")
+    url = f"{definition.endpoint.rstrip('/')}/{event.resource_type}/{event.resource_id}"
+    if event.deleted or body is None:
+        return httpx.Request("DELETE", url, headers=headers)
+    headers["Content-Type"] = FHIR_JSON
+    return httpx.Request("PUT", url, headers=headers, content=body)
+
+
+async def send(client: httpx.AsyncClient, request: httpx.Request) -> Outcome:
+    """Send without following redirects; the client's timeout bounds the wait."""
+    started = time.monotonic()
+    try:
+        response = await client.send(request, follow_redirects=False)
+        await response.aclose()
+    except httpx.TimeoutException:
+        return Outcome(False, "timeout", _since(started))
+    except httpx.HTTPError as exc:
+        return Outcome(False, f"connection failed ({type(exc).__name__})", _since(started))
+    detail = f"HTTP {response.status_code}"
+    if response.is_redirect:
+        detail += " (redirects are not followed)"
+    return Outcome(response.is_success, detail, _since(started))
+
+
+def _since(started: float) -> int:
+    return round((time.monotonic() - started) * 1000)
