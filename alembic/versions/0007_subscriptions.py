@@ -32,6 +32,7 @@ def upgrade() -> None:
         sa.Column("last_error", sa.Text, nullable=True),
         sa.Column("lease_owner", sa.String(64), nullable=True),
         sa.Column("lease_until", UTCDateTime(), nullable=True),
+        sa.Column("owner", sa.Text, nullable=True),
     )
     op.create_table(
         "subscription_events",

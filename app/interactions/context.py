@@ -15,7 +15,7 @@ from app.search.gate import OPEN, ReadGate, compartment_gate, narrowing
 from app.search.indexing import build_index_rows
 from app.search.registry import SearchRegistry
 from app.storage.database import Database
-from app.storage.gate import NarrowGrant
+from app.storage.gate import Author, NarrowGrant
 from app.storage.index_tables import IndexRows
 from app.storage.repository import StoredVersion
 from app.storage.writes import ResourceWriter
@@ -55,20 +55,22 @@ class FhirContext:
 
     def read_gate(self, caller: Caller) -> ReadGate:
         """What ``caller`` may read and do (``app.storage.gate``): everything, one compartment, or what
-        its scopes grant (``patient/`` scopes inside its compartment)."""
+        its scopes grant (``patient/`` scopes inside its compartment). A token's gate names its
+        ``author`` for the write hooks."""
         if caller.permissions is None:
             if caller.compartment is None:
                 return OPEN
             return compartment_gate(self.registry, *caller.compartment)
+        author = Author(caller.name, " ".join(scope.text for scope in caller.permissions.scopes), caller.compartment)
         access = caller.access if caller.access is not None else caller.permissions.type_access()
         if access.everything:  # system/*.cruds: nothing to add, and writes keep their fastest path
-            return OPEN
+            return ReadGate(author=author)
         grants = self._narrow_grants(caller)
         if grants:
             access = replace(access, narrowed=grants)
         if caller.compartment is None:
-            return ReadGate(None, {}, access)
-        return compartment_gate(self.registry, *caller.compartment, access)
+            return ReadGate(None, {}, access, author)
+        return replace(compartment_gate(self.registry, *caller.compartment, access), author=author)
 
     def _narrow_grants(self, caller: Caller) -> tuple[NarrowGrant, ...]:
         """The granular scopes of the caller's token, each with the SQL its query compiles to."""

@@ -109,6 +109,17 @@ class TypeAccess:
 
 
 @dataclass(frozen=True, slots=True)
+class Author:
+    """Who makes a write, as the write's hooks may need to keep it: the scopes of the access token
+    (space-separated) and the compartment its ``patient/`` scopes confine to. A Subscription keeps
+    its author's so that it never notifies of what the author could not read."""
+
+    name: str
+    scope: str | None = None
+    compartment: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ReadGate:
     """``compartment`` (type, id) is the caller's compartment; ``members``: per member type, the hashes
     of the parameters that link its resources to the compartment; ``access``: what the caller may do
@@ -117,6 +128,7 @@ class ReadGate:
     compartment: tuple[str, str] | None = None
     members: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     access: TypeAccess | None = None
+    author: Author | None = None  # the token behind the gate (None: the server's own work, or no token)
 
     @property
     def open(self) -> bool:
@@ -196,7 +208,7 @@ class ReadGate:
 
     def ids(self, resource_type: str, id_column: ColumnElement[Any]) -> ColumnElement[bool]:
         """Which ids of ``resource_type`` (in ``id_column``) the caller may read."""
-        reach = self._read_reach(resource_type)
+        reach = self.read_reach(resource_type)
         if reach == "all":
             return true()
         if reach == "narrowed":
@@ -224,7 +236,8 @@ class ReadGate:
         )
         return id_column.in_(linked.correlate(None))
 
-    def _read_reach(self, resource_type: str) -> Reach:
+    def read_reach(self, resource_type: str) -> Reach:
+        """How far the caller may read ``resource_type``: all, its compartment, narrowed, or none."""
         reaches = {self.reach(resource_type, letter) for letter in READ_LETTERS}
         for reach in ("all", "compartment", "narrowed"):
             if reach in reaches:

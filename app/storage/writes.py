@@ -35,7 +35,7 @@ says (hl7.org/fhir/R4/http.html#concurrency).
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Final, Protocol
 
@@ -43,7 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.errors import Forbidden, NotFound, VersionConflict
 from app.storage.database import Database
-from app.storage.gate import Letter, ReadGate
+from app.storage.gate import Author, Letter, ReadGate
 from app.storage.index_tables import IndexRows, merge_rows
 from app.storage.index_writer import insert_index_rows, replace_index_rows
 from app.storage.repository import (
@@ -110,6 +110,7 @@ class Change:
     previous: StoredVersion | None
     stored: StoredVersion
     rows: IndexRows = field(default_factory=dict)
+    author: Author | None = None  # whose token made the write (None: the server itself, or no token)
 
     @property
     def created(self) -> bool:
@@ -185,7 +186,7 @@ class ResourceWriter:
             for version, _ in versions:
                 await _require_match(conn, version.resource_type, version.id, gate, "c")
         for version, rows in versions:
-            await self._after(conn, Change(None, version, rows))
+            await self._after(conn, Change(None, version, rows, gate.author))
 
     async def _write_until_stored(
         self, conn: AsyncConnection, new: NewVersion, expect: Expect, gate: ReadGate
@@ -217,7 +218,7 @@ class ResourceWriter:
                 continue
             if not new.deletes and not gate.open:  # what a narrowed create or update stores must match
                 await _require_match(conn, new.resource_type, new.id, gate, "c" if expect is ABSENT else "u")
-            await self._after(conn, step)
+            await self._after(conn, replace(step, author=gate.author))
             return step
         raise _too_often(new)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
@@ -32,6 +33,8 @@ from app.search.registry import SearchRegistry
 from app.storage.tables import resources
 from app.subscriptions.definition import SubscriptionDefinition, read_definition
 from app.subscriptions.endpoints import EndpointPolicy
+from app.subscriptions.owners import owner_gate
+from app.subscriptions.tables import subscription_state
 
 LOG = logging.getLogger("fhir.subscriptions")
 R = resources.c
@@ -39,7 +42,11 @@ R = resources.c
 # transaction commits, so a commit that took longer than this could be missed by another process
 POLL_OVERLAP = timedelta(seconds=10)
 
-_SUBSCRIPTIONS = select(R.id, R.version_id, R.last_updated, R.deleted, R.body).where(R.resource_type == "Subscription")
+_SUBSCRIPTIONS = (
+    select(R.id, R.version_id, R.last_updated, R.deleted, R.body, subscription_state.c.owner)
+    .select_from(resources.outerjoin(subscription_state, subscription_state.c.subscription_id == R.id))
+    .where(R.resource_type == "Subscription")
+)
 
 
 class ActiveSubscriptions:
@@ -107,9 +114,9 @@ class ActiveSubscriptions:
             self._take(await conn.execute(_SUBSCRIPTIONS.where(R.id.in_(changed))))
             self._index()
 
-    def _take(self, rows: Iterable[tuple[str, int, datetime, bool, bytes | None]]) -> None:
+    def _take(self, rows: Iterable[tuple[str, int, datetime, bool, bytes | None, str | None]]) -> None:
         ctx = self._holder.current
-        for resource_id, version_id, last_updated, deleted, body in rows:
+        for resource_id, version_id, last_updated, deleted, body, owner in rows:
             self._versions[resource_id] = version_id
             self._newest = last_updated if self._newest is None else max(self._newest, last_updated)
             self._active.pop(resource_id, None)
@@ -119,7 +126,8 @@ class ActiveSubscriptions:
             if parsed.get("status") != "active":
                 continue
             try:
-                self._active[resource_id] = read_definition(parsed, ctx.registry, ctx.resource_types, self._policy)
+                definition = read_definition(parsed, ctx.registry, ctx.resource_types, self._policy)
+                self._active[resource_id] = replace(definition, owner=owner_gate(ctx, owner))
             except FhirError as exc:
                 LOG.warning("Subscription/%s is active but cannot be used: %s", resource_id, exc.message)
 

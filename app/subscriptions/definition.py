@@ -26,6 +26,7 @@ from app.errors import FhirError, InvalidResource
 from app.search.dates import parse_date_range
 from app.search.registry import SearchRegistry
 from app.search.request import INCLUDE_PARAMS, RESULT_PARAMS, SearchRequest, parse_search
+from app.storage.gate import OPEN, ReadGate
 from app.subscriptions.endpoints import EndpointPolicy
 
 ChannelType = Literal["rest-hook"]
@@ -52,6 +53,7 @@ class SubscriptionDefinition:
     payload: bool  # the resource travels with the notification (channel.payload set)
     headers: tuple[tuple[str, str], ...]
     end: datetime | None
+    owner: ReadGate = OPEN  # what the token that wrote it may read: matches are confined to it
 
     @property
     def resource_type(self) -> str:

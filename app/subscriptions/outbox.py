@@ -29,15 +29,18 @@ from sqlalchemy import and_, exists, insert, literal, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app import fhirjson
+from app.errors import Forbidden
 from app.interactions.context import ContextHolder
 from app.search.compiler import clause_condition
 from app.search.memory import clauses_hold
 from app.search.request import AnyClause
 from app.storage.database import Database
+from app.storage.gate import Author
 from app.storage.tables import resources
 from app.storage.writes import Change
 from app.subscriptions.active import ActiveSubscriptions
-from app.subscriptions.definition import SubscriptionDefinition
+from app.subscriptions.definition import SubscriptionDefinition, parse_criteria
+from app.subscriptions.owners import owner_gate, owner_text, saw_removed
 from app.subscriptions.tables import subscription_events, subscription_state
 
 R = resources.c
@@ -58,7 +61,7 @@ class SubscriptionOutbox:
     async def __call__(self, conn: AsyncConnection, change: Change) -> None:
         stored = change.stored
         if stored.resource_type == "Subscription":
-            await _track(conn, change)
+            await self._track(conn, change)
             self.active.mark_stale(stored.id)
         await self.active.refresh(conn)
         candidates = [s for s in self.active.for_type(stored.resource_type) if s.live_at(stored.last_updated)]
@@ -80,60 +83,79 @@ class SubscriptionOutbox:
         else:
             rows = change.rows
         matched: list[str] = []
-        undecided: list[tuple[str, tuple[AnyClause, ...]]] = []
+        undecided: list[tuple[SubscriptionDefinition, tuple[AnyClause, ...]]] = []
         for subscription in candidates:
             holds, rest = clauses_hold(subscription.criteria.clauses, rows)
             if not holds:
                 continue
-            if rest and not stored.deleted:
-                undecided.append((subscription.id, rest))
+            if stored.deleted:
+                if saw_removed(subscription.owner, stored.resource_type, stored.id, rows):
+                    matched.append(subscription.id)
+            elif rest or not subscription.owner.open:
+                undecided.append((subscription, rest))
             else:
                 matched.append(subscription.id)
         if undecided:
             matched += await _ask_database(conn, stored.resource_type, stored.id, undecided)
         return matched
 
+    async def _track(self, conn: AsyncConnection, change: Change) -> None:
+        """Keep ``subscription_state`` in step with a written Subscription: a row from its first version
+        on (numbers continue across status changes), ``active`` as its status says, and the token that
+        wrote it as its owner, which must be allowed to read what the criteria search (403 otherwise)."""
+        stored, author = change.stored, change.author
+        body = fhirjson.loads(stored.body) if stored.body is not None and not stored.deleted else {}
+        active = body.get("status") == "active"
+        values: dict[str, object] = {"active": active}
+        if author is not None:
+            values["owner"] = owner_text(author)
+            if active:
+                self._require_readable(author, body)
+        result = await conn.execute(update(subscription_state).where(S.subscription_id == stored.id).values(values))
+        if result.rowcount == 0:
+            await conn.execute(
+                insert(subscription_state).values(
+                    subscription_id=stored.id, events_assigned=0, delivered_through=0, attempts=0, **values
+                )
+            )
+        elif active and not _was_active(change):  # (re)activated by its author: deliver from now on, afresh
+            await conn.execute(
+                update(subscription_state)
+                .where(S.subscription_id == stored.id)
+                .values(attempts=0, retry_at=None, failing_since=None, last_error=None)
+            )
+
+    def _require_readable(self, author: Author, body: dict[str, object]) -> None:
+        ctx = self._holder.current
+        watched = parse_criteria(body.get("criteria"), ctx.registry, ctx.resource_types).resource_type
+        if owner_gate(ctx, owner_text(author)).read_reach(watched) == "none":
+            raise Forbidden(f"the access token does not permit reading {watched}, which the criteria search")
+
 
 async def _ask_database(
-    conn: AsyncConnection, resource_type: str, resource_id: str, undecided: list[tuple[str, tuple[AnyClause, ...]]]
+    conn: AsyncConnection,
+    resource_type: str,
+    resource_id: str,
+    undecided: list[tuple[SubscriptionDefinition, tuple[AnyClause, ...]]],
 ) -> list[str]:
-    """The subscriptions whose remaining clauses the stored resource meets: one statement for all."""
+    """The subscriptions whose remaining clauses the stored resource meets, and whose owner may read
+    it: one statement for all."""
     checks = [
-        select(literal(subscription_id).label("subscription_id")).where(
+        select(literal(subscription.id).label("subscription_id")).where(
             exists(
                 select(R.id).where(
                     R.resource_type == resource_type,
                     R.id == resource_id,
                     R.deleted.is_(False),
                     *(clause_condition(clause, R, resource_type) for clause in clauses),
+                    subscription.owner.ids(resource_type, R.id),
                 )
             )
         )
-        for subscription_id, clauses in undecided
+        for subscription, clauses in undecided
     ]
     statement = checks[0] if len(checks) == 1 else union_all(*checks)
     return [row[0] for row in await conn.execute(statement)]
-
-
-async def _track(conn: AsyncConnection, change: Change) -> None:
-    """Keep ``subscription_state`` in step with a written Subscription: a row from its first version on
-    (numbers continue across status changes), ``active`` as its status says."""
-    stored = change.stored
-    active = not stored.deleted and stored.body is not None and fhirjson.loads(stored.body).get("status") == "active"
-    result = await conn.execute(update(subscription_state).where(S.subscription_id == stored.id).values(active=active))
-    if result.rowcount == 0:
-        await conn.execute(
-            insert(subscription_state).values(
-                subscription_id=stored.id, active=active, events_assigned=0, delivered_through=0, attempts=0
-            )
-        )
-    elif active and (change.previous is None or change.previous.deleted or not _was_active(change)):
-        # (re)activated by its author: deliver from now on, retrying afresh
-        await conn.execute(
-            update(subscription_state)
-            .where(S.subscription_id == stored.id)
-            .values(attempts=0, retry_at=None, failing_since=None, last_error=None)
-        )
 
 
 def _was_active(change: Change) -> bool:

@@ -30,6 +30,9 @@ subscription_state = Table(
     Column("last_error", Text, nullable=True),  # why the last try failed (never a header value)
     Column("lease_owner", String(64), nullable=True),  # the dispatcher delivering it now
     Column("lease_until", UTCDateTime(), nullable=True),  # after which another dispatcher may take over
+    # JSON {"name", "scope", "compartment"} of the token that last wrote the Subscription (NULL: no token):
+    # notifications never carry what it could not read
+    Column("owner", Text, nullable=True),
 )
 
 subscription_events = Table(
