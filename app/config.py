@@ -95,6 +95,12 @@ class Settings(BaseSettings):
     subscription_timeout_seconds: float = Field(
         default=10, gt=0, le=60, description="How long one rest-hook notification may take"
     )
+    subscription_lease_seconds: float = Field(
+        default=60,
+        ge=2,
+        description="How long a worker holds a subscription it delivers; after a crash another worker resumes "
+        "it once this has passed (kept above twice the notification timeout)",
+    )
     subscription_poll_seconds: float = Field(
         default=1, gt=0, description="How often each worker looks for due notifications and Subscription changes"
     )

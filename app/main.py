@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 from fastapi import Depends, FastAPI
 
-from app.api import authorize_routes, smart_routes
+from app.api import authorize_routes, smart_routes, websocket_routes
 from app.api.async_requests import ASYNC_PATH, cancel, job_status
 from app.api.auth import Authenticator
 from app.api.cors import CrossOriginMiddleware
@@ -34,6 +34,7 @@ from app.search import bounds
 from app.search.extraction import Extractor
 from app.search.registry import SearchRegistry, load_registry
 from app.smart.throttle import LoginThrottle
+from app.storage.broadcast import Broadcast
 from app.storage.database import Database
 from app.storage.writes import ResourceWriter
 from app.subscriptions.active import ActiveSubscriptions
@@ -42,6 +43,7 @@ from app.subscriptions.dispatcher import DeliverySettings, Dispatcher
 from app.subscriptions.endpoints import EndpointPolicy
 from app.subscriptions.outbox import SubscriptionOutbox
 from app.subscriptions.service import Subscriptions
+from app.subscriptions.websocket import WebSocketHub
 from app.validation.bindings import BindingTable
 from app.validation.json_rules import JsonLimits
 from app.validation.structure import model_class
@@ -51,6 +53,8 @@ from capability.statement import build_capability_statement, render
 FHIR_PREFIX = "/fhir"
 LOG = logging.getLogger("fhir.server")
 READ_METHODS = ["GET", "HEAD"]
+SUBSCRIPTION_EVENTS_CHANNEL = "fhir_subscription_events"
+WEBSOCKET_PATH = "/websocket"  # beside the FHIR types: [base]/websocket
 
 
 def served_resource_types() -> frozenset[str]:
@@ -108,12 +112,16 @@ def install_subscriptions(holder: ContextHolder, policy: EndpointPolicy, setting
         retry_hours=settings.subscription_retry_hours,
         timeout_seconds=settings.subscription_timeout_seconds,
         poll_seconds=settings.subscription_poll_seconds,
+        lease_seconds=max(settings.subscription_lease_seconds, 2 * settings.subscription_timeout_seconds),
     )
     client = httpx.AsyncClient(timeout=delivery.timeout_seconds, follow_redirects=False, trust_env=False)
-    dispatcher = Dispatcher(holder, active, policy, client, delivery)
-    outbox = SubscriptionOutbox(holder, active, dispatcher.wake)
+    broadcast = Broadcast(holder.current.db, SUBSCRIPTION_EVENTS_CHANNEL)
+    broadcast.listen(active.on_message)
+    hub = WebSocketHub(holder, broadcast)
+    dispatcher = Dispatcher(holder, active, policy, client, delivery, hub)
+    outbox = SubscriptionOutbox(holder, active, dispatcher.wake, broadcast.announce)
     holder.current = replace(holder.current, writer=holder.current.writer.with_hooks(outbox))
-    return Subscriptions(active, dispatcher, client)
+    return Subscriptions(active, dispatcher, hub, client)
 
 
 def freeze_startup_heap() -> None:
@@ -263,6 +271,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             include_in_schema=False,
             dependencies=[Depends(caller)],
         )
+    app.add_api_websocket_route(FHIR_PREFIX + WEBSOCKET_PATH, websocket_routes.subscription_websocket)
     add_authorization_routes(app)
     return app
 

@@ -130,6 +130,7 @@ async def app(settings: Settings) -> AsyncIterator[FastAPI]:
     application = create_app(settings)
     yield application
     await application.state.jobs.close()  # background jobs a test left running (their rows stay resumable)
+    await application.state.subscriptions.close()  # messages still being sent
     await application.state.fhir.current.db.dispose()
 
 

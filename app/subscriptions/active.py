@@ -6,8 +6,12 @@ held in memory and kept current three ways:
 - a Subscription written through this process is re-read by the next write
   that consults the view (``mark_stale``, then ``refresh`` on that write's
   connection, after the Subscription's transaction has committed);
-- Subscriptions written through other processes are found by ``poll``
-  (every ``FHIR_SUBSCRIPTION_POLL_SECONDS``), which re-reads those whose
+- a process that wrote a Subscription announces it to the others once
+  committed (``changed <id>`` on the broadcast, PostgreSQL NOTIFY), which
+  mark it stale the same way: a new Subscription reaches every process in
+  milliseconds;
+- as a safety net for a missed announcement, ``poll`` (every
+  ``FHIR_SUBSCRIPTION_POLL_SECONDS``) re-reads Subscriptions whose
   ``lastUpdated`` is recent, a few seconds back so a slow commit is not missed;
 - a new search registry (a SearchParameter was added) re-parses every
   criteria.
@@ -78,6 +82,12 @@ class ActiveSubscriptions:
 
     def mark_stale(self, subscription_id: str) -> None:
         self._stale.add(subscription_id)
+
+    def on_message(self, message: str) -> None:
+        """A broadcast message: ``changed <id>`` from the process that wrote a Subscription."""
+        kind, _, subscription_id = message.partition(" ")
+        if kind == "changed" and subscription_id:
+            self.mark_stale(subscription_id)
 
     async def load(self, conn: AsyncConnection) -> None:
         """Read every Subscription (at start-up)."""

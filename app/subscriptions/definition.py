@@ -29,11 +29,11 @@ from app.search.request import INCLUDE_PARAMS, RESULT_PARAMS, SearchRequest, par
 from app.storage.gate import OPEN, ReadGate
 from app.subscriptions.endpoints import EndpointPolicy
 
-ChannelType = Literal["rest-hook"]
+ChannelType = Literal["rest-hook", "websocket"]
 FHIR_JSON = "application/fhir+json"
 # payload types accepted as meaning the resource in FHIR JSON (R4 lists the FHIR MIME types)
 JSON_PAYLOADS = frozenset({FHIR_JSON, "application/json", "application/json+fhir"})
-SUPPORTED_CHANNELS = ("rest-hook",)
+SUPPORTED_CHANNELS = ("rest-hook", "websocket")
 # headers the server sets itself; a channel.header may not replace them
 RESERVED_HEADERS = frozenset(
     {"host", "content-length", "content-type", "transfer-encoding", "connection", "x-event-id", "upgrade"}
@@ -102,6 +102,11 @@ def _headers(values: object) -> tuple[tuple[str, str], ...]:
     return tuple(parsed)
 
 
+def _end(body: dict[str, Any]) -> datetime | None:
+    found = parse_date_range(body["end"]) if isinstance(body.get("end"), str) else None
+    return found.low if found is not None else None
+
+
 def read_definition(
     body: dict[str, Any], registry: SearchRegistry, resource_types: frozenset[str], policy: EndpointPolicy
 ) -> SubscriptionDefinition:
@@ -110,7 +115,10 @@ def read_definition(
     criteria = parse_criteria(body.get("criteria"), registry, resource_types)
     channel = body.get("channel") or {}
     channel_type = channel.get("type")
-    if channel_type not in SUPPORTED_CHANNELS:
+    subscription_id, status, end = str(body.get("id", "")), str(body.get("status")), _end(body)
+    if channel_type == "websocket":  # R4: the client connects and binds; endpoint and payload are not used
+        return SubscriptionDefinition(subscription_id, status, criteria, "websocket", "", False, (), end)
+    if channel_type != "rest-hook":
         raise InvalidResource(
             [
                 (
@@ -131,17 +139,9 @@ def read_definition(
     problem = policy.problem_with(endpoint)
     if problem is not None:
         raise InvalidResource([(problem, "Subscription.channel.endpoint")])
-    end_range = parse_date_range(body["end"]) if isinstance(body.get("end"), str) else None
-    end = end_range.low if end_range is not None else None
+    headers = _headers(channel.get("header"))
     return SubscriptionDefinition(
-        id=str(body.get("id", "")),
-        status=str(body.get("status")),
-        criteria=criteria,
-        channel="rest-hook",
-        endpoint=endpoint,
-        payload=payload is not None,
-        headers=_headers(channel.get("header")),
-        end=end,
+        subscription_id, status, criteria, "rest-hook", endpoint, payload is not None, headers, end
     )
 
 

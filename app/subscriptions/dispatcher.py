@@ -49,6 +49,7 @@ from app.subscriptions.definition import SubscriptionDefinition, read_definition
 from app.subscriptions.endpoints import EndpointPolicy
 from app.subscriptions.rest_hook import Event, Outcome, notification, send
 from app.subscriptions.tables import subscription_attempts, subscription_events, subscription_state
+from app.subscriptions.websocket import WebSocketHub
 
 LOG = logging.getLogger("fhir.subscriptions")
 S = subscription_state.c
@@ -93,8 +94,10 @@ class Dispatcher:
         policy: EndpointPolicy,
         client: httpx.AsyncClient,
         settings: DeliverySettings,
+        hub: WebSocketHub,
     ) -> None:
         self._holder = holder
+        self._hub = hub
         self._active = active
         self._policy = policy
         self._client = client
@@ -236,6 +239,9 @@ class Dispatcher:
             return None
 
     async def _attempt(self, due: _Due) -> Outcome:
+        if due.definition.channel == "websocket":  # a ping to the clients bound now, in any process
+            await self._hub.publish(due.event.subscription_id, due.event.number)
+            return Outcome(True, "ping published", 0)
         problem = await self._policy.problem_resolving(due.definition.endpoint)
         if problem is not None:
             return Outcome(False, f"refused: the endpoint {problem}", 0)

@@ -18,7 +18,8 @@ notifies rather than risk a missed one.
 
 Each matched subscription gets the next event number from
 ``subscription_state`` (see ``app.subscriptions.tables``) and an event row;
-after the commit the local dispatcher is woken.
+after the commit the local dispatcher is woken. A written Subscription is
+announced to the other processes after the commit (``ActiveSubscriptions``).
 """
 
 from __future__ import annotations
@@ -50,10 +51,17 @@ S = subscription_state.c
 class SubscriptionOutbox:
     """The write hook: Subscription bookkeeping and event rows (see the module docstring)."""
 
-    def __init__(self, holder: ContextHolder, active: ActiveSubscriptions, wake: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        holder: ContextHolder,
+        active: ActiveSubscriptions,
+        wake: Callable[[], None],
+        announce: Callable[[str], None],
+    ) -> None:
         self._holder = holder
         self.active = active
         self._wake = wake
+        self._announce = announce
 
     def concerns(self, resource_type: str) -> bool:
         return self.active.concerns(resource_type)
@@ -63,6 +71,7 @@ class SubscriptionOutbox:
         if stored.resource_type == "Subscription":
             await self._track(conn, change)
             self.active.mark_stale(stored.id)
+            Database.after_commit(conn, lambda: self._announce(f"changed {stored.id}"))
         await self.active.refresh(conn)
         candidates = [s for s in self.active.for_type(stored.resource_type) if s.live_at(stored.last_updated)]
         if not candidates:

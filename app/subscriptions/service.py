@@ -8,21 +8,28 @@ import httpx
 
 from app.subscriptions.active import ActiveSubscriptions
 from app.subscriptions.dispatcher import Dispatcher
+from app.subscriptions.websocket import WebSocketHub
 
 
 class Subscriptions:
-    """The active-subscription view (consulted by the outbox hook at every write) and the dispatcher."""
+    """The active-subscription view (consulted by the outbox hook at every write), the dispatcher and
+    the websocket sessions of this process."""
 
-    def __init__(self, active: ActiveSubscriptions, dispatcher: Dispatcher, client: httpx.AsyncClient) -> None:
+    def __init__(
+        self, active: ActiveSubscriptions, dispatcher: Dispatcher, hub: WebSocketHub, client: httpx.AsyncClient
+    ) -> None:
         self.active = active
         self.dispatcher = dispatcher
+        self.hub = hub
         self._client = client
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Read every Subscription, then deliver in the background (events left by a stopped process too)."""
+        """Read every Subscription, listen for websocket events, then deliver in the background (events
+        left by a stopped process too)."""
         async with self.dispatcher.database.read() as conn:
             await self.active.load(conn)
+        await self.hub.broadcast.start()
         self._task = asyncio.create_task(self.dispatcher.run())
 
     async def close(self) -> None:
@@ -30,4 +37,5 @@ class Subscriptions:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         await self.dispatcher.close()
+        await self.hub.broadcast.close()
         await self._client.aclose()

@@ -63,7 +63,9 @@ class Delivery:
 def make_dispatcher(app: FastAPI, receiver: Callable[[httpx.Request], httpx.Response], **settings: Any) -> Dispatcher:
     subscriptions: Subscriptions = app.state.subscriptions
     client = httpx.AsyncClient(transport=httpx.MockTransport(receiver))
-    return Dispatcher(app.state.fhir, subscriptions.active, EndpointPolicy(), client, DeliverySettings(**settings))
+    return Dispatcher(
+        app.state.fhir, subscriptions.active, EndpointPolicy(), client, DeliverySettings(**settings), subscriptions.hub
+    )
 
 
 @pytest.fixture
