@@ -105,6 +105,12 @@ async def _watch_search_parameters(holder: ContextHolder, interval: float) -> No
             logging.getLogger("fhir.search_parameters").exception("SearchParameter refresh failed")
 
 
+def websocket_url(base_url: str) -> str:
+    """``ws(s)://host/fhir/websocket`` for the public base URL."""
+    scheme, _, rest = base_url.partition("://")
+    return f"{'wss' if scheme == 'https' else 'ws'}://{rest}{WEBSOCKET_PATH}"
+
+
 def install_subscriptions(holder: ContextHolder, policy: EndpointPolicy, settings: Settings) -> Subscriptions:
     """The outbox hook on every write of the current context, and the dispatcher that delivers it."""
     active = ActiveSubscriptions(holder, policy)
@@ -213,7 +219,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     def capability_bytes(registry: SearchRegistry) -> bytes:
         statement = build_capability_statement(
-            types, INTERACTIONS, settings.public_base_url, started, registry, limits=limits, oauth_uris=oauth_uris
+            types,
+            INTERACTIONS,
+            settings.public_base_url,
+            started,
+            registry,
+            limits=limits,
+            oauth_uris=oauth_uris,
+            websocket_url=websocket_url(settings.public_base_url),
         )
         return render(statement)
 

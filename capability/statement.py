@@ -21,6 +21,19 @@ from app.search.registry import SearchRegistry
 from app.search.request import supported
 
 LIMITS_EXTENSION = "urn:care-plan-repository:StructureDefinition:server-limits"
+WEBSOCKET_EXTENSION = "http://hl7.org/fhir/StructureDefinition/capabilitystatement-websocket"
+SUBSCRIPTIONS = (
+    "R4 criteria Subscriptions (subscription.html): criteria is a search this server runs (unknown "
+    "parameters are refused), matched against every write, including each Bundle entry and deletions. "
+    "Channels: rest-hook (no payload: an empty POST to the endpoint; payload application/fhir+json: "
+    "PUT [endpoint]/[type]/[id] with the version written, DELETE for a deletion; each channel.header is "
+    "sent, and X-Event-Id = [subscription id]/[event number]) and websocket (bind [id], bound [id], "
+    "ping [id]; URL in the capabilitystatement-websocket extension). Delivery is at least once and in "
+    "order per subscription, retried with backoff; after the retry period the status becomes error. "
+    "A requested Subscription is stored active once accepted. Endpoints: https (http only to loopback), "
+    "no private or link-local addresses, redirects not followed. With authorization on, a Subscription "
+    "notifies only of what the token that wrote it may read."
+)
 OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
 SECURITY_SERVICE = "http://terminology.hl7.org/CodeSystem/restful-security-service"
 SMART_ACCESS = (
@@ -67,9 +80,10 @@ def build_capability_statement(
     features: ServerFeatures = FEATURES,
     limits: Mapping[str, int] | None = None,
     oauth_uris: Mapping[str, str] | None = None,
+    websocket_url: str | None = None,
 ) -> dict[str, Any]:
     """``oauth_uris`` (authorize, token, revoke, introspect): the authorization server's endpoints,
-    or None when authorization is off."""
+    or None when authorization is off. ``websocket_url``: where Subscription websocket clients connect."""
     routes = list(routes)
     rev_includes = search_rev_includes(registry)
     type_codes = list(dict.fromkeys(r.interaction for r in routes if r.level == "type"))
@@ -92,19 +106,27 @@ def build_capability_statement(
         }
         for resource_type in sorted(resource_types)
     ]
+    for resource in resources:
+        if resource["type"] == "Subscription":
+            resource["documentation"] = SUBSCRIPTIONS
     rest: dict[str, Any] = {
         "mode": "server",
         "documentation": documentation(limits or {}),
         "security": security(oauth_uris),
         "resource": resources,
     }
+    extensions: list[dict[str, Any]] = []
     if limits:
-        rest["extension"] = [
+        extensions.append(
             {
                 "url": LIMITS_EXTENSION,
                 "extension": [{"url": name, "valueInteger": value} for name, value in limits.items()],
             }
-        ]
+        )
+    if websocket_url is not None:
+        extensions.append({"url": WEBSOCKET_EXTENSION, "valueUri": websocket_url})
+    if extensions:
+        rest["extension"] = extensions
     if system_codes:
         rest["interaction"] = [{"code": code} for code in system_codes]
     operations = list(dict.fromkeys(r.interaction for r in routes if r.level == "operation"))

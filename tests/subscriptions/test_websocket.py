@@ -107,3 +107,12 @@ async def test_a_caller_who_may_not_read_the_subscription_cannot_bind_it(
     session = Session(no_subscriptions)
     await hub.handle(session, f"bind {subscription_id}")
     assert await next_message(session) == f"error Subscription/{subscription_id} is not known"
+
+
+async def test_the_capability_statement_tells_where_and_how(client: httpx.AsyncClient) -> None:
+    rest = (await client.get("/fhir/metadata")).json()["rest"][0]
+    websocket = [e["valueUri"] for e in rest["extension"] if e["url"].endswith("capabilitystatement-websocket")]
+    assert websocket == ["ws://testserver/fhir/websocket"]
+    subscription = next(r for r in rest["resource"] if r["type"] == "Subscription")
+    for promise in ("rest-hook", "websocket", "application/fhir+json", "X-Event-Id", "at least once"):
+        assert promise in subscription["documentation"]
