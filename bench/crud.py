@@ -136,7 +136,12 @@ def serve(command: list[str], env: dict[str, str], port: int) -> Iterator[None]:
             if time.monotonic() > deadline:
                 raise RuntimeError("server did not start")
             time.sleep(0.2)
-        yield
+        try:
+            yield
+        except Exception:
+            log.seek(0)
+            print(f"server log (end):\n{log.read().decode(errors='replace')[-4000:]}", file=sys.stderr)
+            raise
     finally:
         process.send_signal(signal.SIGTERM)
         try:

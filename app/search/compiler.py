@@ -167,6 +167,21 @@ def clause_condition(
     return not_(r.id.in_(rows_of_param.where(matches)))  # the :not modifier
 
 
+def one_resource_condition(
+    clause: AnyClause, resource_type: str, resource_id: ColumnElement[str], r: Columns = R
+) -> ColumnElement[bool]:
+    """``clause_condition`` for a statement about one resource (``resource_id``): the clause's index
+    subquery is restricted to that resource's rows, so it is a probe of the ``(resource_type,
+    resource_id)`` index instead of every row of the parameter (which a Subscription's check at
+    every write cannot afford; app.subscriptions.matching)."""
+    direct = _indexed_ids(clause, OPEN)
+    if direct is None:
+        return clause_condition(clause, r, resource_type)
+    own = direct.selected_columns[0]
+    table = own.table
+    return r.id.in_(direct.where(table.c.resource_type == resource_type, own == resource_id))
+
+
 def compartment_condition(request: SearchRequest) -> ColumnElement[bool]:
     """Referencing the compartment's resource through any of its parameters (compartmentdefinition.html)."""
     compartment = request.compartment

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.sql import operators
@@ -146,37 +147,61 @@ def _rows_of(clause: Clause, rows: IndexRows) -> list[Row]:
     ]
 
 
+@dataclass(frozen=True, slots=True)
+class ClauseCheck:
+    """One clause, ready to be judged many times: its SQL conditions are built once (building them is
+    most of the cost). ``conditions`` None: only the database can judge it."""
+
+    clause: AnyClause
+    conditions: tuple[Any, ...] | None
+
+    @classmethod
+    def of(cls, clause: AnyClause) -> ClauseCheck:
+        if not isinstance(clause, Clause):
+            return cls(clause, None)
+        param = clause.param
+        if param.code in COLUMN_PARAMETERS or param.type not in INDEX_TABLES:  # composites: no table of their own
+            return cls(clause, None)
+        if isinstance(clause.values[0], MissingSearch):
+            return cls(clause, ())
+        columns = INDEX_TABLES[param.type].c
+        return cls(
+            clause, tuple(PARAM_TYPES[param.type].condition(value, clause.modifier, columns) for value in clause.values)
+        )
+
+    def holds(self, rows: IndexRows) -> bool | None:
+        """Whether the resource whose index rows are ``rows`` satisfies the clause; None when only the
+        database can tell (see the module docstring). Mirrors ``app.search.compiler.clause_condition``:
+        some row of the parameter meets one of the values; ``:not``, none does; ``:missing``, the
+        parameter has rows or has none."""
+        if self.conditions is None:
+            return None
+        clause = self.clause
+        assert isinstance(clause, Clause)
+        own = _rows_of(clause, rows)
+        first = clause.values[0]
+        if isinstance(first, MissingSearch):
+            return not own if first.missing else bool(own)
+        try:
+            hit = any(evaluate(condition, row) is True for row in own for condition in self.conditions)
+        except NotInterpretable:
+            return None
+        return not hit if clause.modifier == "not" else hit
+
+
 def clause_holds(clause: AnyClause, rows: IndexRows) -> bool | None:
-    """Whether the resource whose index rows are ``rows`` satisfies ``clause``; None when only the
-    database can tell (see the module docstring). Mirrors ``app.search.compiler.clause_condition``:
-    some row of the parameter meets one of the values; ``:not``, none does; ``:missing``, the
-    parameter has rows or has none."""
-    if not isinstance(clause, Clause):
-        return None
-    param = clause.param
-    if param.code in COLUMN_PARAMETERS or param.type not in INDEX_TABLES:  # composites have no table of their own
-        return None
-    own = _rows_of(clause, rows)
-    first = clause.values[0]
-    if isinstance(first, MissingSearch):
-        return not own if first.missing else bool(own)
-    columns = INDEX_TABLES[param.type].c
-    try:
-        conditions = [PARAM_TYPES[param.type].condition(value, clause.modifier, columns) for value in clause.values]
-        hit = any(evaluate(condition, row) is True for row in own for condition in conditions)
-    except NotInterpretable:
-        return None
-    return not hit if clause.modifier == "not" else hit
+    """``ClauseCheck.holds`` of a clause judged once."""
+    return ClauseCheck.of(clause).holds(rows)
 
 
-def clauses_hold(clauses: Sequence[AnyClause], rows: IndexRows) -> tuple[bool, tuple[AnyClause, ...]]:
+def clauses_hold(checks: Sequence[ClauseCheck], rows: IndexRows) -> tuple[bool, tuple[AnyClause, ...]]:
     """(False, ()) when some clause certainly fails; otherwise (True, the clauses only the database
     can judge)."""
     undecided: list[AnyClause] = []
-    for clause in clauses:
-        verdict = clause_holds(clause, rows)
+    for check in checks:
+        verdict = check.holds(rows)
         if verdict is False:
             return False, ()
         if verdict is None:
-            undecided.append(clause)
+            undecided.append(check.clause)
     return True, tuple(undecided)

@@ -34,9 +34,11 @@ from app import fhirjson
 from app.errors import FhirError
 from app.interactions.context import ContextHolder
 from app.search.registry import SearchRegistry
+from app.storage.index_tables import IndexRows
 from app.storage.tables import resources
 from app.subscriptions.definition import SubscriptionDefinition, read_definition
 from app.subscriptions.endpoints import EndpointPolicy
+from app.subscriptions.matching import TypeIndex, with_database_check
 from app.subscriptions.owners import owner_gate
 from app.subscriptions.tables import subscription_state
 
@@ -61,7 +63,7 @@ class ActiveSubscriptions:
         self._policy = policy
         self._versions: dict[str, int] = {}  # every Subscription seen: id -> version read
         self._active: dict[str, SubscriptionDefinition] = {}
-        self._by_type: dict[str, tuple[SubscriptionDefinition, ...]] = {}
+        self._by_type: dict[str, TypeIndex] = {}
         self._stale: set[str] = set()
         self._registry: SearchRegistry | None = None
         self._newest: datetime | None = None
@@ -70,8 +72,14 @@ class ActiveSubscriptions:
         """Writes of this type need the outbox: Subscriptions themselves, and watched types."""
         return resource_type == "Subscription" or resource_type in self._by_type or bool(self._stale)
 
-    def for_type(self, resource_type: str) -> tuple[SubscriptionDefinition, ...]:
-        return self._by_type.get(resource_type, ())
+    def watches(self, resource_type: str) -> bool:
+        return resource_type in self._by_type
+
+    def candidates(self, resource_type: str, rows: IndexRows) -> list[SubscriptionDefinition]:
+        """The subscriptions on ``resource_type`` that a resource with these index rows could match
+        (``app.subscriptions.matching``)."""
+        index = self._by_type.get(resource_type)
+        return index.candidates(rows) if index is not None else []
 
     def get(self, subscription_id: str) -> SubscriptionDefinition | None:
         return self._active.get(subscription_id)
@@ -137,7 +145,8 @@ class ActiveSubscriptions:
                 continue
             try:
                 definition = read_definition(parsed, ctx.registry, ctx.resource_types, self._policy)
-                self._active[resource_id] = replace(definition, owner=owner_gate(ctx, owner))
+                owned = replace(definition, owner=owner_gate(ctx, owner))
+                self._active[resource_id] = with_database_check(owned)
             except FhirError as exc:
                 LOG.warning("Subscription/%s is active but cannot be used: %s", resource_id, exc.message)
 
@@ -145,4 +154,4 @@ class ActiveSubscriptions:
         by_type: dict[str, list[SubscriptionDefinition]] = {}
         for definition in self._active.values():
             by_type.setdefault(definition.resource_type, []).append(definition)
-        self._by_type = {name: tuple(found) for name, found in by_type.items()}
+        self._by_type = {name: TypeIndex(found) for name, found in by_type.items()}

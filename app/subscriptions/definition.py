@@ -22,8 +22,11 @@ from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import parse_qsl
 
+from sqlalchemy import Select
+
 from app.errors import FhirError, InvalidResource
 from app.search.dates import parse_date_range
+from app.search.memory import ClauseCheck
 from app.search.registry import SearchRegistry
 from app.search.request import INCLUDE_PARAMS, RESULT_PARAMS, SearchRequest, parse_search
 from app.storage.gate import OPEN, ReadGate
@@ -53,7 +56,11 @@ class SubscriptionDefinition:
     payload: bool  # the resource travels with the notification (channel.payload set)
     headers: tuple[tuple[str, str], ...]
     end: datetime | None
+    checks: tuple[ClauseCheck, ...]  # the criteria's clauses, ready to judge (``app.search.memory``)
     owner: ReadGate = OPEN  # what the token that wrote it may read: matches are confined to it
+    # what only the database can judge (chains, _has, composites, the owner's gate), prepared once:
+    # a statement on the written resource's type and id (``app.subscriptions.matching.database_check``)
+    database_check: Select[Any] | None = None
 
     @property
     def resource_type(self) -> str:
@@ -116,8 +123,9 @@ def read_definition(
     channel = body.get("channel") or {}
     channel_type = channel.get("type")
     subscription_id, status, end = str(body.get("id", "")), str(body.get("status")), _end(body)
+    checks = tuple(ClauseCheck.of(clause) for clause in criteria.clauses)
     if channel_type == "websocket":  # R4: the client connects and binds; endpoint and payload are not used
-        return SubscriptionDefinition(subscription_id, status, criteria, "websocket", "", False, (), end)
+        return SubscriptionDefinition(subscription_id, status, criteria, "websocket", "", False, (), end, checks)
     if channel_type != "rest-hook":
         raise InvalidResource(
             [
@@ -141,7 +149,7 @@ def read_definition(
         raise InvalidResource([(problem, "Subscription.channel.endpoint")])
     headers = _headers(channel.get("header"))
     return SubscriptionDefinition(
-        subscription_id, status, criteria, "rest-hook", endpoint, payload is not None, headers, end
+        subscription_id, status, criteria, "rest-hook", endpoint, payload is not None, headers, end, checks
     )
 
 

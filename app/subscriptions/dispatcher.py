@@ -6,8 +6,10 @@ subscriptions that have undelivered events and are due
 processes share the work and never take the same subscription at once;
 SQLite has one process. It then delivers that subscription's events one
 by one from ``delivered_through + 1``: the next is sent only when the one
-before it was delivered, which keeps the order. The lease (a minute,
-renewed at each delivery) outlives any single request (the HTTP timeout),
+before it was delivered, which keeps the order. Events are read and their
+outcomes stored in batches of up to 50 (two statements per batch, not per
+event). The lease (a minute, renewed at each batch) outlives any single
+request (the HTTP timeout),
 so a process that dies mid-delivery only delays its subscriptions until
 the lease runs out; the event it was sending is then sent again (at least
 once; ``X-Event-Id`` lets the receiver drop it).
@@ -55,6 +57,8 @@ LOG = logging.getLogger("fhir.subscriptions")
 S = subscription_state.c
 E = subscription_events.c
 MAX_RETRY_DELAY = 600.0
+BATCH = 50  # events read, sent in order, and recorded together
+DATABASE_TURNS = 4  # delivery tasks using a database connection at once (one each, never two)
 
 
 def retry_delay(attempts: int) -> float:
@@ -73,12 +77,13 @@ class DeliverySettings:
 
 
 @dataclass(frozen=True, slots=True)
-class _Due:
-    """What one delivery needs, read in one go."""
+class _Batch:
+    """The next events of one subscription, read in one go, with what their delivery needs."""
 
-    event: Event
+    subscription_id: str
     definition: SubscriptionDefinition
-    body: bytes | None
+    events: list[tuple[Event, bytes | None]]
+    delivered_through: int
     failing_since: datetime | None
     attempts: int
     subscription_version: int
@@ -106,6 +111,8 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._running: dict[str, asyncio.Task[None]] = {}
         self._hosts: dict[str, asyncio.Semaphore] = {}
+        # delivery tasks take turns at the database, so requests always find pooled connections
+        self._database_turn = asyncio.Semaphore(DATABASE_TURNS)
 
     @property
     def database(self) -> Database:
@@ -186,48 +193,75 @@ class Dispatcher:
         return ids
 
     async def _deliver_all(self, subscription_id: str) -> None:
-        """Deliver this subscription's events in order until none is left, one fails, or the lease is lost."""
+        """Deliver this subscription's events in order until none is left, one fails, or the lease is lost;
+        the outcomes of a batch are stored together (one write per batch, not per event)."""
         try:
             while True:
-                due = await self._next(subscription_id)
-                if due is None:
+                batch = await self._next_batch(subscription_id)
+                if batch is None:
                     return
-                outcome = await self._attempt(due)
-                if not await self._record(due, outcome):
+                delivered: list[tuple[Event, Outcome]] = []
+                failed: tuple[Event, Outcome] | None = None
+                for event, body in batch.events:
+                    outcome = await self._attempt(batch.definition, event, body)
+                    if not outcome.delivered:
+                        failed = (event, outcome)
+                        break
+                    delivered.append((event, outcome))
+                if not await self._record(batch, delivered, failed) or failed is not None:
                     return
         except asyncio.CancelledError:
             raise
         except Exception:
             LOG.exception("delivering Subscription/%s failed", subscription_id)
 
-    async def _next(self, subscription_id: str) -> _Due | None:
-        """The next event to send, or None (lease released) when there is nothing to do."""
-        db = self._holder.current.db
-        async with db.read() as conn:
+    async def _next_batch(self, subscription_id: str) -> _Batch | None:
+        """The next events to send, in order, or None (lease released) when there is nothing to do."""
+        batch, release = await self._read_batch(subscription_id)
+        if release:  # after the read connection is back: never hold one connection while taking another
+            await self._release(subscription_id)
+        return batch
+
+    async def _read_batch(self, subscription_id: str) -> tuple[_Batch | None, bool]:
+        """(the next events, or None; whether the lease should be given back)."""
+        async with self._database_turn, self._holder.current.db.read() as conn:
             state = (await conn.execute(select(subscription_state).where(S.subscription_id == subscription_id))).first()
             if state is None or state.lease_owner != self.owner:
-                return None
+                return None, False
             if not state.active or state.delivered_through >= state.events_assigned:
-                await self._release(subscription_id)
-                return None
-            number = state.delivered_through + 1
-            row = (
+                return None, True
+            rows = list(
                 await conn.execute(
-                    select(subscription_events).where(E.subscription_id == subscription_id, E.event_number == number)
+                    select(subscription_events)
+                    .where(E.subscription_id == subscription_id, E.event_number > state.delivered_through)
+                    .order_by(E.event_number)
+                    .limit(BATCH)
                 )
-            ).first()
+            )
             current = await read_current(conn, "Subscription", subscription_id)
             definition = self._definition(current.body if current is not None and not current.deleted else None)
-            if row is None or definition is None or not definition.live_at(utc_now()):
-                await self._release(subscription_id)
-                return None
-            event = Event(subscription_id, number, row.resource_type, row.resource_id, row.version_id, row.deleted)
-            body = None
-            if definition.payload and not event.deleted:
-                version = await read_version(conn, event.resource_type, event.resource_id, event.version_id)
-                body = version.body if version is not None else None
-        assert current is not None
-        return _Due(event, definition, body, state.failing_since, state.attempts, current.version_id)
+            if not rows or definition is None or current is None or not definition.live_at(utc_now()):
+                return None, True
+            events: list[tuple[Event, bytes | None]] = []
+            for row in rows:
+                event = Event(
+                    subscription_id, row.event_number, row.resource_type, row.resource_id, row.version_id, row.deleted
+                )
+                body = None
+                if definition.payload and not event.deleted:
+                    version = await read_version(conn, event.resource_type, event.resource_id, event.version_id)
+                    body = version.body if version is not None else None
+                events.append((event, body))
+        batch = _Batch(
+            subscription_id,
+            definition,
+            events,
+            state.delivered_through,
+            state.failing_since,
+            state.attempts,
+            current.version_id,
+        )
+        return batch, False
 
     def _definition(self, body: bytes | None) -> SubscriptionDefinition | None:
         if body is None:
@@ -238,64 +272,81 @@ class Dispatcher:
         except FhirError:
             return None
 
-    async def _attempt(self, due: _Due) -> Outcome:
-        if due.definition.channel == "websocket":  # a ping to the clients bound now, in any process
-            await self._hub.publish(due.event.subscription_id, due.event.number)
+    async def _attempt(self, definition: SubscriptionDefinition, event: Event, body: bytes | None) -> Outcome:
+        if definition.channel == "websocket":  # a ping to the clients bound now, in any process
+            await self._hub.publish(event.subscription_id, event.number)
             return Outcome(True, "ping published", 0)
-        problem = await self._policy.problem_resolving(due.definition.endpoint)
+        problem = await self._policy.problem_resolving(definition.endpoint)
         if problem is not None:
             return Outcome(False, f"refused: the endpoint {problem}", 0)
-        host = urlsplit(due.definition.endpoint).hostname or ""
+        host = urlsplit(definition.endpoint).hostname or ""
         gate = self._hosts.setdefault(host, asyncio.Semaphore(self.settings.per_endpoint))
         async with gate:
-            return await send(self._client, notification(due.definition, due.event, due.body))
+            return await send(self._client, notification(definition, event, body))
 
-    async def _record(self, due: _Due, outcome: Outcome) -> bool:
-        """Store the attempt and its consequence; True when the next event may follow."""
-        event, now = due.event, utc_now()
+    async def _record(
+        self, batch: _Batch, delivered: list[tuple[Event, Outcome]], failed: tuple[Event, Outcome] | None
+    ) -> bool:
+        """Store the attempts of a batch and their consequence; False when the lease was lost meanwhile
+        (another process has taken over: stop)."""
+        now = utc_now()
+        attempts = [(event, outcome) for event, outcome in delivered]
+        if failed is not None:
+            attempts.append(failed)
+        mine = (S.subscription_id == batch.subscription_id) & (S.lease_owner == self.owner)
         give_up = False
-        db = self._holder.current.db
-        async with db.write() as conn:
+        async with self._database_turn, self._holder.current.db.write() as conn:
             await conn.execute(
-                insert(subscription_attempts).values(
-                    subscription_id=event.subscription_id,
-                    event_number=event.number,
-                    attempted=now,
-                    delivered=outcome.delivered,
-                    detail=outcome.detail,
-                    milliseconds=outcome.milliseconds,
-                )
+                insert(subscription_attempts),
+                [
+                    {
+                        "subscription_id": event.subscription_id,
+                        "event_number": event.number,
+                        "attempted": now,
+                        "delivered": outcome.delivered,
+                        "detail": outcome.detail,
+                        "milliseconds": outcome.milliseconds,
+                    }
+                    for event, outcome in attempts
+                ],
             )
-            mine = (S.subscription_id == event.subscription_id) & (S.lease_owner == self.owner)
-            if outcome.delivered:
-                lease_until = now + timedelta(seconds=self.settings.lease_seconds)
-                await conn.execute(
+            if delivered:
+                last = delivered[-1][0].number
+                moved = await conn.execute(
                     update(subscription_state)
-                    .where(mine, S.delivered_through == event.number - 1)
+                    .where(mine, S.delivered_through == batch.delivered_through)
                     .values(
-                        delivered_through=event.number,
+                        delivered_through=last,
                         attempts=0,
                         retry_at=None,
                         failing_since=None,
                         last_error=None,
-                        lease_until=lease_until,
+                        lease_until=now + timedelta(seconds=self.settings.lease_seconds),
                     )
                 )
+                if moved.rowcount == 0:
+                    return False
                 await conn.execute(
                     update(subscription_events)
-                    .where(E.subscription_id == event.subscription_id, E.event_number == event.number)
+                    .where(
+                        E.subscription_id == batch.subscription_id,
+                        E.event_number > batch.delivered_through,
+                        E.event_number <= last,
+                    )
                     .values(delivered=now)
                 )
+            if failed is None:
                 return True
-            failing_since = due.failing_since or now
-            attempts = due.attempts + 1
+            event, outcome = failed
+            failing_since = (batch.failing_since if not delivered else None) or now
+            tries = (batch.attempts if not delivered else 0) + 1
             give_up = now - failing_since >= timedelta(hours=self.settings.retry_hours)
             await conn.execute(
                 update(subscription_state)
                 .where(mine)
                 .values(
-                    attempts=attempts,
-                    retry_at=now + timedelta(seconds=retry_delay(attempts)),
+                    attempts=tries,
+                    retry_at=now + timedelta(seconds=retry_delay(tries)),
                     failing_since=failing_since,
                     last_error=outcome.detail,
                     lease_owner=None,
@@ -306,20 +357,20 @@ class Dispatcher:
             "Subscription/%s event %d not delivered (attempt %d): %s",
             event.subscription_id,
             event.number,
-            attempts,
+            tries,
             outcome.detail,
         )
         if give_up:
             await self._set_status(
                 event.subscription_id,
-                due.subscription_version,
+                batch.subscription_version,
                 "error",
                 f"notifications failed for {self.settings.retry_hours:g} hours; last: {outcome.detail}",
             )
-        return False
+        return True
 
     async def _release(self, subscription_id: str) -> None:
-        async with self._holder.current.db.write() as conn:
+        async with self._database_turn, self._holder.current.db.write() as conn:
             await self._release_on(conn, subscription_id)
 
     async def _release_on(self, conn: AsyncConnection, subscription_id: str) -> None:

@@ -25,22 +25,24 @@ announced to the other processes after the commit (``ActiveSubscriptions``).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
-from sqlalchemy import and_, exists, insert, literal, select, union_all, update
+from sqlalchemy import Select, and_, insert, union_all, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app import fhirjson
 from app.errors import Forbidden
 from app.interactions.context import ContextHolder
-from app.search.compiler import clause_condition
 from app.search.memory import clauses_hold
 from app.search.request import AnyClause
 from app.storage.database import Database
 from app.storage.gate import Author
+from app.storage.index_tables import IndexRows
 from app.storage.tables import resources
 from app.storage.writes import Change
 from app.subscriptions.active import ActiveSubscriptions
 from app.subscriptions.definition import SubscriptionDefinition, parse_criteria
+from app.subscriptions.matching import database_check
 from app.subscriptions.owners import owner_gate, owner_text, saw_removed
 from app.subscriptions.tables import subscription_events, subscription_state
 
@@ -73,28 +75,38 @@ class SubscriptionOutbox:
             self.active.mark_stale(stored.id)
             Database.after_commit(conn, lambda: self._announce(f"changed {stored.id}"))
         await self.active.refresh(conn)
-        candidates = [s for s in self.active.for_type(stored.resource_type) if s.live_at(stored.last_updated)]
+        if not self.active.watches(stored.resource_type):
+            return
+        rows = self._rows(change)
+        candidates = [s for s in self.active.candidates(stored.resource_type, rows) if s.live_at(stored.last_updated)]
         if not candidates:
             return
-        matched = await self._matching(conn, change, candidates)
+        matched = await self._matching(conn, change, rows, candidates)
         if matched:
             await _append_events(conn, matched, change)
             Database.after_commit(conn, self._wake)
 
-    async def _matching(
-        self, conn: AsyncConnection, change: Change, candidates: Sequence[SubscriptionDefinition]
-    ) -> list[str]:
+    def _rows(self, change: Change) -> IndexRows:
+        """The index rows a write is matched on: the new version's, or for a deletion the removed one's."""
         stored, previous = change.stored, change.previous
-        if stored.deleted:
-            if previous is None or previous.body is None:
-                return []
-            rows = self._holder.current.index_rows(stored.resource_type, stored.id, fhirjson.loads(previous.body))
-        else:
-            rows = change.rows
+        if not stored.deleted:
+            return change.rows
+        if previous is None or previous.body is None:
+            return {}
+        return self._holder.current.index_rows(stored.resource_type, stored.id, fhirjson.loads(previous.body))
+
+    async def _matching(
+        self,
+        conn: AsyncConnection,
+        change: Change,
+        rows: IndexRows,
+        candidates: Sequence[SubscriptionDefinition],
+    ) -> list[str]:
+        stored = change.stored
         matched: list[str] = []
         undecided: list[tuple[SubscriptionDefinition, tuple[AnyClause, ...]]] = []
         for subscription in candidates:
-            holds, rest = clauses_hold(subscription.criteria.clauses, rows)
+            holds, rest = clauses_hold(subscription.checks, rows)
             if not holds:
                 continue
             if stored.deleted:
@@ -148,23 +160,17 @@ async def _ask_database(
     undecided: list[tuple[SubscriptionDefinition, tuple[AnyClause, ...]]],
 ) -> list[str]:
     """The subscriptions whose remaining clauses the stored resource meets, and whose owner may read
-    it: one statement for all."""
-    checks = [
-        select(literal(subscription.id).label("subscription_id")).where(
-            exists(
-                select(R.id).where(
-                    R.resource_type == resource_type,
-                    R.id == resource_id,
-                    R.deleted.is_(False),
-                    *(clause_condition(clause, R, resource_type) for clause in clauses),
-                    subscription.owner.ids(resource_type, R.id),
-                )
-            )
-        )
-        for subscription, clauses in undecided
-    ]
+    it, in one statement: each one's prepared check (or, for a clause that could not be judged in
+    memory after all, one built now), joined by ``UNION ALL``."""
+    checks: list[Select[Any]] = []
+    for subscription, clauses in undecided:
+        prepared = {id(check.clause) for check in subscription.checks if check.conditions is None}
+        check = subscription.database_check
+        if check is None or not {id(clause) for clause in clauses} <= prepared:
+            check = database_check(subscription.id, resource_type, clauses, subscription.owner)
+        checks.append(check)
     statement = checks[0] if len(checks) == 1 else union_all(*checks)
-    return [row[0] for row in await conn.execute(statement)]
+    return [row[0] for row in await conn.execute(statement, {"rt": resource_type, "rid": resource_id})]
 
 
 def _was_active(change: Change) -> bool:

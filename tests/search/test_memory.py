@@ -12,7 +12,7 @@ from sqlalchemy import and_, not_, or_
 from app.main import served_resource_types
 from app.search.extraction import Extractor
 from app.search.indexing import build_index_rows
-from app.search.memory import NotInterpretable, _like, clause_holds, clauses_hold, evaluate
+from app.search.memory import ClauseCheck, NotInterpretable, _like, clause_holds, clauses_hold, evaluate
 from app.search.registry import SearchRegistry, load_registry
 from app.search.request import parse_search
 from app.storage.index_tables import INDEX_TABLES, IndexRows
@@ -115,9 +115,9 @@ def test_what_needs_other_rows_is_left_to_the_database(name: str, value: str) ->
 def test_a_failing_clause_decides_and_the_undecided_are_returned() -> None:
     rows = rows_of(OBSERVATION)
     failing = parse_search("Observation", [("status", "preliminary"), ("subject.name", "x")], REGISTRY, 20, 100)
-    assert clauses_hold(failing.clauses, rows) == (False, ())
+    assert clauses_hold([ClauseCheck.of(c) for c in failing.clauses], rows) == (False, ())
     passing = parse_search("Observation", [("status", "final"), ("subject.name", "x")], REGISTRY, 20, 100)
-    decided, undecided = clauses_hold(passing.clauses, rows)
+    decided, undecided = clauses_hold([ClauseCheck.of(c) for c in passing.clauses], rows)
     assert decided is True
     assert [c.name for c in undecided] == ["subject.name"]
 

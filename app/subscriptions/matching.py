@@ -1,0 +1,116 @@
+"""Which subscriptions could match a write, found without looking at most of them.
+
+A deployment has many Subscriptions on one type that differ only in a value
+(``CarePlan?subject=Patient/123``, ``Task?owner=Practitioner/9``): judging
+each at every write would cost a little per subscription and a lot in
+total. So each subscription is filed under an **anchor**: one clause of its
+criteria that is a plain equality on a reference (``subject=Patient/123``)
+or a token (``code=http://loinc.org|1234-5``), which any matching resource
+must have an index row for. A write looks up only the subscriptions filed
+under the keys its own index rows carry, plus those without an anchor, and
+judges those in full (``app.search.memory``, then the database for what is
+left). References are preferred as anchors: they are the selective ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import replace
+from typing import Any
+
+from sqlalchemy import Select, bindparam, exists, literal, select
+
+from app.search.compiler import one_resource_condition
+from app.search.request import AnyClause, Clause
+from app.search.types.reference import ReferenceSearch
+from app.search.types.token import TokenSearch
+from app.storage.gate import ReadGate
+from app.storage.index_tables import IndexRows, indexed_text
+from app.storage.tables import resources
+from app.subscriptions.definition import SubscriptionDefinition
+
+Key = tuple[object, ...]
+
+
+def anchor(clause: AnyClause) -> Key | None:
+    """The index key every resource matching ``clause`` has a row for, when there is a single one."""
+    if not isinstance(clause, Clause) or len(clause.values) != 1:
+        return None
+    value, param, modifier = clause.values[0], clause.param, clause.modifier
+    if isinstance(value, ReferenceSearch) and (modifier is None or modifier[:1].isupper()):
+        if value.url is None and value.target_id is not None:
+            return ("reference", param.hash, value.target_type, indexed_text(value.target_id))
+        return None
+    if isinstance(value, TokenSearch) and modifier is None and value.text is None and value.code is not None:
+        system = None if value.system is None else value.system and indexed_text(value.system)
+        return ("token", param.hash, system, indexed_text(value.code))
+    return None
+
+
+def row_keys(rows: IndexRows) -> set[Key]:
+    """Every anchor key the rows of one resource satisfy."""
+    keys: set[Key] = set()
+    for row in rows.get("reference", ()):
+        if row["target_id"] is not None:
+            keys.add(("reference", row["param_hash"], None, row["target_id"]))
+            keys.add(("reference", row["param_hash"], row["target_type"], row["target_id"]))
+    for row in rows.get("token", ()):
+        if row["code"] is not None:
+            keys.add(("token", row["param_hash"], None, row["code"]))
+            keys.add(("token", row["param_hash"], row["system"] if row["system"] is not None else "", row["code"]))
+    return keys
+
+
+class TypeIndex:
+    """The subscriptions on one resource type, filed by anchor."""
+
+    def __init__(self, definitions: Iterable[SubscriptionDefinition]) -> None:
+        self.anchored: dict[Key, list[SubscriptionDefinition]] = {}
+        self.unanchored: list[SubscriptionDefinition] = []
+        for definition in definitions:
+            clauses = definition.criteria.clauses
+            keys = [anchor(c) for c in clauses if c.param.type == "reference"]
+            keys += [anchor(c) for c in clauses if c.param.type == "token"]
+            key = next((k for k in keys if k is not None), None)
+            if key is None:
+                self.unanchored.append(definition)
+            else:
+                self.anchored.setdefault(key, []).append(definition)
+
+    def candidates(self, rows: IndexRows) -> list[SubscriptionDefinition]:
+        found = list(self.unanchored)
+        if self.anchored:
+            for key in row_keys(rows):
+                found += self.anchored.get(key, ())
+        return found
+
+
+R = resources.c
+
+
+def database_check(
+    subscription_id: str, resource_type: str, clauses: Iterable[AnyClause], owner: ReadGate
+) -> Select[Any]:
+    """``clauses`` and the owner's read gate as one ``EXISTS`` on the written resource (bound as ``rt``
+    and ``rid``), selecting the subscription's id when it holds (so that many checks make one
+    ``UNION ALL``)."""
+    conditions = [one_resource_condition(clause, resource_type, bindparam("rid")) for clause in clauses]
+    if not owner.open:
+        conditions.append(owner.ids(resource_type, R.id))
+    return select(literal(subscription_id).label("subscription_id")).where(
+        exists(
+            select(R.id).where(
+                R.resource_type == bindparam("rt"), R.id == bindparam("rid"), R.deleted.is_(False), *conditions
+            )
+        )
+    )
+
+
+def with_database_check(definition: SubscriptionDefinition) -> SubscriptionDefinition:
+    """``definition`` with its ``database_check`` built once (the clauses its index rows cannot settle
+    and its owner's read gate), so that a write only runs it."""
+    residual = [check.clause for check in definition.checks if check.conditions is None]
+    if not residual and definition.owner.open:
+        return definition
+    check = database_check(definition.id, definition.resource_type, residual, definition.owner)
+    return replace(definition, database_check=check)

@@ -1,0 +1,213 @@
+"""What 1,000 active Subscriptions cost the writes, and how soon a notification arrives.
+
+    python -m bench.subscriptions --backends sqlite,postgresql --requests 3000 --subscriptions 1000 --pairs 2 \
+        [--matching patients|active]
+
+For each backend it runs ``fhir-server serve`` (one uvicorn worker) on fresh
+databases, without Subscriptions and with ``--subscriptions`` active ones,
+``--pairs`` times in alternating order, and POSTs the same ~2 KB CarePlans
+from 16 clients. The Subscriptions are mixed as a care-coordination
+deployment would have them, most not matching these writes: criteria on
+other types (Task owners, Communication recipients, ServiceRequest
+performers, Encounters), CarePlans of other patients and
+``--chained-percent`` (default 1) chained criteria
+(``CarePlan?subject.family=...``, asked of the database at every CarePlan
+write). With ``--matching patients`` 9% of them each follow one
+patient whose CarePlan is written (3% of the writes notify); with
+``--matching active`` two follow every active CarePlan (half a notification
+per write: the cost of delivering). Notifications go by rest-hook to a
+keep-alive receiver in a separate process on the loopback interface.
+
+It prints creates per second with and without, their ratio per pair, and
+the time from each matching write (the version's ``lastUpdated``, stamped
+just before its commit) to the notification's arrival at the receiver:
+p50, p95, max. PostgreSQL runs durable (fsync on) in a throw-away cluster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import random
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import asyncpg
+import orjson
+
+from bench.crud import BIN, fresh_database, run_phase, serve, server_env
+from bench.data import care_plan
+from tests.postgres_cluster import Cluster, free_port, start_cluster
+
+RECEIVER = r"""
+import http.server, sys, time
+out = open(sys.argv[2], "a", buffering=1)
+class Receiver(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as real endpoints are
+    def do_POST(self):
+        out.write(f"{self.headers['X-Event-Id']} {time.time()}\n")
+        self.send_response(200); self.send_header("Content-Length", "0"); self.end_headers()
+    def log_message(self, *args): pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Receiver).serve_forever()
+"""
+
+
+def subscriptions(count: int, endpoint: str, matching: str, chained_percent: int) -> list[bytes]:
+    """``count`` Subscriptions, most never matching these writes. ``matching``: ``patients``: 9% of them
+    each follow one patient whose CarePlan is written (3% of the writes notify); ``active``: two
+    follow every active CarePlan (about half a notification per write)."""
+    if matching == "active":
+        criteria = ["CarePlan?status=active", "CarePlan?status=active&category=http://snomed.info/sct|734163000"]
+    else:
+        criteria = [f"CarePlan?subject=Patient/p{n}" for n in range(count * 9 // 100)]
+    kinds = [
+        "Task?owner=Practitioner/nurse-{i}&status=requested",
+        "Communication?recipient=Practitioner/pcp-{i}",
+        "ServiceRequest?performer=Organization/clinic-{i}&intent=order",
+        "Encounter?patient=Patient/other-{i}&status=finished",
+        "CarePlan?subject=Patient/elsewhere-{i}",
+        "CarePlan?subject=Patient/elsewhere-{i}&status=active",
+    ]
+    index = 0
+    while len(criteria) < count:
+        if index % 100 < chained_percent:
+            criteria.append(f"CarePlan?subject.family=nobody-{index}")  # a chain: asked of the database
+        else:
+            criteria.append(kinds[index % len(kinds)].format(i=index))
+        index += 1
+    return [
+        orjson.dumps(
+            {
+                "resourceType": "Subscription",
+                "status": "requested",
+                "reason": "bench",
+                "criteria": text,
+                "channel": {"type": "rest-hook", "endpoint": endpoint},
+            }
+        )
+        for text in criteria
+    ]
+
+
+@dataclass
+class Run:
+    subscriptions: int
+    creates_per_second: float
+    latencies_ms: list[float]
+    events: int
+
+
+async def occurred(url: str) -> dict[str, float]:
+    """Event id -> the write's time (seconds since the epoch), from the outbox."""
+    query = "SELECT subscription_id, event_number, occurred FROM subscription_events"
+    if url.startswith("sqlite"):
+        with sqlite3.connect(url.split("///", 1)[1]) as conn:
+            rows = conn.execute(query).fetchall()
+        return {f"{s}/{n}": datetime.fromisoformat(o).timestamp() for s, n, o in rows}
+    conn = await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        return {f"{r[0]}/{r[1]}": r[2].timestamp() for r in await conn.fetch(query)}
+    finally:
+        await conn.close()
+
+
+async def one_run(url: str, bodies: list[bytes], count: int, args: argparse.Namespace) -> Run:
+    port, receiver_port = free_port(), free_port()
+    arrivals = Path(tempfile.mkdtemp(prefix="fhir-bench-hooks-")) / "arrivals.txt"
+    receiver = subprocess.Popen([sys.executable, "-c", RECEIVER, str(receiver_port), str(arrivals)])
+    env = server_env(url, port)
+    subprocess.run([str(BIN / "fhir-server"), "migrate"], env=env, check=True, capture_output=True)
+    try:
+        with serve([str(BIN / "fhir-server"), "serve"], env, port):
+            if count:
+                endpoint = f"http://127.0.0.1:{receiver_port}/hooks"
+                bodies_ = subscriptions(count, endpoint, args.matching, args.chained_percent)
+                jobs = [("POST", "/fhir/Subscription", body) for body in bodies_]
+                await run_phase("subscribe", port, 4, jobs, 201)
+            creates = [("POST", "/fhir/CarePlan", b) for b in bodies]
+            result, _ = await run_phase("create", port, args.clients, creates, 201)
+            times = await occurred(url)
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and _lines(arrivals) < len(times):
+                await asyncio.sleep(0.2)
+    finally:
+        receiver.terminate()
+        receiver.wait()
+    latencies = []
+    for line in arrivals.read_text().splitlines() if arrivals.exists() else []:
+        event_id, arrived = line.split()
+        if event_id in times:
+            latencies.append((float(arrived) - times[event_id]) * 1000)
+    return Run(count, result.rate, sorted(latencies), len(times))
+
+
+def _lines(path: Path) -> int:
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    return values[min(len(values) - 1, int(fraction * len(values)))] if values else float("nan")
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    rng = random.Random(11)
+    bodies = [orjson.dumps(care_plan(i, rng)) for i in range(args.requests)]
+    print(
+        f"# Subscriptions benchmark {time.strftime('%Y-%m-%d %H:%M')} on {platform.node()}: {os.cpu_count()} cores, "
+        f"{args.requests} CarePlan creates from {args.clients} clients, {args.subscriptions} Subscriptions "
+        f"(matching: {args.matching}, {args.chained_percent}% chained)"
+    )
+    cluster: Cluster | None = None
+    try:
+        for backend in args.backends.split(","):
+            if backend == "postgresql" and cluster is None:
+                cluster = start_cluster(durable=True)
+            print(f"\n### {backend}\n")
+            print("| pair | creates/s without | creates/s with | with / without | events | p50 ms | p95 ms | max ms |")
+            print("|---|---|---|---|---|---|---|---|")
+            for pair in range(args.pairs):
+                order = [0, args.subscriptions] if pair % 2 == 0 else [args.subscriptions, 0]
+                runs = {}
+                for count in order:
+                    url = await fresh_database(backend, cluster, f"bench_subs_{pair}_{count}")
+                    runs[count] = await one_run(url, bodies, count, args)
+                without, with_ = runs[0], runs[args.subscriptions]
+                lat = with_.latencies_ms
+                print(
+                    f"| {pair + 1} | {without.creates_per_second:,.0f} | {with_.creates_per_second:,.0f} "
+                    f"| {with_.creates_per_second / without.creates_per_second:.2f} | {with_.events:,} "
+                    f"({len(lat):,} arrived) | {percentile(lat, 0.5):.0f} | {percentile(lat, 0.95):.0f} "
+                    f"| {lat[-1] if lat else float('nan'):.0f} |"
+                )
+    finally:
+        if cluster is not None:
+            cluster.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--subscriptions", type=int, default=1000)
+    parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--pairs", type=int, default=2)
+    parser.add_argument("--matching", choices=["patients", "active"], default="patients")
+    parser.add_argument(
+        "--chained-percent",
+        type=int,
+        default=1,
+        help="chained criteria (asked of the database at every CarePlan write)",
+    )
+    asyncio.run(main_async(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

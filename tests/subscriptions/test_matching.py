@@ -1,0 +1,57 @@
+"""Filing subscriptions under an anchor never hides one that matches, and skips those that cannot."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from app.search.memory import ClauseCheck, clauses_hold
+from app.search.request import parse_search
+from app.subscriptions.definition import SubscriptionDefinition
+from app.subscriptions.matching import TypeIndex, anchor
+from tests.search.test_memory import REGISTRY, rows_of
+from tests.search.test_oracle import clauses, tasks
+
+
+def definition(number: int, pairs: list[tuple[str, str]]) -> SubscriptionDefinition:
+    request = parse_search("Task", pairs, REGISTRY, 1, 1, strict=True)
+    checks = tuple(ClauseCheck.of(clause) for clause in request.clauses)
+    return SubscriptionDefinition(f"s{number}", "active", request, "rest-hook", "", False, (), None, checks)
+
+
+@settings(max_examples=200, deadline=None)
+@given(task=tasks(), criteria=st.lists(st.lists(clauses, min_size=1, max_size=3), min_size=1, max_size=12))
+def test_every_matching_subscription_is_a_candidate(
+    task: dict[str, Any], criteria: list[list[tuple[str, str]]]
+) -> None:
+    definitions = [definition(n, pairs) for n, pairs in enumerate(criteria)]
+    rows = rows_of(task)
+    matching = {d.id for d in definitions if clauses_hold(d.checks, rows) == (True, ())}
+    candidates = {d.id for d in TypeIndex(definitions).candidates(rows)}
+    assert matching <= candidates
+
+
+def test_subscriptions_of_other_owners_are_not_even_candidates() -> None:
+    definitions = [definition(n, [("owner", f"Practitioner/n{n}"), ("status", "requested")]) for n in range(500)]
+    definitions.append(definition(500, [("status", "requested")]))  # no reference: filed under its token
+    index = TypeIndex(definitions)
+    task = {"resourceType": "Task", "status": "requested", "intent": "order", "owner": {"reference": "Practitioner/n7"}}
+    assert sorted(d.id for d in index.candidates(rows_of(task))) == ["s500", "s7"]
+
+
+def test_what_has_no_single_equality_has_no_anchor() -> None:
+    request = parse_search(
+        "Task",
+        [
+            ("status", "requested,accepted"),
+            ("status:not", "cancelled"),
+            ("authored-on", "ge2026"),
+            ("owner:missing", "true"),
+        ],
+        REGISTRY,
+        1,
+        1,
+    )
+    assert [anchor(clause) for clause in request.clauses] == [None, None, None, None]
