@@ -20,8 +20,8 @@ Which statements run is decided here, not by the interactions:
 - alone (``conn`` None: a plain create, update or delete), PostgreSQL
   writes each version that no hook ``concerns`` in **one statement** of
   data-modifying CTEs (``app.storage.single_statement``): no BEGIN/COMMIT
-  round trips; when a hook concerns the type (a Subscription watches it),
-  and on SQLite, the write is a transaction of its own
+  round trips; when a hook concerns the write (a Subscription could match
+  it), and on SQLite, the write is a transaction of its own
   (``Database.run_write``), so the hooks run inside it.
 
 Concurrency: the current row moves by compare-and-set on its version
@@ -122,9 +122,11 @@ class WriteHook(Protocol):
     """Called with every stored change of a type it ``concerns`` inside the write's transaction (see
     the module docstring)."""
 
-    def concerns(self, resource_type: str) -> bool:
-        """Whether writes of ``resource_type`` need this hook now. A write that concerns no hook keeps
-        PostgreSQL's one-statement path, so a hook should say no to what it would ignore."""
+    def concerns(self, resource_type: str, rows: IndexRows | None = None) -> bool:
+        """Whether a write of ``resource_type`` needs this hook now; with ``rows`` (the new version's
+        index rows, before it is written) the hook may answer for that write alone. A write that
+        concerns no hook keeps PostgreSQL's one-statement path, so a hook should say no to what it
+        would ignore."""
         ...
 
     async def __call__(self, conn: AsyncConnection, change: Change) -> None: ...
@@ -164,7 +166,7 @@ class ResourceWriter:
                 gate.admits(new.resource_type, new.id, new.rows, letter)
         if conn is not None:
             return await self._write_until_stored(conn, new, expect, gate)
-        if self._one_statement and gate.open and not self._hooked(new.resource_type):
+        if self._one_statement and gate.open and not self._hooked(new):
             return await self._write_alone(new, expect)
         return await self.db.run_write(lambda c: self._write_until_stored(c, new, expect, gate))
 
@@ -243,8 +245,9 @@ class ResourceWriter:
                 _lost(new, expect)
         raise _too_often(new)
 
-    def _hooked(self, resource_type: str) -> bool:
-        return any(hook.concerns(resource_type) for hook in self.hooks)
+    def _hooked(self, new: NewVersion) -> bool:
+        rows = None if new.deletes else new.rows  # a deletion's rows are those of a version not yet read
+        return any(hook.concerns(new.resource_type, rows) for hook in self.hooks)
 
     async def _after(self, conn: AsyncConnection, change: Change) -> None:
         for hook in self.hooks:

@@ -65,6 +65,7 @@ class ActiveSubscriptions:
         self._active: dict[str, SubscriptionDefinition] = {}
         self._by_type: dict[str, TypeIndex] = {}
         self._stale: set[str] = set()
+        self._touched: set[str] = set()  # types whose subscriptions changed since the last ``_index``
         self._registry: SearchRegistry | None = None
         self._newest: datetime | None = None
 
@@ -88,13 +89,20 @@ class ActiveSubscriptions:
         """Active Subscriptions whose ``end`` is past: the server turns them off."""
         return [d for d in self._active.values() if d.end is not None and d.end <= moment]
 
+    @property
+    def stale(self) -> bool:
+        """Some Subscription changed and has not been re-read yet."""
+        return bool(self._stale)
+
     def mark_stale(self, subscription_id: str) -> None:
         self._stale.add(subscription_id)
 
     def on_message(self, message: str) -> None:
-        """A broadcast message: ``changed <id>`` from the process that wrote a Subscription."""
-        kind, _, subscription_id = message.partition(" ")
-        if kind == "changed" and subscription_id:
+        """A broadcast message: ``changed <id> <version>`` from the process that wrote a Subscription
+        (a version already read here, such as this process's own, is not read again)."""
+        kind, _, rest = message.partition(" ")
+        subscription_id, _, version = rest.partition(" ")
+        if kind == "changed" and subscription_id and str(self._versions.get(subscription_id)) != version:
             self.mark_stale(subscription_id)
 
     async def load(self, conn: AsyncConnection) -> None:
@@ -103,7 +111,7 @@ class ActiveSubscriptions:
         self._active.clear()
         self._registry = self._holder.current.registry
         self._take(await conn.execute(_SUBSCRIPTIONS))
-        self._index()
+        self._index(everything=True)
 
     async def refresh(self, conn: AsyncConnection) -> None:
         """Re-read the Subscriptions marked stale, or re-parse all after a registry change."""
@@ -136,6 +144,8 @@ class ActiveSubscriptions:
         ctx = self._holder.current
         for resource_id, version_id, last_updated, deleted, body, owner in rows:
             self._versions[resource_id] = version_id
+            if (before := self._active.get(resource_id)) is not None:
+                self._touched.add(before.resource_type)
             self._newest = last_updated if self._newest is None else max(self._newest, last_updated)
             self._active.pop(resource_id, None)
             if deleted or body is None:
@@ -147,11 +157,22 @@ class ActiveSubscriptions:
                 definition = read_definition(parsed, ctx.registry, ctx.resource_types, self._policy)
                 owned = replace(definition, owner=owner_gate(ctx, owner))
                 self._active[resource_id] = with_database_check(owned)
+                self._touched.add(definition.resource_type)
             except FhirError as exc:
                 LOG.warning("Subscription/%s is active but cannot be used: %s", resource_id, exc.message)
 
-    def _index(self) -> None:
-        by_type: dict[str, list[SubscriptionDefinition]] = {}
+    def _index(self, everything: bool = False) -> None:
+        """File the active definitions by type again: every type, or those ``_take`` touched."""
+        types = {d.resource_type for d in self._active.values()} if everything else self._touched
+        self._touched = set()
+        by_type: dict[str, list[SubscriptionDefinition]] = {name: [] for name in types}
         for definition in self._active.values():
-            by_type.setdefault(definition.resource_type, []).append(definition)
-        self._by_type = {name: TypeIndex(found) for name, found in by_type.items()}
+            if definition.resource_type in by_type:
+                by_type[definition.resource_type].append(definition)
+        indexes = dict(self._by_type) if not everything else {}
+        for name, found in by_type.items():
+            if found:
+                indexes[name] = TypeIndex(found)
+            else:
+                indexes.pop(name, None)
+        self._by_type = indexes

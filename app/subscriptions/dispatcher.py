@@ -30,14 +30,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Literal
 from urllib.parse import urlsplit
 
 import httpx
 from sqlalchemy import insert, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app import fhirjson
 from app.errors import FhirError
@@ -113,6 +114,7 @@ class Dispatcher:
         self._hosts: dict[str, asyncio.Semaphore] = {}
         # delivery tasks take turns at the database, so requests always find pooled connections
         self._database_turn = asyncio.Semaphore(DATABASE_TURNS)
+        self._next_poll = 0.0
 
     @property
     def database(self) -> Database:
@@ -134,11 +136,13 @@ class Dispatcher:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.settings.poll_seconds)
 
     async def start_due(self) -> None:
-        """One round: pick up Subscriptions changed elsewhere, turn off ended ones, start delivering the
-        subscriptions that are due."""
-        async with self._holder.current.db.read() as conn:
-            await self._active.poll(conn)
-        await self._end_past_subscriptions()
+        """One round: (at most once per poll interval) pick up Subscriptions changed elsewhere and turn
+        off ended ones; then start delivering the subscriptions that are due."""
+        if time.monotonic() >= self._next_poll:
+            self._next_poll = time.monotonic() + self.settings.poll_seconds
+            async with self._holder.current.db.read() as conn:
+                await self._active.poll(conn)
+            await self._end_past_subscriptions()
         for subscription_id in await self._claim():
             self._start(subscription_id)
 
@@ -217,19 +221,25 @@ class Dispatcher:
 
     async def _next_batch(self, subscription_id: str) -> _Batch | None:
         """The next events to send, in order, or None (lease released) when there is nothing to do."""
-        batch, release = await self._read_batch(subscription_id)
-        if release:  # after the read connection is back: never hold one connection while taking another
-            await self._release(subscription_id)
-        return batch
+        while True:
+            batch, release = await self._read_batch(subscription_id)
+            if release is None:
+                return batch
+            # after the read connection is back (never hold one while taking another). When the events
+            # ran out, the lease is given up only if no event came meanwhile, else those are read now:
+            # a write that committed while this task was finishing is not left for the next poll
+            if await self._release(subscription_id, only_if_done=release == "done"):
+                return None
 
-    async def _read_batch(self, subscription_id: str) -> tuple[_Batch | None, bool]:
-        """(the next events, or None; whether the lease should be given back)."""
+    async def _read_batch(self, subscription_id: str) -> tuple[_Batch | None, Literal["done", "stop"] | None]:
+        """(the next events, or None; whether the lease should be given back: ``done`` when every event
+        was delivered, ``stop`` when the subscription cannot be delivered now)."""
         async with self._database_turn, self._holder.current.db.read() as conn:
             state = (await conn.execute(select(subscription_state).where(S.subscription_id == subscription_id))).first()
             if state is None or state.lease_owner != self.owner:
-                return None, False
+                return None, None
             if not state.active or state.delivered_through >= state.events_assigned:
-                return None, True
+                return None, "done"
             rows = list(
                 await conn.execute(
                     select(subscription_events)
@@ -241,7 +251,7 @@ class Dispatcher:
             current = await read_current(conn, "Subscription", subscription_id)
             definition = self._definition(current.body if current is not None and not current.deleted else None)
             if not rows or definition is None or current is None or not definition.live_at(utc_now()):
-                return None, True
+                return None, "stop"
             events: list[tuple[Event, bytes | None]] = []
             for row in rows:
                 event = Event(
@@ -261,7 +271,7 @@ class Dispatcher:
             state.attempts,
             current.version_id,
         )
-        return batch, False
+        return batch, None
 
     def _definition(self, body: bytes | None) -> SubscriptionDefinition | None:
         if body is None:
@@ -369,16 +379,23 @@ class Dispatcher:
             )
         return True
 
-    async def _release(self, subscription_id: str) -> None:
+    async def _release(self, subscription_id: str, only_if_done: bool = False) -> bool:
+        """Give the lease back; with ``only_if_done``, only when every event was delivered or the
+        subscription is no longer active (False: events are waiting, the lease is kept)."""
+        mine = (S.subscription_id == subscription_id) & (S.lease_owner == self.owner)
+        if only_if_done:
+            mine = mine & ((S.delivered_through >= S.events_assigned) | S.active.is_(False))
         async with self._database_turn, self._holder.current.db.write() as conn:
-            await self._release_on(conn, subscription_id)
-
-    async def _release_on(self, conn: AsyncConnection, subscription_id: str) -> None:
-        await conn.execute(
-            update(subscription_state)
-            .where(S.subscription_id == subscription_id, S.lease_owner == self.owner)
-            .values(lease_owner=None, lease_until=None)
-        )
+            result = await conn.execute(
+                update(subscription_state).where(mine).values(lease_owner=None, lease_until=None)
+            )
+        if only_if_done and result.rowcount == 0:
+            async with self._holder.current.db.read() as conn:
+                still_mine = (
+                    await conn.execute(select(S.lease_owner).where(S.subscription_id == subscription_id))
+                ).scalar_one_or_none() == self.owner
+            return not still_mine
+        return True
 
     async def _end_past_subscriptions(self) -> None:
         """Subscriptions whose ``end`` has passed are turned ``off`` by the server (subscription.html)."""

@@ -65,15 +65,21 @@ class SubscriptionOutbox:
         self._wake = wake
         self._announce = announce
 
-    def concerns(self, resource_type: str) -> bool:
-        return self.active.concerns(resource_type)
+    def concerns(self, resource_type: str, rows: IndexRows | None = None) -> bool:
+        """Writes of a watched type; with the new version's ``rows``, only when some subscription could
+        match them (its clauses do not all fail in memory), so other writes keep the fastest path."""
+        if not self.active.concerns(resource_type):
+            return False
+        if rows is None or resource_type == "Subscription" or self.active.stale:
+            return True
+        return any(clauses_hold(s.checks, rows)[0] for s in self.active.candidates(resource_type, rows))
 
     async def __call__(self, conn: AsyncConnection, change: Change) -> None:
         stored = change.stored
         if stored.resource_type == "Subscription":
             await self._track(conn, change)
             self.active.mark_stale(stored.id)
-            Database.after_commit(conn, lambda: self._announce(f"changed {stored.id}"))
+            Database.after_commit(conn, lambda: self._announce(f"changed {stored.id} {stored.version_id}"))
         await self.active.refresh(conn)
         if not self.active.watches(stored.resource_type):
             return
