@@ -4,7 +4,8 @@
         [--matching patients|active]
 
 For each backend it runs ``fhir-server serve`` (one uvicorn worker) on fresh
-databases, without Subscriptions and with ``--subscriptions`` active ones,
+databases, with ``--subscriptions`` Subscriptions that are ``off`` and with
+the same ones active,
 ``--pairs`` times in alternating order, and POSTs the same ~2 KB CarePlans
 from 16 clients. The Subscriptions are mixed as a care-coordination
 deployment would have them, most not matching these writes: criteria on
@@ -127,11 +128,13 @@ async def one_run(url: str, bodies: list[bytes], count: int, args: argparse.Name
     subprocess.run([str(BIN / "fhir-server"), "migrate"], env=env, check=True, capture_output=True)
     try:
         with serve([str(BIN / "fhir-server"), "serve"], env, port):
-            if count:
-                endpoint = f"http://127.0.0.1:{receiver_port}/hooks"
-                bodies_ = subscriptions(count, endpoint, args.matching, args.chained_percent)
-                jobs = [("POST", "/fhir/Subscription", body) for body in bodies_]
-                await run_phase("subscribe", port, 4, jobs, 201)
+            # the same Subscriptions are written in both runs, "off" in the run without, so both databases
+            # hold the same rows and have had the same writes before the measured phase
+            endpoint = f"http://127.0.0.1:{receiver_port}/hooks"
+            written = subscriptions(args.subscriptions, endpoint, args.matching, args.chained_percent)
+            if not count:
+                written = [body.replace(b'"status":"requested"', b'"status":"off"', 1) for body in written]
+            await run_phase("subscribe", port, 4, [("POST", "/fhir/Subscription", body) for body in written], 201)
             creates = [("POST", "/fhir/CarePlan", b) for b in bodies]
             result, _ = await run_phase("create", port, args.clients, creates, 201)
             times = await occurred(url)
