@@ -101,6 +101,9 @@ class Settings(BaseSettings):
         description="How long a worker holds a subscription it delivers; after a crash another worker resumes "
         "it once this has passed (kept above twice the notification timeout)",
     )
+    subscription_attempts_keep_days: float = Field(
+        default=7, gt=0, description="How long the record of each notification attempt is kept"
+    )
     subscription_poll_seconds: float = Field(
         default=1, gt=0, description="How often each worker looks for due notifications and Subscription changes"
     )

@@ -119,6 +119,7 @@ def install_subscriptions(holder: ContextHolder, policy: EndpointPolicy, setting
         timeout_seconds=settings.subscription_timeout_seconds,
         poll_seconds=settings.subscription_poll_seconds,
         lease_seconds=max(settings.subscription_lease_seconds, 2 * settings.subscription_timeout_seconds),
+        attempts_keep_days=settings.subscription_attempts_keep_days,
     )
     client = httpx.AsyncClient(timeout=delivery.timeout_seconds, follow_redirects=False, trust_env=False)
     broadcast = Broadcast(holder.current.db, SUBSCRIPTION_EVENTS_CHANNEL)

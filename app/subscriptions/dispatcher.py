@@ -38,7 +38,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 import httpx
-from sqlalchemy import insert, or_, select, update
+from sqlalchemy import delete, insert, or_, select, update
 
 from app import fhirjson
 from app.errors import FhirError
@@ -59,6 +59,7 @@ S = subscription_state.c
 E = subscription_events.c
 MAX_RETRY_DELAY = 600.0
 BATCH = 50  # events read, sent in order, and recorded together
+PRUNE_SECONDS = 600.0  # how often old attempt records are deleted
 DATABASE_TURNS = 4  # delivery tasks using a database connection at once (one each, never two)
 
 
@@ -75,6 +76,7 @@ class DeliverySettings:
     lease_seconds: float = 60.0
     per_endpoint: int = 4  # requests in flight to one host
     concurrent: int = 64  # subscriptions delivered at once by one process
+    attempts_keep_days: float = 7.0  # the record of each attempt is deleted after this
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +117,7 @@ class Dispatcher:
         # delivery tasks take turns at the database, so requests always find pooled connections
         self._database_turn = asyncio.Semaphore(DATABASE_TURNS)
         self._next_poll = 0.0
+        self._next_prune = 0.0
 
     @property
     def database(self) -> Database:
@@ -143,8 +146,19 @@ class Dispatcher:
             async with self._holder.current.db.read() as conn:
                 await self._active.poll(conn)
             await self._end_past_subscriptions()
+        if time.monotonic() >= self._next_prune:
+            self._next_prune = time.monotonic() + PRUNE_SECONDS
+            await self.prune_attempts()
         for subscription_id in await self._claim():
             self._start(subscription_id)
+
+    async def prune_attempts(self) -> int:
+        """Delete the records of attempts older than ``attempts_keep_days``: one row per delivery would
+        otherwise grow without end. Returns how many were deleted."""
+        cutoff = utc_now() - timedelta(days=self.settings.attempts_keep_days)
+        async with self._database_turn, self._holder.current.db.write() as conn:
+            result = await conn.execute(delete(subscription_attempts).where(subscription_attempts.c.attempted < cutoff))
+        return int(result.rowcount)
 
     async def close(self) -> None:
         """Stop delivering; leases run out and another process (or the next start) resumes."""

@@ -362,3 +362,24 @@ async def test_an_ended_subscription_is_turned_off(client: httpx.AsyncClient, ap
     await asyncio.sleep(1.1)
     await delivery.round()
     assert (await client.get(f"/fhir/Subscription/{subscription_id}")).json()["status"] == "off"
+
+
+async def test_old_attempt_records_are_pruned(client: httpx.AsyncClient, app: FastAPI, delivery: Delivery) -> None:
+    subscription_id = await subscribe(client, "Task?owner=Practitioner/p1")
+    await post(client, task())
+    await post(client, task())
+    await delivery.round()
+    holder: ContextHolder = app.state.fhir
+    a = subscription_attempts.c
+    async with holder.current.db.write() as conn:  # the first attempt was eight days ago
+        await conn.execute(
+            update(subscription_attempts)
+            .where(a.subscription_id == subscription_id, a.event_number == 1)
+            .values(attempted=utc_now() - timedelta(days=8))
+        )
+    assert await delivery.dispatcher.prune_attempts() == 1
+    async with holder.current.db.read() as conn:
+        left = [
+            row[0] for row in await conn.execute(select(a.event_number).where(a.subscription_id == subscription_id))
+        ]
+    assert left == [2]
