@@ -189,11 +189,6 @@ class ClauseCheck:
         return not hit if clause.modifier == "not" else hit
 
 
-def clause_holds(clause: AnyClause, rows: IndexRows) -> bool | None:
-    """``ClauseCheck.holds`` of a clause judged once."""
-    return ClauseCheck.of(clause).holds(rows)
-
-
 def clauses_hold(checks: Sequence[ClauseCheck], rows: IndexRows) -> tuple[bool, tuple[AnyClause, ...]]:
     """(False, ()) when some clause certainly fails; otherwise (True, the clauses only the database
     can judge)."""

@@ -82,7 +82,10 @@ class ActiveSubscriptions:
         index = self._by_type.get(resource_type)
         return index.candidates(rows) if index is not None else []
 
-    def get(self, subscription_id: str) -> SubscriptionDefinition | None:
+    def definition(self, subscription_id: str, version_id: int) -> SubscriptionDefinition | None:
+        """The parsed definition of that version of an active Subscription, if this view holds it."""
+        if self._versions.get(subscription_id) != version_id:
+            return None
         return self._active.get(subscription_id)
 
     def ended(self, moment: datetime) -> list[SubscriptionDefinition]:

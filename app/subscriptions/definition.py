@@ -41,6 +41,8 @@ SUPPORTED_CHANNELS = ("rest-hook", "websocket")
 RESERVED_HEADERS = frozenset(
     {"host", "content-length", "content-type", "transfer-encoding", "connection", "x-event-id", "upgrade"}
 )
+MAX_HEADERS = 50
+MAX_HEADER_CHARS = 8192  # what common HTTP servers accept in one header line
 HEADER_NAME_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
@@ -94,6 +96,8 @@ def _headers(values: object) -> tuple[tuple[str, str], ...]:
         return ()
     if not isinstance(values, list):
         raise InvalidResource([("must be a list of 'Name: value' strings", "Subscription.channel.header")])
+    if len(values) > MAX_HEADERS:
+        raise InvalidResource([(f"at most {MAX_HEADERS} headers", "Subscription.channel.header")])
     parsed = []
     for index, value in enumerate(values):
         where = f"Subscription.channel.header[{index}]"
@@ -105,6 +109,8 @@ def _headers(values: object) -> tuple[tuple[str, str], ...]:
             raise InvalidResource([(f"the server sets {name} itself", where)])
         if any(c in text for c in "\r\n\0"):
             raise InvalidResource([("a header value cannot hold line breaks", where)])
+        if len(str(value)) > MAX_HEADER_CHARS:
+            raise InvalidResource([(f"a header of at most {MAX_HEADER_CHARS} characters", where)])
         parsed.append((name, text.strip()))
     return tuple(parsed)
 

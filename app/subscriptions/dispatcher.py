@@ -46,7 +46,7 @@ from app.interactions.context import ContextHolder, utc_now
 from app.interactions.request_context import RequestContext
 from app.interactions.update import update as update_resource
 from app.storage.database import Database
-from app.storage.repository import read_current, read_version
+from app.storage.repository import StoredVersion, read_current, read_version
 from app.subscriptions.active import ActiveSubscriptions
 from app.subscriptions.definition import SubscriptionDefinition, read_definition
 from app.subscriptions.endpoints import EndpointPolicy
@@ -263,7 +263,7 @@ class Dispatcher:
                 )
             )
             current = await read_current(conn, "Subscription", subscription_id)
-            definition = self._definition(current.body if current is not None and not current.deleted else None)
+            definition = self._definition(current)
             if not rows or definition is None or current is None or not definition.live_at(utc_now()):
                 return None, "stop"
             events: list[tuple[Event, bytes | None]] = []
@@ -287,12 +287,16 @@ class Dispatcher:
         )
         return batch, None
 
-    def _definition(self, body: bytes | None) -> SubscriptionDefinition | None:
-        if body is None:
+    def _definition(self, current: StoredVersion | None) -> SubscriptionDefinition | None:
+        """The current version's definition: the one the active view parsed, else parsed now."""
+        if current is None or current.deleted or current.body is None:
             return None
+        known = self._active.definition(current.id, current.version_id)
+        if known is not None:
+            return known
         ctx = self._holder.current
         try:
-            return read_definition(fhirjson.loads(body), ctx.registry, ctx.resource_types, self._policy)
+            return read_definition(fhirjson.loads(current.body), ctx.registry, ctx.resource_types, self._policy)
         except FhirError:
             return None
 

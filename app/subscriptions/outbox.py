@@ -43,7 +43,7 @@ from app.storage.writes import Change
 from app.subscriptions.active import ActiveSubscriptions
 from app.subscriptions.definition import SubscriptionDefinition, parse_criteria
 from app.subscriptions.matching import database_check
-from app.subscriptions.owners import owner_gate, owner_text, saw_removed
+from app.subscriptions.owners import author_gate, owner_text, saw_removed
 from app.subscriptions.tables import subscription_events, subscription_state
 
 R = resources.c
@@ -155,7 +155,7 @@ class SubscriptionOutbox:
     def _require_readable(self, author: Author, body: dict[str, object]) -> None:
         ctx = self._holder.current
         watched = parse_criteria(body.get("criteria"), ctx.registry, ctx.resource_types).resource_type
-        if owner_gate(ctx, owner_text(author)).read_reach(watched) == "none":
+        if author_gate(ctx, author).read_reach(watched) == "none":
             raise Forbidden(f"the access token does not permit reading {watched}, which the criteria search")
 
 

@@ -33,10 +33,15 @@ def owner_gate(ctx: FhirContext, text: str | None) -> ReadGate:
     owner: dict[str, Any] = orjson.loads(text)
     stored = owner.get("compartment")
     compartment = (str(stored[0]), str(stored[1])) if stored else None
-    scope = owner.get("scope")
-    if scope is None:
-        return OPEN if compartment is None else ctx.read_gate(Caller(owner["name"], compartment))
-    return ctx.read_gate(Caller.with_token(owner["name"], parse_permissions(scope), compartment, None))
+    return author_gate(ctx, Author(owner["name"], owner.get("scope"), compartment))
+
+
+def author_gate(ctx: FhirContext, author: Author) -> ReadGate:
+    """The read gate of the token an ``Author`` stands for."""
+    if author.scope is None:
+        return OPEN if author.compartment is None else ctx.read_gate(Caller(author.name, author.compartment))
+    permissions = parse_permissions(author.scope)
+    return ctx.read_gate(Caller.with_token(author.name, permissions, author.compartment, None))
 
 
 def saw_removed(gate: ReadGate, resource_type: str, resource_id: str, rows: IndexRows) -> bool:

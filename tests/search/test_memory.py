@@ -12,7 +12,7 @@ from sqlalchemy import and_, not_, or_
 from app.main import served_resource_types
 from app.search.extraction import Extractor
 from app.search.indexing import build_index_rows
-from app.search.memory import ClauseCheck, NotInterpretable, _like, clause_holds, clauses_hold, evaluate
+from app.search.memory import ClauseCheck, NotInterpretable, _like, clauses_hold, evaluate
 from app.search.registry import SearchRegistry, load_registry
 from app.search.request import parse_search
 from app.storage.index_tables import INDEX_TABLES, IndexRows
@@ -34,7 +34,7 @@ def rows_of(body: dict[str, Any], resource_id: str = "r1") -> IndexRows:
 
 def holds(body: dict[str, Any], name: str, value: str) -> bool | None:
     request = parse_search(body["resourceType"], [(name, value)], REGISTRY, 20, 100)
-    return clause_holds(request.clauses[0], rows_of(body))
+    return ClauseCheck.of(request.clauses[0]).holds(rows_of(body))
 
 
 @settings(max_examples=400, deadline=None)
@@ -109,7 +109,7 @@ def test_what_needs_other_rows_is_left_to_the_database(name: str, value: str) ->
     resource_type = "Patient" if name.startswith("_has") else "Observation"
     body = PATIENT if resource_type == "Patient" else OBSERVATION
     request = parse_search(resource_type, [(name, value)], REGISTRY, 20, 100)
-    assert clause_holds(request.clauses[0], rows_of(body)) is None
+    assert ClauseCheck.of(request.clauses[0]).holds(rows_of(body)) is None
 
 
 def test_a_failing_clause_decides_and_the_undecided_are_returned() -> None:

@@ -116,6 +116,7 @@ def test_a_chain_without_a_type_searches_every_target_that_has_the_parameter(reg
     [
         ("CarePlan", "date=2026-13-01", "date=2026-13-01: not a valid date"),
         ("CarePlan", "date=gt", "date=gt: not a valid date"),
+        ("CarePlan", "date=\u0662\u0660\u0662\u0666", "not a valid date"),  # Arabic-Indic digits
         ("RiskAssessment", "probability=0x10", "probability=0x10: not a number"),
         ("RiskAssessment", "probability=1e400", "outside the supported range"),
         ("Observation", "value-quantity=5|mg", "a quantity is [prefix]number or [prefix]number|system|code"),

@@ -91,6 +91,17 @@ async def test_a_requested_subscription_is_stored_active(client: httpx.AsyncClie
             "Subscription.channel.header[0]",
             "Name: value",
         ),
+        (
+            {"channel": {"type": "rest-hook", "endpoint": ENDPOINT, "header": ["X-Big: " + "b" * 9000]}},
+            "Subscription.channel.header[0]",
+            "at most 8192 characters",
+        ),
+        (
+            {"channel": {"type": "rest-hook", "endpoint": ENDPOINT, "header": [f"X-{n}: v" for n in range(51)]}},
+            "Subscription.channel.header",
+            "at most 50 headers",
+        ),
+        ({"criteria": "Task?authored-on=\u0662\u0660\u0662\u0666"}, "Subscription.criteria", "not a valid date"),
     ],
 )
 async def test_an_unusable_subscription_is_refused_naming_the_element(
