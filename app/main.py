@@ -38,11 +38,12 @@ from app.storage.broadcast import Broadcast
 from app.storage.database import Database
 from app.storage.writes import ResourceWriter
 from app.subscriptions.active import ActiveSubscriptions
-from app.subscriptions.definition import accept_subscription
+from app.subscriptions.definition import SubscriptionRules, accept_subscription
 from app.subscriptions.dispatcher import DeliverySettings, Dispatcher
 from app.subscriptions.endpoints import EndpointPolicy
 from app.subscriptions.outbox import SubscriptionOutbox
 from app.subscriptions.service import Subscriptions
+from app.subscriptions.topics import load_topics
 from app.subscriptions.websocket import WebSocketHub
 from app.validation.bindings import BindingTable
 from app.validation.json_rules import JsonLimits
@@ -111,15 +112,17 @@ def websocket_url(base_url: str) -> str:
     return f"{'wss' if scheme == 'https' else 'ws'}://{rest}{WEBSOCKET_PATH}"
 
 
-def install_subscriptions(holder: ContextHolder, policy: EndpointPolicy, settings: Settings) -> Subscriptions:
+def install_subscriptions(holder: ContextHolder, rules: SubscriptionRules, settings: Settings) -> Subscriptions:
     """The outbox hook on every write of the current context, and the dispatcher that delivers it."""
-    active = ActiveSubscriptions(holder, policy)
+    policy = rules.policy
+    active = ActiveSubscriptions(holder, rules)
     delivery = DeliverySettings(
         retry_hours=settings.subscription_retry_hours,
         timeout_seconds=settings.subscription_timeout_seconds,
         poll_seconds=settings.subscription_poll_seconds,
         lease_seconds=max(settings.subscription_lease_seconds, 2 * settings.subscription_timeout_seconds),
         attempts_keep_days=settings.subscription_attempts_keep_days,
+        base_url=settings.public_base_url,
     )
     client = httpx.AsyncClient(timeout=delivery.timeout_seconds, follow_redirects=False, trust_env=False)
     broadcast = Broadcast(holder.current.db, SUBSCRIPTION_EVENTS_CHANNEL)
@@ -165,9 +168,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     types = served_resource_types()
     policy = EndpointPolicy(settings.subscription_allow_http, frozenset(settings.subscription_allowed_hosts))
+    topics = load_topics()
+    rules = SubscriptionRules(types, policy, topics)
 
     def subscription_rule(body: dict[str, Any]) -> None:  # with the registry in use when it is written
-        accept_subscription(body, holder.current.registry, types, policy)
+        accept_subscription(body, holder.current.registry, rules)
 
     ctx = build_context(
         database,
@@ -176,7 +181,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         {"Subscription": subscription_rule},
     )
     holder = ContextHolder(ctx)
-    subscriptions = install_subscriptions(holder, policy, settings)
+    subscriptions = install_subscriptions(holder, rules, settings)
     jobs = JobRunner(holder, {REINDEX: REINDEX_JOB})
     auth = Authenticator.build(settings, database)
     if not settings.auth_enforced:

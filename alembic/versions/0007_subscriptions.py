@@ -60,9 +60,7 @@ def upgrade() -> None:
         sa.Column("detail", sa.Text, nullable=False),
         sa.Column("milliseconds", sa.Integer, nullable=False),
     )
-    op.create_index(
-        "ix_subscription_attempts_subscription", "subscription_attempts", ["subscription_id", "attempted"]
-    )
+    op.create_index("ix_subscription_attempts_subscription", "subscription_attempts", ["subscription_id", "attempted"])
 
 
 def downgrade() -> None:

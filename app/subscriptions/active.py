@@ -36,8 +36,7 @@ from app.interactions.context import ContextHolder
 from app.search.registry import SearchRegistry
 from app.storage.index_tables import IndexRows
 from app.storage.tables import resources
-from app.subscriptions.definition import SubscriptionDefinition, read_definition
-from app.subscriptions.endpoints import EndpointPolicy
+from app.subscriptions.definition import SubscriptionDefinition, SubscriptionRules, read_definition
 from app.subscriptions.matching import TypeIndex, with_database_check
 from app.subscriptions.owners import owner_gate
 from app.subscriptions.tables import subscription_state
@@ -58,9 +57,9 @@ _SUBSCRIPTIONS = (
 class ActiveSubscriptions:
     """Active Subscriptions by the type they watch; see the module docstring for how it stays current."""
 
-    def __init__(self, holder: ContextHolder, policy: EndpointPolicy) -> None:
+    def __init__(self, holder: ContextHolder, rules: SubscriptionRules) -> None:
         self._holder = holder
-        self._policy = policy
+        self.rules = rules
         self._versions: dict[str, int] = {}  # every Subscription seen: id -> version read
         self._active: dict[str, SubscriptionDefinition] = {}
         self._by_type: dict[str, TypeIndex] = {}
@@ -157,7 +156,7 @@ class ActiveSubscriptions:
             if parsed.get("status") != "active":
                 continue
             try:
-                definition = read_definition(parsed, ctx.registry, ctx.resource_types, self._policy)
+                definition = read_definition(parsed, ctx.registry, self.rules)
                 owned = replace(definition, owner=owner_gate(ctx, owner))
                 self._active[resource_id] = with_database_check(owned)
                 self._touched.add(definition.resource_type)

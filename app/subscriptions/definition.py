@@ -13,11 +13,15 @@ Status lifecycle (subscription.html#2.46.7.2): a client writes
 ``active``. ``off`` is kept as written (the client stops it); ``error`` is
 set by the server when deliveries keep failing. ``end`` passed means no
 further notifications.
+
+Topic-based Subscriptions (Subscriptions Backport IG 1.1) are read by
+``app.subscriptions.backport``: their filters become the same kind of
+search as R4 criteria, so both kinds are matched by one machinery.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import parse_qsl
@@ -30,7 +34,9 @@ from app.search.memory import ClauseCheck
 from app.search.registry import SearchRegistry
 from app.search.request import INCLUDE_PARAMS, RESULT_PARAMS, SearchRequest, parse_search
 from app.storage.gate import OPEN, ReadGate
+from app.subscriptions.backport import Content, TopicChoice, is_topic_based, read_topic_choice
 from app.subscriptions.endpoints import EndpointPolicy
+from app.subscriptions.topics import Topic, TopicCatalog
 
 ChannelType = Literal["rest-hook", "websocket"]
 FHIR_JSON = "application/fhir+json"
@@ -63,6 +69,13 @@ class SubscriptionDefinition:
     # what only the database can judge (chains, _has, composites, the owner's gate), prepared once:
     # a statement on the written resource's type and id (``app.subscriptions.matching.database_check``)
     database_check: Select[Any] | None = None
+    # topic-based (Backport IG): the topic, how much of a resource a notification carries, the seconds
+    # between heartbeats, the longest wait for the endpoint, the most events in one notification
+    topic: Topic | None = None
+    content: Content | None = None
+    heartbeat_seconds: int | None = None
+    timeout_seconds: int | None = None
+    max_count: int | None = None
 
     @property
     def resource_type(self) -> str:
@@ -71,6 +84,16 @@ class SubscriptionDefinition:
     def live_at(self, moment: datetime) -> bool:
         """Active and not past its ``end``."""
         return self.status == "active" and (self.end is None or moment < self.end)
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionRules:
+    """What a Subscription is checked against besides the search registry: the types stored, the
+    endpoint policy and the topics offered."""
+
+    resource_types: frozenset[str]
+    policy: EndpointPolicy
+    topics: TopicCatalog
 
 
 def parse_criteria(criteria: object, registry: SearchRegistry, resource_types: frozenset[str]) -> SearchRequest:
@@ -120,52 +143,82 @@ def _end(body: dict[str, Any]) -> datetime | None:
     return found.low if found is not None else None
 
 
-def read_definition(
-    body: dict[str, Any], registry: SearchRegistry, resource_types: frozenset[str], policy: EndpointPolicy
-) -> SubscriptionDefinition:
-    """The definition of a structurally valid Subscription body, or ``InvalidResource`` naming the
-    element that makes it unusable."""
-    criteria = parse_criteria(body.get("criteria"), registry, resource_types)
-    channel = body.get("channel") or {}
+def _channel_type(channel: dict[str, Any]) -> ChannelType:
     channel_type = channel.get("type")
-    subscription_id, status, end = str(body.get("id", "")), str(body.get("status")), _end(body)
-    checks = tuple(ClauseCheck.of(clause) for clause in criteria.clauses)
-    if channel_type == "websocket":  # R4: the client connects and binds; endpoint and payload are not used
-        return SubscriptionDefinition(subscription_id, status, criteria, "websocket", "", False, (), end, checks)
-    if channel_type != "rest-hook":
-        raise InvalidResource(
-            [
-                (
-                    f"channel type '{str(channel_type)[:40]}' is not supported; this server delivers "
-                    f"{', '.join(SUPPORTED_CHANNELS)}",
-                    "Subscription.channel.type",
-                )
-            ]
-        )
+    if channel_type not in SUPPORTED_CHANNELS:
+        supported = ", ".join(SUPPORTED_CHANNELS)
+        message = f"channel type '{str(channel_type)[:40]}' is not supported; this server delivers {supported}"
+        raise InvalidResource([(message, "Subscription.channel.type")])
+    return "websocket" if channel_type == "websocket" else "rest-hook"
+
+
+def _payload(channel: dict[str, Any], topic_based: bool) -> bool:
+    """Whether a payload MIME type is set (R4: the resource travels); only FHIR JSON is offered."""
     payload = channel.get("payload")
     if payload is not None and payload.split(";")[0].strip() not in JSON_PAYLOADS:
-        raise InvalidResource(
-            [(f"payload '{payload[:60]}' is not supported; use {FHIR_JSON} or none", "Subscription.channel.payload")]
-        )
-    endpoint = channel.get("endpoint")
-    if not isinstance(endpoint, str):
-        raise InvalidResource([("a rest-hook needs the URL to notify", "Subscription.channel.endpoint")])
-    problem = policy.problem_with(endpoint)
-    if problem is not None:
-        raise InvalidResource([(problem, "Subscription.channel.endpoint")])
-    headers = _headers(channel.get("header"))
-    return SubscriptionDefinition(
-        subscription_id, status, criteria, "rest-hook", endpoint, payload is not None, headers, end, checks
+        message = f"payload '{payload[:60]}' is not supported; use {FHIR_JSON}" + ("" if topic_based else " or none")
+        raise InvalidResource([(message, "Subscription.channel.payload")])
+    return payload is not None
+
+
+def read_definition(body: dict[str, Any], registry: SearchRegistry, rules: SubscriptionRules) -> SubscriptionDefinition:
+    """The definition of a structurally valid Subscription body, or ``InvalidResource`` naming the
+    element that makes it unusable."""
+    choice: TopicChoice | None = None
+    if is_topic_based(body):
+        choice = read_topic_choice(body, registry, rules.topics)
+        criteria = choice.filters
+    else:
+        criteria = parse_criteria(body.get("criteria"), registry, rules.resource_types)
+    channel = body.get("channel") or {}
+    channel_type = _channel_type(channel)
+    endpoint: object = ""
+    payload, headers = False, tuple[tuple[str, str], ...]()
+    if channel_type == "rest-hook":  # (websocket: the client connects and binds; no endpoint, no payload)
+        payload = _payload(channel, choice is not None)
+        endpoint = channel.get("endpoint")
+        if not isinstance(endpoint, str):
+            raise InvalidResource([("a rest-hook needs the URL to notify", "Subscription.channel.endpoint")])
+        problem = rules.policy.problem_with(endpoint)
+        if problem is not None:
+            raise InvalidResource([(problem, "Subscription.channel.endpoint")])
+        headers = _headers(channel.get("header"))
+    definition = SubscriptionDefinition(
+        str(body.get("id", "")),
+        str(body.get("status")),
+        criteria,
+        channel_type,
+        str(endpoint),
+        payload,
+        headers,
+        _end(body),
+        tuple(ClauseCheck.of(clause) for clause in criteria.clauses),
+    )
+    if choice is None:
+        return definition
+    return replace(
+        definition,
+        payload=False,
+        topic=choice.topic,
+        content=choice.content,
+        heartbeat_seconds=choice.heartbeat_seconds,
+        timeout_seconds=choice.timeout_seconds,
+        max_count=choice.max_count,
     )
 
 
-def accept_subscription(
-    body: dict[str, Any], registry: SearchRegistry, resource_types: frozenset[str], policy: EndpointPolicy
-) -> None:
+def watched_type(body: dict[str, Any], registry: SearchRegistry, rules: SubscriptionRules) -> str:
+    """The resource type a Subscription's notifications are about."""
+    if is_topic_based(body):
+        return read_topic_choice(body, registry, rules.topics).topic.resource_type
+    return parse_criteria(body.get("criteria"), registry, rules.resource_types).resource_type
+
+
+def accept_subscription(body: dict[str, Any], registry: SearchRegistry, rules: SubscriptionRules) -> None:
     """The write-time rule for Subscription: a ``requested`` or ``active`` one must be usable (400
     otherwise), and a ``requested`` one is stored ``active`` (the server accepts it now)."""
     if body.get("status") not in ("requested", "active"):
         return
-    read_definition(body, registry, resource_types, policy)
+    read_definition(body, registry, rules)
     body["status"] = "active"
     body.pop("error", None)

@@ -39,6 +39,7 @@ from urllib.parse import urlsplit
 
 import httpx
 from sqlalchemy import delete, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app import fhirjson
 from app.errors import FhirError
@@ -50,7 +51,7 @@ from app.storage.repository import StoredVersion, read_current, read_version
 from app.subscriptions.active import ActiveSubscriptions
 from app.subscriptions.definition import SubscriptionDefinition, read_definition
 from app.subscriptions.endpoints import EndpointPolicy
-from app.subscriptions.rest_hook import Event, Outcome, notification, send
+from app.subscriptions.rest_hook import Event, Item, Notice, Outcome, notification, send, topic_notification
 from app.subscriptions.tables import subscription_attempts, subscription_events, subscription_state
 from app.subscriptions.websocket import WebSocketHub
 
@@ -77,6 +78,7 @@ class DeliverySettings:
     per_endpoint: int = 4  # requests in flight to one host
     concurrent: int = 64  # subscriptions delivered at once by one process
     attempts_keep_days: float = 7.0  # the record of each attempt is deleted after this
+    base_url: str = "http://127.0.0.1:8080/fhir"  # the public base URL, for the URLs in notifications
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +87,7 @@ class _Batch:
 
     subscription_id: str
     definition: SubscriptionDefinition
-    events: list[tuple[Event, bytes | None]]
+    events: list[tuple[Item, bytes | None]]  # in order; a handshake or a heartbeat alone
     delivered_through: int
     failing_since: datetime | None
     attempts: int
@@ -187,7 +189,7 @@ class Dispatcher:
             select(S.subscription_id)
             .where(
                 S.active.is_(True),
-                S.delivered_through < S.events_assigned,
+                or_(S.delivered_through < S.events_assigned, S.handshake_due.is_(True), S.heartbeat_at <= now),
                 or_(S.retry_at.is_(None), S.retry_at <= now),
                 or_(S.lease_until.is_(None), S.lease_until < now),
             )
@@ -218,10 +220,10 @@ class Dispatcher:
                 batch = await self._next_batch(subscription_id)
                 if batch is None:
                     return
-                delivered: list[tuple[Event, Outcome]] = []
-                failed: tuple[Event, Outcome] | None = None
+                delivered: list[tuple[Item, Outcome]] = []
+                failed: tuple[Item, Outcome] | None = None
                 for event, body in batch.events:
-                    outcome = await self._attempt(batch.definition, event, body)
+                    outcome = await self._attempt(batch, event, body)
                     if not outcome.delivered:
                         failed = (event, outcome)
                         break
@@ -246,46 +248,69 @@ class Dispatcher:
                 return None
 
     async def _read_batch(self, subscription_id: str) -> tuple[_Batch | None, Literal["done", "stop"] | None]:
-        """(the next events, or None; whether the lease should be given back: ``done`` when every event
-        was delivered, ``stop`` when the subscription cannot be delivered now)."""
+        """(what to send next, or None; whether the lease should be given back: ``done`` when nothing is
+        due, ``stop`` when the subscription cannot be delivered now). A due handshake goes before any
+        event; a heartbeat only when no event is waiting."""
+        now = utc_now()
         async with self._database_turn, self._holder.current.db.read() as conn:
             state = (await conn.execute(select(subscription_state).where(S.subscription_id == subscription_id))).first()
             if state is None or state.lease_owner != self.owner:
                 return None, None
-            if not state.active or state.delivered_through >= state.events_assigned:
+            waiting = state.delivered_through < state.events_assigned
+            heartbeat = state.heartbeat_at is not None and state.heartbeat_at <= now
+            if not state.active or not (waiting or state.handshake_due or heartbeat):
                 return None, "done"
-            rows = list(
-                await conn.execute(
-                    select(subscription_events)
-                    .where(E.subscription_id == subscription_id, E.event_number > state.delivered_through)
-                    .order_by(E.event_number)
-                    .limit(BATCH)
-                )
-            )
             current = await read_current(conn, "Subscription", subscription_id)
             definition = self._definition(current)
-            if not rows or definition is None or current is None or not definition.live_at(utc_now()):
+            if definition is None or current is None or not definition.live_at(now):
                 return None, "stop"
-            events: list[tuple[Event, bytes | None]] = []
-            for row in rows:
-                event = Event(
-                    subscription_id, row.event_number, row.resource_type, row.resource_id, row.version_id, row.deleted
-                )
-                body = None
-                if definition.payload and not event.deleted:
-                    version = await read_version(conn, event.resource_type, event.resource_id, event.version_id)
-                    body = version.body if version is not None else None
-                events.append((event, body))
+            items: list[tuple[Item, bytes | None]] = []
+            if state.handshake_due or not waiting:
+                kind: Literal["handshake", "heartbeat"] = "handshake" if state.handshake_due else "heartbeat"
+                items.append((Notice(subscription_id, kind, state.events_assigned), None))
+            else:
+                items = await self._events(conn, definition, subscription_id, state.delivered_through)
+            if not items:
+                return None, "stop"
         batch = _Batch(
             subscription_id,
             definition,
-            events,
+            items,
             state.delivered_through,
             state.failing_since,
             state.attempts,
             current.version_id,
         )
         return batch, None
+
+    async def _events(
+        self, conn: AsyncConnection, definition: SubscriptionDefinition, subscription_id: str, after: int
+    ) -> list[tuple[Item, bytes | None]]:
+        """The next events after number ``after``, in order, with each version's body when it travels."""
+        rows = await conn.execute(
+            select(subscription_events)
+            .where(E.subscription_id == subscription_id, E.event_number > after)
+            .order_by(E.event_number)
+            .limit(BATCH)
+        )
+        carries = definition.payload or definition.content == "full-resource"
+        events: list[tuple[Item, bytes | None]] = []
+        for row in rows:
+            event = Event(
+                subscription_id,
+                row.event_number,
+                row.resource_type,
+                row.resource_id,
+                row.version_id,
+                row.deleted,
+                row.occurred,
+            )
+            body = None
+            if carries and not event.deleted:
+                version = await read_version(conn, event.resource_type, event.resource_id, event.version_id)
+                body = version.body if version is not None else None
+            events.append((event, body))
+        return events
 
     def _definition(self, current: StoredVersion | None) -> SubscriptionDefinition | None:
         """The current version's definition: the one the active view parsed, else parsed now."""
@@ -296,29 +321,40 @@ class Dispatcher:
             return known
         ctx = self._holder.current
         try:
-            return read_definition(fhirjson.loads(current.body), ctx.registry, ctx.resource_types, self._policy)
+            return read_definition(fhirjson.loads(current.body), ctx.registry, self._active.rules)
         except FhirError:
             return None
 
-    async def _attempt(self, definition: SubscriptionDefinition, event: Event, body: bytes | None) -> Outcome:
+    async def _attempt(self, batch: _Batch, item: Item, body: bytes | None) -> Outcome:
+        definition = batch.definition
         if definition.channel == "websocket":  # a ping to the clients bound now, in any process
-            await self._hub.publish(event.subscription_id, event.number)
+            if isinstance(item, Event):
+                await self._hub.publish(item.subscription_id, item.number)
             return Outcome(True, "ping published", 0)
         problem = await self._policy.problem_resolving(definition.endpoint)
         if problem is not None:
             return Outcome(False, f"refused: the endpoint {problem}", 0)
+        if definition.topic is not None:
+            request = topic_notification(definition, self.settings.base_url, item, body)
+        elif isinstance(item, Event):
+            request = notification(definition, item, body)
+        else:  # R4 criteria subscriptions have no handshake or heartbeat
+            return Outcome(True, "nothing to send", 0)
+        if definition.timeout_seconds is not None:
+            seconds = min(float(definition.timeout_seconds), self.settings.timeout_seconds)
+            request.extensions["timeout"] = httpx.Timeout(seconds).as_dict()
         host = urlsplit(definition.endpoint).hostname or ""
         gate = self._hosts.setdefault(host, asyncio.Semaphore(self.settings.per_endpoint))
         async with gate:
-            return await send(self._client, notification(definition, event, body))
+            return await send(self._client, request)
 
     async def _record(
-        self, batch: _Batch, delivered: list[tuple[Event, Outcome]], failed: tuple[Event, Outcome] | None
+        self, batch: _Batch, delivered: list[tuple[Item, Outcome]], failed: tuple[Item, Outcome] | None
     ) -> bool:
         """Store the attempts of a batch and their consequence; False when the lease was lost meanwhile
-        (another process has taken over: stop)."""
+        (another process has taken over: stop). Handshakes and heartbeats are recorded as event 0."""
         now = utc_now()
-        attempts = [(event, outcome) for event, outcome in delivered]
+        attempts = [(item, outcome) for item, outcome in delivered]
         if failed is not None:
             attempts.append(failed)
         mine = (S.subscription_id == batch.subscription_id) & (S.lease_owner == self.owner)
@@ -328,41 +364,48 @@ class Dispatcher:
                 insert(subscription_attempts),
                 [
                     {
-                        "subscription_id": event.subscription_id,
-                        "event_number": event.number,
+                        "subscription_id": item.subscription_id,
+                        "event_number": item.number if isinstance(item, Event) else 0,
                         "attempted": now,
                         "delivered": outcome.delivered,
-                        "detail": outcome.detail,
+                        "detail": outcome.detail if isinstance(item, Event) else f"{item.kind}: {outcome.detail}",
                         "milliseconds": outcome.milliseconds,
                     }
-                    for event, outcome in attempts
+                    for item, outcome in attempts
                 ],
             )
             if delivered:
-                last = delivered[-1][0].number
+                numbers = [item.number for item, _ in delivered if isinstance(item, Event)]
+                values: dict[str, object] = {
+                    "attempts": 0,
+                    "retry_at": None,
+                    "failing_since": None,
+                    "last_error": None,
+                    "lease_until": now + timedelta(seconds=self.settings.lease_seconds),
+                }
+                if numbers:
+                    values["delivered_through"] = numbers[-1]
+                if any(isinstance(item, Notice) and item.kind == "handshake" for item, _ in delivered):
+                    values["handshake_due"] = False
+                if batch.definition.heartbeat_seconds is not None:  # the quiet period starts again
+                    values["heartbeat_at"] = now + timedelta(seconds=batch.definition.heartbeat_seconds)
                 moved = await conn.execute(
                     update(subscription_state)
                     .where(mine, S.delivered_through == batch.delivered_through)
-                    .values(
-                        delivered_through=last,
-                        attempts=0,
-                        retry_at=None,
-                        failing_since=None,
-                        last_error=None,
-                        lease_until=now + timedelta(seconds=self.settings.lease_seconds),
-                    )
+                    .values(values)
                 )
                 if moved.rowcount == 0:
                     return False
-                await conn.execute(
-                    update(subscription_events)
-                    .where(
-                        E.subscription_id == batch.subscription_id,
-                        E.event_number > batch.delivered_through,
-                        E.event_number <= last,
+                if numbers:
+                    await conn.execute(
+                        update(subscription_events)
+                        .where(
+                            E.subscription_id == batch.subscription_id,
+                            E.event_number > batch.delivered_through,
+                            E.event_number <= numbers[-1],
+                        )
+                        .values(delivered=now)
                     )
-                    .values(delivered=now)
-                )
             if failed is None:
                 return True
             event, outcome = failed
@@ -382,9 +425,9 @@ class Dispatcher:
                 )
             )
         LOG.warning(
-            "Subscription/%s event %d not delivered (attempt %d): %s",
+            "Subscription/%s %s not delivered (attempt %d): %s",
             event.subscription_id,
-            event.number,
+            f"event {event.number}" if isinstance(event, Event) else event.kind,
             tries,
             outcome.detail,
         )

@@ -16,6 +16,11 @@ computed again from its body); clauses only the database could judge are
 taken as met then, since the rows they would need are gone: a deletion
 notifies rather than risk a missed one.
 
+A topic-based subscription (``app.subscriptions.topics``) is matched the
+same way on its filters, and its topic's trigger must fire too: the
+trigger compares the version before the write with the one written, so
+each body is parsed once per write, and only when a topic asks.
+
 Each matched subscription gets the next event number from
 ``subscription_state`` (see ``app.subscriptions.tables``) and an event row;
 after the commit the local dispatcher is woken. A written Subscription is
@@ -25,14 +30,15 @@ announced to the other processes after the commit (``ActiveSubscriptions``).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Select, and_, insert, union_all, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app import fhirjson
-from app.errors import Forbidden
-from app.interactions.context import ContextHolder
+from app.errors import FhirError, Forbidden
+from app.interactions.context import ContextHolder, utc_now
 from app.search.memory import clauses_hold
 from app.search.request import AnyClause
 from app.storage.database import Database
@@ -41,10 +47,12 @@ from app.storage.index_tables import IndexRows
 from app.storage.tables import resources
 from app.storage.writes import Change
 from app.subscriptions.active import ActiveSubscriptions
-from app.subscriptions.definition import SubscriptionDefinition, parse_criteria
+from app.subscriptions.backport import is_topic_based
+from app.subscriptions.definition import SubscriptionDefinition, read_definition, watched_type
 from app.subscriptions.matching import database_check
 from app.subscriptions.owners import author_gate, owner_text, saw_removed
 from app.subscriptions.tables import subscription_events, subscription_state
+from app.subscriptions.topics import Interaction, Topic
 
 R = resources.c
 S = subscription_state.c
@@ -111,9 +119,10 @@ class SubscriptionOutbox:
         stored = change.stored
         matched: list[str] = []
         undecided: list[tuple[SubscriptionDefinition, tuple[AnyClause, ...]]] = []
+        versions = _Versions(change)
         for subscription in candidates:
             holds, rest = clauses_hold(subscription.checks, rows)
-            if not holds:
+            if not holds or (subscription.topic is not None and not versions.fire(subscription.topic)):
                 continue
             if stored.deleted:
                 if saw_removed(subscription.owner, stored.resource_type, stored.id, rows):
@@ -129,11 +138,12 @@ class SubscriptionOutbox:
     async def _track(self, conn: AsyncConnection, change: Change) -> None:
         """Keep ``subscription_state`` in step with a written Subscription: a row from its first version
         on (numbers continue across status changes), ``active`` as its status says, and the token that
-        wrote it as its owner, which must be allowed to read what the criteria search (403 otherwise)."""
+        wrote it as its owner, which must be allowed to read what the criteria search (403 otherwise).
+        A topic-based rest-hook is due a handshake when it becomes active, and heartbeats if it asks."""
         stored, author = change.stored, change.author
         body = fhirjson.loads(stored.body) if stored.body is not None and not stored.deleted else {}
         active = body.get("status") == "active"
-        values: dict[str, object] = {"active": active}
+        values: dict[str, object] = {"active": active, **self._notices(body, active and not _was_active(change))}
         if author is not None:
             values["owner"] = owner_text(author)
             if active:
@@ -152,9 +162,28 @@ class SubscriptionOutbox:
                 .values(attempts=0, retry_at=None, failing_since=None, last_error=None)
             )
 
+    def _notices(self, body: dict[str, Any], activated: bool) -> dict[str, object]:
+        """The handshake and heartbeat columns for a written Subscription (Backport IG: a handshake when
+        a rest-hook is activated, a heartbeat after each quiet period)."""
+        if not is_topic_based(body) or not body:
+            return {"handshake_due": False, "heartbeat_seconds": None, "heartbeat_at": None}
+        ctx = self._holder.current
+        try:
+            definition = read_definition(body, ctx.registry, self.active.rules)
+        except FhirError:  # not active, or no longer usable: nothing to send
+            return {"handshake_due": False, "heartbeat_seconds": None, "heartbeat_at": None}
+        period = definition.heartbeat_seconds if definition.status == "active" else None
+        values: dict[str, object] = {
+            "heartbeat_seconds": period,
+            "heartbeat_at": utc_now() + timedelta(seconds=period) if period else None,
+        }
+        if activated:
+            values["handshake_due"] = definition.channel == "rest-hook"
+        return values
+
     def _require_readable(self, author: Author, body: dict[str, object]) -> None:
         ctx = self._holder.current
-        watched = parse_criteria(body.get("criteria"), ctx.registry, ctx.resource_types).resource_type
+        watched = watched_type(body, ctx.registry, self.active.rules)
         if author_gate(ctx, author).read_reach(watched) == "none":
             raise Forbidden(f"the access token does not permit reading {watched}, which the criteria search")
 
@@ -177,6 +206,29 @@ async def _ask_database(
         checks.append(check)
     statement = checks[0] if len(checks) == 1 else union_all(*checks)
     return [row[0] for row in await conn.execute(statement, {"rt": resource_type, "rid": resource_id})]
+
+
+class _Versions:
+    """The bodies before and after one write, parsed at most once, for topic triggers."""
+
+    def __init__(self, change: Change) -> None:
+        self._change = change
+        self._bodies: tuple[dict[str, Any] | None, dict[str, Any] | None] | None = None
+
+    def fire(self, topic: Topic) -> bool:
+        change = self._change
+        interaction: Interaction = "delete" if change.stored.deleted else "create" if change.created else "update"
+        if interaction not in topic.interactions:
+            return False
+        if self._bodies is None:
+            previous = change.previous
+            before = None if change.created or previous is None or previous.body is None else previous.body
+            after = None if change.stored.deleted else change.stored.body
+            self._bodies = (
+                fhirjson.loads(before) if before is not None else None,
+                fhirjson.loads(after) if after is not None else None,
+            )
+        return topic.fires(interaction, *self._bodies)
 
 
 def _was_active(change: Change) -> bool:

@@ -19,10 +19,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
 
 import httpx
 
+from app import fhirjson
+from app.interactions.context import utc_now
 from app.subscriptions.definition import FHIR_JSON, SubscriptionDefinition
+from app.subscriptions.notifications import NotifiedEvent, SubscriptionStatus, notification_bundle
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,10 +40,24 @@ class Event:
     resource_id: str
     version_id: int
     deleted: bool
+    occurred: datetime | None = None
 
     @property
     def event_id(self) -> str:
         return f"{self.subscription_id}/{self.number}"
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """A notification of a topic-based subscription that carries no event (Backport IG): the
+    ``handshake`` when it is activated, a ``heartbeat`` after a quiet period."""
+
+    subscription_id: str
+    kind: Literal["handshake", "heartbeat"]
+    events_since_start: int
+
+
+Item = Event | Notice
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +80,32 @@ def notification(definition: SubscriptionDefinition, event: Event, body: bytes |
         return httpx.Request("DELETE", url, headers=headers)
     headers["Content-Type"] = FHIR_JSON
     return httpx.Request("PUT", url, headers=headers, content=body)
+
+
+def topic_notification(definition: SubscriptionDefinition, base: str, item: Item, body: bytes | None) -> httpx.Request:
+    """The notification Bundle of a topic-based subscription, POSTed to its endpoint
+    (hl7.org/fhir/uv/subscriptions-backport/channels.html#rest-hook); ``X-Event-Id`` on events only."""
+    headers = dict(definition.headers)
+    headers["Content-Type"] = FHIR_JSON
+    topic_url = definition.topic.url if definition.topic is not None else None
+    content = definition.content or "empty"
+    if isinstance(item, Notice):
+        status = SubscriptionStatus(definition.id, topic_url, definition.status, item.events_since_start)
+        bundle = notification_bundle(base, status, item.kind, (), content)
+    else:
+        headers["X-Event-Id"] = item.event_id
+        event = NotifiedEvent(
+            item.number,
+            item.resource_type,
+            item.resource_id,
+            item.version_id,
+            item.deleted,
+            item.occurred or utc_now(),
+            body,
+        )
+        status = SubscriptionStatus(definition.id, topic_url, definition.status, item.number)
+        bundle = notification_bundle(base, status, "event-notification", [event], content)
+    return httpx.Request("POST", definition.endpoint, headers=headers, content=fhirjson.dumps(bundle))
 
 
 async def send(client: httpx.AsyncClient, request: httpx.Request) -> Outcome:

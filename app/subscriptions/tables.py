@@ -8,12 +8,13 @@ second write matching the same subscription waits for the first to commit,
 so numbers follow commit order, start at 1 and never skip (a rolled-back
 write gives its number back). Dispatchers (``app.subscriptions.dispatcher``)
 lease a subscription, deliver its events from ``delivered_through + 1`` in
-order, and record every attempt.
+order, and record every attempt. Topic-based subscriptions also get a
+handshake before their first event and heartbeats when idle (Backport IG).
 """
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, Column, Index, Integer, String, Table, Text
+from sqlalchemy import BigInteger, Boolean, Column, Index, Integer, String, Table, Text, false
 
 from app.storage.tables import UTCDateTime, metadata
 
@@ -33,6 +34,11 @@ subscription_state = Table(
     # JSON {"name", "scope", "compartment"} of the token that last wrote the Subscription (NULL: no token):
     # notifications never carry what it could not read
     Column("owner", Text, nullable=True),
+    # topic-based (Backport IG): a handshake is sent before any event; a heartbeat when nothing was sent
+    # for heartbeat_seconds (next one due at heartbeat_at)
+    Column("handshake_due", Boolean, nullable=False, server_default=false()),
+    Column("heartbeat_seconds", Integer, nullable=True),
+    Column("heartbeat_at", UTCDateTime(), nullable=True),
 )
 
 subscription_events = Table(
@@ -59,4 +65,15 @@ subscription_attempts = Table(
     Column("detail", Text, nullable=False),  # "HTTP 200", "HTTP 503", "timeout", "refused: ..."
     Column("milliseconds", Integer, nullable=False),
     Index("ix_subscription_attempts_subscription", "subscription_id", "attempted"),
+)
+
+# websocket binding tokens of topic-based Subscriptions ($get-ws-binding-token): only the SHA-256 of a
+# token is stored, so the table cannot be used to bind
+subscription_tokens = Table(
+    "subscription_tokens",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("subscription_id", String(64), nullable=False),
+    Column("expires", UTCDateTime(), nullable=False),
+    Index("ix_subscription_tokens_expires", "expires"),
 )

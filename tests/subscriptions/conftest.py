@@ -63,6 +63,7 @@ class Delivery:
 def make_dispatcher(app: FastAPI, receiver: Callable[[httpx.Request], httpx.Response], **settings: Any) -> Dispatcher:
     subscriptions: Subscriptions = app.state.subscriptions
     client = httpx.AsyncClient(transport=httpx.MockTransport(receiver))
+    settings.setdefault("base_url", app.state.settings.public_base_url)
     return Dispatcher(
         app.state.fhir, subscriptions.active, EndpointPolicy(), client, DeliverySettings(**settings), subscriptions.hub
     )
