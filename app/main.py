@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 from fastapi import Depends, FastAPI
 
-from app.api import authorize_routes, smart_routes, websocket_routes
+from app.api import authorize_routes, smart_routes, subscription_routes, websocket_routes
 from app.api.async_requests import ASYNC_PATH, cancel, job_status
 from app.api.auth import Authenticator
 from app.api.cors import CrossOriginMiddleware
@@ -131,7 +131,7 @@ def install_subscriptions(holder: ContextHolder, rules: SubscriptionRules, setti
     dispatcher = Dispatcher(holder, active, policy, client, delivery, hub)
     outbox = SubscriptionOutbox(holder, active, dispatcher.wake, broadcast.announce)
     holder.current = replace(holder.current, writer=holder.current.writer.with_hooks(outbox))
-    return Subscriptions(active, dispatcher, hub, client)
+    return Subscriptions(active, dispatcher, hub, client, websocket_url(settings.public_base_url))
 
 
 def freeze_startup_heap() -> None:
@@ -233,6 +233,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             limits=limits,
             oauth_uris=oauth_uris,
             websocket_url=websocket_url(settings.public_base_url),
+            topic_urls=[topic.url for topic in topics],
         )
         return render(statement)
 
@@ -275,6 +276,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         f"{FHIR_PREFIX}{ASYNC_PATH}/{{job_id}}", job_status, methods=READ_METHODS, include_in_schema=False
     )
     app.add_api_route(f"{FHIR_PREFIX}{ASYNC_PATH}/{{job_id}}", cancel, methods=["DELETE"], include_in_schema=False)
+    # the topics of topic-based Subscriptions: not an R4 type, so before the [type] routes
+    app.add_api_route(
+        f"{FHIR_PREFIX}/SubscriptionTopic",
+        subscription_routes.subscription_topics,
+        methods=READ_METHODS,
+        include_in_schema=False,
+    )
+    app.add_api_route(
+        f"{FHIR_PREFIX}/SubscriptionTopic/{{name}}",
+        subscription_routes.subscription_topic,
+        methods=READ_METHODS,
+        include_in_schema=False,
+    )
     registered = set()
     for route in INTERACTIONS:  # transaction and batch share POST [base]
         if (route.method, route.path) not in registered:

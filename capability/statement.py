@@ -15,13 +15,16 @@ import orjson
 
 from app import __version__
 from app.fhirjson import FHIR_JSON
-from app.interactions.catalog import FEATURES, OPERATION_DEFINITIONS, InteractionRoute, ServerFeatures
+from app.interactions.catalog import FEATURES, OPERATION_DEFINITIONS, InteractionRoute, ServerFeatures, operation_type
 from app.interactions.context import format_instant
 from app.search.registry import SearchRegistry
 from app.search.request import supported
 
 LIMITS_EXTENSION = "urn:care-plan-repository:StructureDefinition:server-limits"
 WEBSOCKET_EXTENSION = "http://hl7.org/fhir/StructureDefinition/capabilitystatement-websocket"
+BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
+TOPIC_EXTENSION = BACKPORT + "capabilitystatement-subscriptiontopic-canonical"
+BACKPORT_PROFILE = BACKPORT + "backport-subscription"
 SUBSCRIPTIONS = (
     "R4 criteria Subscriptions (subscription.html): criteria is a search this server runs (unknown "
     "parameters are refused), matched against every write, including each Bundle entry and deletions. "
@@ -81,9 +84,11 @@ def build_capability_statement(
     limits: Mapping[str, int] | None = None,
     oauth_uris: Mapping[str, str] | None = None,
     websocket_url: str | None = None,
+    topic_urls: Iterable[str] = (),
 ) -> dict[str, Any]:
     """``oauth_uris`` (authorize, token, revoke, introspect): the authorization server's endpoints,
-    or None when authorization is off. ``websocket_url``: where Subscription websocket clients connect."""
+    or None when authorization is off. ``websocket_url``: where Subscription websocket clients connect.
+    ``topic_urls``: the canonical URLs of the topics topic-based Subscriptions can use (Backport IG)."""
     routes = list(routes)
     rev_includes = search_rev_includes(registry)
     type_codes = list(dict.fromkeys(r.interaction for r in routes if r.level == "type"))
@@ -107,8 +112,15 @@ def build_capability_statement(
         for resource_type in sorted(resource_types)
     ]
     for resource in resources:
+        own = list(dict.fromkeys(r.interaction for r in routes if operation_type(r) == resource["type"]))
+        if own:
+            resource["operation"] = [{"name": name, "definition": OPERATION_DEFINITIONS[name]} for name in own]
         if resource["type"] == "Subscription":
             resource["documentation"] = SUBSCRIPTIONS
+            topics = [{"url": TOPIC_EXTENSION, "valueCanonical": url} for url in topic_urls]
+            if topics:
+                resource["extension"] = topics
+                resource["supportedProfile"] = [BACKPORT_PROFILE]
     rest: dict[str, Any] = {
         "mode": "server",
         "documentation": documentation(limits or {}),
@@ -129,7 +141,9 @@ def build_capability_statement(
         rest["extension"] = extensions
     if system_codes:
         rest["interaction"] = [{"code": code} for code in system_codes]
-    operations = list(dict.fromkeys(r.interaction for r in routes if r.level == "operation"))
+    operations = list(
+        dict.fromkeys(r.interaction for r in routes if r.level == "operation" and operation_type(r) is None)
+    )
     if operations:
         rest["operation"] = [{"name": name, "definition": OPERATION_DEFINITIONS[name]} for name in operations]
     if any(r.level == "compartment" for r in routes):

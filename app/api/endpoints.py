@@ -26,6 +26,12 @@ from app.api.operation_routes import (
     validate_instance,
     validate_type,
 )
+from app.api.subscription_routes import (
+    subscription_events,
+    subscription_status,
+    subscription_status_type,
+    subscription_ws_token,
+)
 from app.api.system_routes import search_system, system_history, transaction_or_batch
 from app.api.type_routes import (
     conditional_delete_resource,
@@ -89,6 +95,10 @@ ENDPOINTS: dict[str, Endpoint] = {
     "reindex_instance": reindex_instance,
     "validate_type": validate_type,
     "validate_instance": validate_instance,
+    "subscription_status_type": subscription_status_type,
+    "subscription_status": subscription_status,
+    "subscription_events": subscription_events,
+    "subscription_ws_token": subscription_ws_token,
     "unsupported_operation": unsupported_operation,
     "unsupported_type_operation": unsupported_type_operation,
     "unsupported_instance_operation": unsupported_instance_operation,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -13,7 +15,7 @@ from app.api.request_parts import resource_body
 from app.errors import MethodNotAllowed, OperationNotSupported
 from app.interactions import reindex
 from app.interactions import validate as validate_mod
-from app.interactions.catalog import INTERACTIONS
+from app.interactions.catalog import INTERACTIONS, operation_type
 from app.interactions.reindex_job import REINDEX, reindex_parameters
 
 
@@ -62,10 +64,21 @@ async def validate_instance(request: Request, resource_type: str, resource_id: s
 
 async def unsupported_operation(operation: str) -> Response:
     """Any other ``$operation``: a clear refusal instead of the path being read as a type or an id."""
+    _refuse(operation, None)
+
+
+def _refuse(operation: str, resource_type: str | None) -> NoReturn:
+    """405 for a known operation invoked with another method, 404 (not-supported) otherwise."""
     known = sorted({r.interaction for r in INTERACTIONS if r.level == "operation"})
     if operation in known:
-        allowed = sorted({r.method for r in INTERACTIONS if r.interaction == operation})
-        raise MethodNotAllowed(f"${operation} is invoked with {', '.join(allowed)} here", allow=allowed)
+        routes = [r for r in INTERACTIONS if r.interaction == operation]
+        types = sorted({t for r in routes if (t := operation_type(r)) is not None})
+        if types and resource_type not in types:
+            raise OperationNotSupported(f"${operation} is an operation of {', '.join(types)}")
+        allowed = sorted({r.method for r in routes})
+        paths = ", ".join(sorted({r.path.replace("{resource_type:rtype}", "[type]") for r in routes}))
+        paths = paths.replace("{resource_id:rid}", "[id]")
+        raise MethodNotAllowed(f"${operation} is invoked with {', '.join(allowed)} at {paths}", allow=allowed)
     raise OperationNotSupported(
         f"the operation ${operation[:80]} is not supported on this server; supported: "
         + ", ".join(f"${name}" for name in known)
@@ -73,8 +86,8 @@ async def unsupported_operation(operation: str) -> Response:
 
 
 async def unsupported_type_operation(resource_type: str, operation: str) -> Response:
-    return await unsupported_operation(operation)
+    _refuse(operation, resource_type)
 
 
 async def unsupported_instance_operation(resource_type: str, resource_id: str, operation: str) -> Response:
-    return await unsupported_operation(operation)
+    _refuse(operation, resource_type)

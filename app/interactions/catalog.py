@@ -43,6 +43,11 @@ FEATURES = ServerFeatures()
 OPERATION_DEFINITIONS = {
     "reindex": "urn:care-plan-repository:OperationDefinition:reindex",
     "validate": "http://hl7.org/fhir/OperationDefinition/Resource-validate",
+    "status": "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-status",
+    "events": "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-events",
+    "get-ws-binding-token": (
+        "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-get-ws-binding-token"
+    ),
 }
 OPERATION_METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH"]
 
@@ -82,7 +87,32 @@ INTERACTIONS: tuple[InteractionRoute, ...] = (
     InteractionRoute("reindex", "operation", "POST", f"/{T}/{ID}/$reindex", "reindex_instance"),
     InteractionRoute("validate", "operation", "POST", f"/{T}/$validate", "validate_type"),
     InteractionRoute("validate", "operation", "POST", f"/{T}/{ID}/$validate", "validate_instance"),
+    # Subscriptions Backport IG operations, on Subscription only
+    InteractionRoute("status", "operation", "GET", "/Subscription/$status", "subscription_status_type"),
+    InteractionRoute("status", "operation", "POST", "/Subscription/$status", "subscription_status_type"),
+    InteractionRoute("status", "operation", "GET", f"/Subscription/{ID}/$status", "subscription_status"),
+    InteractionRoute("status", "operation", "POST", f"/Subscription/{ID}/$status", "subscription_status"),
+    InteractionRoute("events", "operation", "GET", f"/Subscription/{ID}/$events", "subscription_events"),
+    InteractionRoute("events", "operation", "POST", f"/Subscription/{ID}/$events", "subscription_events"),
+    InteractionRoute(
+        "get-ws-binding-token", "operation", "GET", f"/Subscription/{ID}/$get-ws-binding-token", "subscription_ws_token"
+    ),
+    InteractionRoute(
+        "get-ws-binding-token",
+        "operation",
+        "POST",
+        f"/Subscription/{ID}/$get-ws-binding-token",
+        "subscription_ws_token",
+    ),
 )
+
+
+def operation_type(route: InteractionRoute) -> str | None:
+    """The one resource type an operation's path names (``/Subscription/$status``), or None for an
+    operation at the system level or on every type."""
+    first = route.path.split("/")[1] if route.path.count("/") > 1 else ""
+    return first if first[:1].isupper() else None
+
 
 # After every interaction: any other ``$operation`` at the system, type or instance level.
 UNSUPPORTED_OPERATIONS: tuple[tuple[str, str], ...] = (

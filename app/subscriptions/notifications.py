@@ -57,7 +57,7 @@ class SubscriptionStatus:
     status: str
     events_since_start: int
     error: str | None = None
-    attempts: Sequence[dict[str, Any]] = ()  # recent delivery attempts (parameter parts), for $status
+    attempts: Sequence[Sequence[dict[str, Any]]] = ()  # recent delivery attempts (parameter parts), for $status
 
 
 def status_parameters(

@@ -16,9 +16,15 @@ class Subscriptions:
     the websocket sessions of this process."""
 
     def __init__(
-        self, active: ActiveSubscriptions, dispatcher: Dispatcher, hub: WebSocketHub, client: httpx.AsyncClient
+        self,
+        active: ActiveSubscriptions,
+        dispatcher: Dispatcher,
+        hub: WebSocketHub,
+        client: httpx.AsyncClient,
+        websocket_url: str,
     ) -> None:
         self.active = active
+        self.websocket_url = websocket_url  # where websocket clients connect (the CapabilityStatement says it)
         self.dispatcher = dispatcher
         self.hub = hub
         self._client = client
