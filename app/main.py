@@ -127,7 +127,7 @@ def install_subscriptions(holder: ContextHolder, rules: SubscriptionRules, setti
     client = httpx.AsyncClient(timeout=delivery.timeout_seconds, follow_redirects=False, trust_env=False)
     broadcast = Broadcast(holder.current.db, SUBSCRIPTION_EVENTS_CHANNEL)
     broadcast.listen(active.on_message)
-    hub = WebSocketHub(holder, broadcast)
+    hub = WebSocketHub(holder, broadcast, rules, settings.public_base_url)
     dispatcher = Dispatcher(holder, active, policy, client, delivery, hub)
     outbox = SubscriptionOutbox(holder, active, dispatcher.wake, broadcast.announce)
     holder.current = replace(holder.current, writer=holder.current.writer.with_hooks(outbox))

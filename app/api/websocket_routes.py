@@ -1,8 +1,11 @@
 """The websocket URL of R4 Subscriptions (``app.subscriptions.websocket`` speaks the protocol).
 
-With authorization on, the websocket request must carry ``Authorization:
-Bearer <token>``; without a valid one the connection is refused during the
-handshake (HTTP 403) and never accepted.
+With authorization on, an ``Authorization: Bearer <token>`` header that is
+not a valid access token gets the connection refused during the handshake
+(HTTP 403), never accepted. A connection without the header is accepted,
+but may only ``bind-with-token`` with a token of ``$get-ws-binding-token``
+(the Backport IG's way for browsers, which cannot set the header); R4's
+``bind [id]`` needs the access token.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from app.api.auth import Authenticator
 from app.errors import Unauthorized
 from app.subscriptions.websocket import Session, WebSocketHub
 
-MAX_MESSAGE_CHARS = 200  # "bind <id>" is short; anything longer is not a command
+UNBOUND_SECONDS = 30.0  # how long a connection without an access token may stay unbound
+MAX_MESSAGE_CHARS = 200  # "bind <id>" and "bind-with-token <token>" are short; anything longer is not a command
 
 
 async def authenticator(websocket: WebSocket) -> Authenticator:
@@ -35,8 +39,9 @@ async def subscription_websocket(
     auth: Annotated[Authenticator, Depends(authenticator)],
     hub: Annotated[WebSocketHub, Depends(websocket_hub)],
 ) -> None:
+    authorization = websocket.headers.get("authorization")
     try:
-        caller = await auth.caller(websocket.headers.get("authorization"))
+        caller = await auth.caller(authorization) if authorization or not auth.enforced else None
     except Unauthorized:
         await websocket.close(code=1008)  # policy violation, before accepting: the handshake gets 403
         return
@@ -45,7 +50,14 @@ async def subscription_websocket(
     sender = asyncio.create_task(_forward(websocket, session))
     try:
         while True:
-            message = await websocket.receive_text()
+            if session.caller is None and not session.bound:  # no token yet: bind-with-token soon, or go
+                try:
+                    message = await asyncio.wait_for(websocket.receive_text(), UNBOUND_SECONDS)
+                except TimeoutError:
+                    await websocket.close(code=1008, reason="bind-with-token was not sent in time")
+                    return
+            else:
+                message = await websocket.receive_text()
             await hub.handle(session, message[:MAX_MESSAGE_CHARS])
     except WebSocketDisconnect:
         pass
@@ -62,5 +74,5 @@ async def _forward(websocket: WebSocket, session: Session) -> None:
         message = await session.outgoing.get()
         await websocket.send_text(message)
         if session.overflowed:
-            await websocket.close(code=1008, reason="too many undelivered pings")
+            await websocket.close(code=1008, reason="too many undelivered messages")
             return

@@ -172,7 +172,9 @@ class SubscriptionOutbox:
             definition = read_definition(body, ctx.registry, self.active.rules)
         except FhirError:  # not active, or no longer usable: nothing to send
             return {"handshake_due": False, "heartbeat_seconds": None, "heartbeat_at": None}
-        period = definition.heartbeat_seconds if definition.status == "active" else None
+        # (a websocket's heartbeats go to each connection from the hub: app.subscriptions.websocket)
+        active_hook = definition.status == "active" and definition.channel == "rest-hook"
+        period = definition.heartbeat_seconds if active_hook else None
         values: dict[str, object] = {
             "heartbeat_seconds": period,
             "heartbeat_at": utc_now() + timedelta(seconds=period) if period else None,

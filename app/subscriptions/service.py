@@ -35,7 +35,7 @@ class Subscriptions:
         left by a stopped process too)."""
         async with self.dispatcher.database.read() as conn:
             await self.active.load(conn)
-        await self.hub.broadcast.start()
+        await self.hub.start()
         self._task = asyncio.create_task(self.dispatcher.run())
 
     async def close(self) -> None:
@@ -43,5 +43,5 @@ class Subscriptions:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         await self.dispatcher.close()
-        await self.hub.broadcast.close()
+        await self.hub.close()
         await self._client.aclose()

@@ -1,11 +1,15 @@
 """Subscriptions delivered by real ``fhir-server serve`` processes to a real HTTP endpoint: a crash
 between commit and delivery loses nothing and repeats nothing, two processes share one outbox
 without delivering an event twice or out of order, and a websocket client bound to one process is
-pinged for writes made through another (PostgreSQL NOTIFY)."""
+pinged for writes made through another (PostgreSQL NOTIFY); with authorization on, a websocket binds
+by access token or by a binding token."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -19,7 +23,11 @@ import pytest
 import websockets
 
 from tests.postgres_cluster import free_port
-from tests.server.process import FHIR, RunningServer, start_server, stop_server
+from tests.server.process import BIN, FHIR, RunningServer, start_server, stop_server
+
+SECRET = "subscription test secret"
+BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
+TASK_ASSIGNED = "http://care-plan-repository.org/SubscriptionTopic/task-assigned"
 
 pytestmark = pytest.mark.server
 
@@ -182,17 +190,79 @@ def test_a_websocket_client_on_one_process_is_pinged_for_writes_through_another(
         stop_server(writer)
 
 
-def test_the_websocket_needs_a_token_when_authorization_is_on(database_url: str, tmp_path: Path) -> None:
+def test_with_authorization_on_a_websocket_binds_by_access_token_or_binding_token(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A bad access token is refused at the handshake; without one, only ``bind-with-token`` works, with
+    a token from ``$get-ws-binding-token``; the topic's notification Bundles then arrive as text."""
     server = start_server(database_url, tmp_path / "auth.log", auth=True)
+    env = {**os.environ, "FHIR_DATABASE_URL": database_url}
     try:
+        register = ["client", "add", "--client-id", "hooks", "--type", "confidential-symmetric", "--secret", SECRET,
+                    "--scope", "system/*.cruds"]  # fmt: skip
+        done = subprocess.run([str(BIN / "fhir-server"), *register], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        answer = httpx.post(
+            f"{server.base}/smart/token",
+            data={"grant_type": "client_credentials", "scope": "system/*.cruds"},
+            auth=("hooks", SECRET),
+        )
+        bearer = {**FHIR, "Authorization": f"Bearer {answer.json()['access_token']}"}
+        body = {
+            "resourceType": "Subscription",
+            "status": "requested",
+            "reason": "websocket test",
+            "criteria": TASK_ASSIGNED,
+            "_criteria": {
+                "extension": [
+                    {"url": f"{BACKPORT}backport-filter-criteria", "valueString": "Task?owner=Practitioner/p1"}
+                ]
+            },
+            "channel": {
+                "type": "websocket",
+                "payload": "application/fhir+json",
+                "_payload": {"extension": [{"url": f"{BACKPORT}backport-payload-content", "valueCode": "id-only"}]},
+            },
+        }
+        created = httpx.post(f"{server.base}/fhir/Subscription", json=body, headers=bearer)
+        assert created.status_code == 201, created.text
+        subscription_id = created.json()["id"]
+        issued = httpx.post(f"{server.base}/fhir/Subscription/{subscription_id}/$get-ws-binding-token", headers=bearer)
+        values = {p["name"]: next(v for k, v in p.items() if k != "name") for p in issued.json()["parameter"]}
+        url = values["websocket-url"]
+        assert url == server.base.replace("http://", "ws://") + "/fhir/websocket"
 
-        async def connect() -> None:
-            url = server.base.replace("http://", "ws://") + "/fhir/websocket"
-            async with websockets.connect(url):
+        async def refused() -> None:
+            async with websockets.connect(url, additional_headers={"Authorization": "Bearer not-a-token"}):
                 pass
 
-        with pytest.raises(websockets.InvalidStatus) as refused:
-            asyncio.run(connect())
-        assert refused.value.response.status_code == 403
+        with pytest.raises(websockets.InvalidStatus) as refusal:
+            asyncio.run(refused())
+        assert refusal.value.response.status_code == 403
+
+        async def listen() -> list[str]:
+            async with websockets.connect(url) as socket:
+                await socket.send(f"bind {subscription_id}")
+                messages = [str(await asyncio.wait_for(socket.recv(), timeout=10))]
+                await socket.send(f"bind-with-token {values['token']}")
+                messages.append(str(await asyncio.wait_for(socket.recv(), timeout=10)))
+                task = {"resourceType": "Task", "status": "requested", "intent": "order",
+                        "owner": {"reference": "Practitioner/p1"}}  # fmt: skip
+                written = await asyncio.to_thread(httpx.post, f"{server.base}/fhir/Task", json=task, headers=bearer)
+                assert written.status_code == 201
+                messages.append(str(await asyncio.wait_for(socket.recv(), timeout=10)))
+                messages.append(written.json()["id"])
+                return messages
+
+        refusal_text, handshake, notification, task_id = asyncio.run(listen())
+        assert refusal_text.startswith("error bind needs an access token")
+        assert json.loads(handshake)["entry"][0]["resource"]["parameter"][3] == {
+            "name": "type",
+            "valueCode": "handshake",
+        }
+        bundle = json.loads(notification)
+        assert bundle["type"] == "history"
+        assert bundle["entry"][1]["fullUrl"] == f"{server.base}/fhir/Task/{task_id}"
+        assert values["token"] not in server.log()
     finally:
         stop_server(server)
