@@ -341,3 +341,39 @@ async def test_unusable_channel_options_are_refused(
     response = await client.post("/fhir/Subscription", json=body, headers=FHIR_JSON_HEADERS)
     assert response.status_code == 400, response.text
     assert says in response.json()["issue"][0]["diagnostics"]
+
+
+@pytest.mark.parametrize(
+    ("name", "parameter"), [(topic.name, parameter) for topic in TOPICS for parameter in sorted(topic.filters)]
+)
+async def test_every_filter_a_topic_offers_is_a_search_the_server_runs(
+    client: httpx.AsyncClient, name: str, parameter: str
+) -> None:
+    topic = TOPICS.by_name(name)
+    assert topic is not None
+    value = {"status": "active", "category": "http://snomed.info/sct|3457005"}.get(parameter, "Patient/p1")
+    if parameter in ("owner", "performer", "recipient", "focus"):
+        value = "Practitioner/p1"
+    if parameter == "service-provider":
+        value = "Organization/general"
+    body = topic_subscription(name, f"{topic.resource_type}?{parameter}={value}")
+    response = await client.post("/fhir/Subscription", json=body, headers=FHIR_JSON_HEADERS)
+    assert response.status_code == 201, response.text
+
+
+async def test_a_transaction_entry_fires_a_topic(client: httpx.AsyncClient, delivery: Delivery) -> None:
+    await handshaken(client, delivery, "task-assigned", "Task?owner=Practitioner/p1")
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"resource": task(), "request": {"method": "POST", "url": "Task"}},
+            {"resource": task(owner="Practitioner/p2"), "request": {"method": "POST", "url": "Task"}},
+        ],
+    }
+    response = await client.post("/fhir", json=bundle, headers=FHIR_JSON_HEADERS)
+    assert response.status_code == 200, response.text
+    first = response.json()["entry"][0]["response"]["location"].split("/")[1]
+    await delivery.round()
+    (notification,) = bundles(delivery)
+    assert status_of(notification)["notification-event"][0]["focus"]["reference"].endswith(f"/Task/{first}")

@@ -16,6 +16,7 @@ from app.main import create_app
 from tests.api.test_auth import backend_token, bearer, register, signed_token
 from tests.conftest import FHIR_JSON_HEADERS, TEST_BASE_URL
 from tests.subscriptions.conftest import subscription, task
+from tests.subscriptions.test_backport import topic_subscription
 from tests.subscriptions.test_rest_hook import events_of
 
 
@@ -90,3 +91,20 @@ async def test_without_subscription_scopes_nothing_is_subscribed(secured: tuple[
     refused = await write(http, token, subscription("Task?status=requested"))
     assert refused.status_code == 403
     assert "Subscription" in refused.json()["issue"][0]["diagnostics"]
+
+
+async def test_a_patient_apps_topic_subscription_stays_within_its_compartment(
+    secured: tuple[FastAPI, httpx.AsyncClient],
+) -> None:
+    app, http = secured
+    system = await system_token(app, http)
+    patient_app = signed_token(app, "patient/Task.rs user/Subscription.cruds", patient="p1")
+    created = await write(http, patient_app, topic_subscription("task-assigned"))
+    assert created.status_code == 201, created.text
+    own = (await write(http, system, task(**{"for": {"reference": "Patient/p1"}}))).json()
+    await write(http, system, task(**{"for": {"reference": "Patient/p2"}}))
+    await write(http, system, task())
+    assert [rid for _, rid, _, _ in await events_of(app, created.json()["id"])] == [own["id"]]
+    no_tasks = signed_token(app, "user/CarePlan.rs user/Subscription.cruds")
+    refused = await write(http, no_tasks, topic_subscription("task-assigned"))
+    assert refused.status_code == 403
