@@ -13,8 +13,11 @@ other types (Task owners, Communication recipients, ServiceRequest
 performers, Encounters), CarePlans of other patients and
 ``--chained-percent`` (default 1) chained criteria
 (``CarePlan?subject.family=...``, asked of the database at every CarePlan
-write). With ``--matching patients`` 9% of them each follow one
-patient whose CarePlan is written (3% of the writes notify); with
+write), and ``--topic-percent`` (default 20) topic-based Subscriptions
+(Backport IG: task-assigned, referral-created, encounter-admit ... with
+filters these writes do not meet). With ``--matching patients`` 9% of them
+each follow one patient whose CarePlan is written (3% of the writes
+notify; half of those by the careplan-changed topic); with
 ``--matching active`` two follow every active CarePlan (half a notification
 per write: the cost of delivering). Notifications go by rest-hook to a
 keep-alive receiver in a separate process on the loopback interface.
@@ -61,14 +64,62 @@ http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Receiver).serve
 """
 
 
-def subscriptions(count: int, endpoint: str, matching: str, chained_percent: int) -> list[bytes]:
+TOPICS = "http://care-plan-repository.org/SubscriptionTopic/"
+BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
+# topic, filter: care-coordination topic subscriptions that these CarePlan writes never match
+TOPIC_KINDS = [
+    ("task-assigned", "Task?owner=Practitioner/nurse-{i}"),
+    ("task-status-changed", "Task?owner=Practitioner/nurse-{i}"),
+    ("referral-created", "ServiceRequest?performer=Organization/clinic-{i}"),
+    ("encounter-admit", "Encounter?patient=Patient/other-{i}"),
+    ("communication-received", "Communication?recipient=Practitioner/pcp-{i}"),
+    ("careplan-changed", "CarePlan?patient=Patient/elsewhere-{i}"),
+]
+
+
+def _criteria_body(text: str, endpoint: str) -> dict[str, object]:
+    return {
+        "resourceType": "Subscription",
+        "status": "requested",
+        "reason": "bench",
+        "criteria": text,
+        "channel": {"type": "rest-hook", "endpoint": endpoint},
+    }
+
+
+def _topic_body(topic: str, filter_criteria: str, endpoint: str) -> dict[str, object]:
+    return {
+        "resourceType": "Subscription",
+        "meta": {"profile": [BACKPORT + "backport-subscription"]},
+        "status": "requested",
+        "reason": "bench",
+        "criteria": TOPICS + topic,
+        "_criteria": {"extension": [{"url": BACKPORT + "backport-filter-criteria", "valueString": filter_criteria}]},
+        "channel": {
+            "type": "rest-hook",
+            "endpoint": endpoint,
+            "payload": "application/fhir+json",
+            "_payload": {"extension": [{"url": BACKPORT + "backport-payload-content", "valueCode": "id-only"}]},
+        },
+    }
+
+
+def subscriptions(count: int, endpoint: str, matching: str, chained_percent: int, topic_percent: int) -> list[bytes]:
     """``count`` Subscriptions, most never matching these writes. ``matching``: ``patients``: 9% of them
-    each follow one patient whose CarePlan is written (3% of the writes notify); ``active``: two
-    follow every active CarePlan (about half a notification per write)."""
+    each follow one patient whose CarePlan is written (3% of the writes notify; half of them by the
+    careplan-changed topic); ``active``: two follow every active CarePlan (about half a notification per
+    write). Of the others, ``topic_percent`` are topic-based (Backport IG) and ``chained_percent``
+    chained criteria."""
     if matching == "active":
         criteria = ["CarePlan?status=active", "CarePlan?status=active&category=http://snomed.info/sct|734163000"]
+        bodies = [_criteria_body(text, endpoint) for text in criteria]
     else:
-        criteria = [f"CarePlan?subject=Patient/p{n}" for n in range(count * 9 // 100)]
+        bodies = [
+            _criteria_body(f"CarePlan?subject=Patient/p{n}", endpoint)
+            if n % 2
+            else _topic_body("careplan-changed", f"CarePlan?patient=Patient/p{n}", endpoint)
+            for n in range(count * 9 // 100)
+        ]
     kinds = [
         "Task?owner=Practitioner/nurse-{i}&status=requested",
         "Communication?recipient=Practitioner/pcp-{i}",
@@ -78,24 +129,16 @@ def subscriptions(count: int, endpoint: str, matching: str, chained_percent: int
         "CarePlan?subject=Patient/elsewhere-{i}&status=active",
     ]
     index = 0
-    while len(criteria) < count:
+    while len(bodies) < count:
         if index % 100 < chained_percent:
-            criteria.append(f"CarePlan?subject.family=nobody-{index}")  # a chain: asked of the database
+            bodies.append(_criteria_body(f"CarePlan?subject.family=nobody-{index}", endpoint))  # asked of the database
+        elif index % 100 < chained_percent + topic_percent:
+            topic, filter_criteria = TOPIC_KINDS[index % len(TOPIC_KINDS)]
+            bodies.append(_topic_body(topic, filter_criteria.format(i=index), endpoint))
         else:
-            criteria.append(kinds[index % len(kinds)].format(i=index))
+            bodies.append(_criteria_body(kinds[index % len(kinds)].format(i=index), endpoint))
         index += 1
-    return [
-        orjson.dumps(
-            {
-                "resourceType": "Subscription",
-                "status": "requested",
-                "reason": "bench",
-                "criteria": text,
-                "channel": {"type": "rest-hook", "endpoint": endpoint},
-            }
-        )
-        for text in criteria
-    ]
+    return [orjson.dumps(body) for body in bodies]
 
 
 @dataclass
@@ -131,7 +174,9 @@ async def one_run(url: str, bodies: list[bytes], count: int, args: argparse.Name
             # the same Subscriptions are written in both runs, "off" in the run without, so both databases
             # hold the same rows and have had the same writes before the measured phase
             endpoint = f"http://127.0.0.1:{receiver_port}/hooks"
-            written = subscriptions(args.subscriptions, endpoint, args.matching, args.chained_percent)
+            written = subscriptions(
+                args.subscriptions, endpoint, args.matching, args.chained_percent, args.topic_percent
+            )
             if not count:
                 written = [body.replace(b'"status":"requested"', b'"status":"off"', 1) for body in written]
             await run_phase("subscribe", port, 4, [("POST", "/fhir/Subscription", body) for body in written], 201)
@@ -153,7 +198,8 @@ async def one_run(url: str, bodies: list[bytes], count: int, args: argparse.Name
 
 
 def _lines(path: Path) -> int:
-    return len(path.read_text().splitlines()) if path.exists() else 0
+    """Notifications of events received (handshakes carry no event id)."""
+    return sum(1 for line in path.read_text().splitlines() if not line.startswith("None ")) if path.exists() else 0
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -166,7 +212,7 @@ async def main_async(args: argparse.Namespace) -> None:
     print(
         f"# Subscriptions benchmark {time.strftime('%Y-%m-%d %H:%M')} on {platform.node()}: {os.cpu_count()} cores, "
         f"{args.requests} CarePlan creates from {args.clients} clients, {args.subscriptions} Subscriptions "
-        f"(matching: {args.matching}, {args.chained_percent}% chained)"
+        f"(matching: {args.matching}, {args.chained_percent}% chained, {args.topic_percent}% topic-based)"
     )
     cluster: Cluster | None = None
     try:
@@ -208,6 +254,9 @@ def main() -> None:
         type=int,
         default=1,
         help="chained criteria (asked of the database at every CarePlan write)",
+    )
+    parser.add_argument(
+        "--topic-percent", type=int, default=20, help="topic-based Subscriptions (Backport IG) among the others"
     )
     asyncio.run(main_async(parser.parse_args()))
 
