@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from app.errors import FhirError, StatementTimeout, VersionConflict
 from app.storage.sqlite_inline import connect_inline
+from app.storage.writer_queue import WriterQueue
 
 WRITE_OPTION = "fhir_write"
 AUTOCOMMIT_OPTION = "fhir_autocommit"
@@ -176,7 +177,7 @@ class Database:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
-        self._sqlite_writer = asyncio.Lock() if self.dialect == "sqlite" else None
+        self._sqlite_writer = WriterQueue() if self.dialect == "sqlite" else None
 
     @classmethod
     def from_url(
@@ -185,16 +186,17 @@ class Database:
         return cls(create_engine(url, pool_size, sqlite_inline, statement_timeout))
 
     @asynccontextmanager
-    async def write(self) -> AsyncIterator[AsyncConnection]:
+    async def write(self, urgent: bool = False) -> AsyncIterator[AsyncConnection]:
         """One write transaction: committed on success, rolled back on any error. Callbacks given to
-        ``after_commit`` during it run once it has committed (never after a rollback)."""
+        ``after_commit`` during it run once it has committed (never after a rollback). ``urgent``: on
+        SQLite, go before the writers already waiting (``app.storage.writer_queue``)."""
         committed: list[Callable[[], None]] = []
         if self._sqlite_writer is None:
             async with self.engine.begin() as conn:
                 conn.info[AFTER_COMMIT] = committed
                 yield conn
         else:
-            async with self._sqlite_writer, self.engine.connect() as conn:
+            async with self._sqlite_writer.hold(urgent), self.engine.connect() as conn:
                 await conn.execution_options(**{WRITE_OPTION: True})
                 conn.info[AFTER_COMMIT] = committed
                 async with conn.begin():

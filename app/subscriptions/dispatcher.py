@@ -38,7 +38,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 import httpx
-from sqlalchemy import delete, insert, or_, select, update
+from sqlalchemy import and_, case, delete, insert, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app import fhirjson
@@ -200,7 +200,7 @@ class Dispatcher:
         async with db.read() as conn:
             if not [row[0] for row in await conn.execute(due)]:
                 return []
-        async with db.write() as conn:
+        async with db.write(urgent=True) as conn:
             ids = [row[0] for row in await conn.execute(due.with_for_update(skip_locked=True))]
             ids = [i for i in ids if i not in self._running]
             if ids:
@@ -228,7 +228,7 @@ class Dispatcher:
                         failed = (event, outcome)
                         break
                     delivered.append((event, outcome))
-                if not await self._record(batch, delivered, failed) or failed is not None:
+                if await self._record(batch, delivered, failed) != "keep" or failed is not None:
                     return
         except asyncio.CancelledError:
             raise
@@ -350,16 +350,18 @@ class Dispatcher:
 
     async def _record(
         self, batch: _Batch, delivered: list[tuple[Item, Outcome]], failed: tuple[Item, Outcome] | None
-    ) -> bool:
-        """Store the attempts of a batch and their consequence; False when the lease was lost meanwhile
-        (another process has taken over: stop). Handshakes and heartbeats are recorded as event 0."""
+    ) -> Literal["keep", "released", "lost"]:
+        """Store the attempts of a batch and their consequence: ``keep`` the lease (more may be due),
+        ``released`` (everything was delivered: the lease was given back in the same statement), or
+        ``lost`` (another process has taken over meanwhile: stop). Handshakes and heartbeats are
+        recorded as event 0."""
         now = utc_now()
         attempts = [(item, outcome) for item, outcome in delivered]
         if failed is not None:
             attempts.append(failed)
         mine = (S.subscription_id == batch.subscription_id) & (S.lease_owner == self.owner)
-        give_up = False
-        async with self._database_turn, self._holder.current.db.write() as conn:
+        give_up = released = False
+        async with self._database_turn, self._holder.current.db.write(urgent=True) as conn:
             await conn.execute(
                 insert(subscription_attempts),
                 [
@@ -389,13 +391,23 @@ class Dispatcher:
                     values["handshake_due"] = False
                 if batch.definition.heartbeat_seconds is not None:  # the quiet period starts again
                     values["heartbeat_at"] = now + timedelta(seconds=batch.definition.heartbeat_seconds)
-                moved = await conn.execute(
-                    update(subscription_state)
-                    .where(mine, S.delivered_through == batch.delivered_through)
-                    .values(values)
-                )
-                if moved.rowcount == 0:
-                    return False
+                if failed is None:  # all sent: give the lease back now unless events came meanwhile
+                    through = numbers[-1] if numbers else batch.delivered_through
+                    shook = any(isinstance(item, Notice) and item.kind == "handshake" for item, _ in delivered)
+                    done = and_(S.events_assigned <= through, true() if shook else S.handshake_due.is_(False))
+                    values["lease_owner"] = case((done, None), else_=S.lease_owner)
+                    values["lease_until"] = case((done, None), else_=values["lease_until"])
+                moved = (
+                    await conn.execute(
+                        update(subscription_state)
+                        .where(mine, S.delivered_through == batch.delivered_through)
+                        .values(values)
+                        .returning(S.lease_owner)
+                    )
+                ).first()
+                if moved is None:
+                    return "lost"
+                released = moved.lease_owner is None
                 if numbers:
                     await conn.execute(
                         update(subscription_events)
@@ -407,7 +419,7 @@ class Dispatcher:
                         .values(delivered=now)
                     )
             if failed is None:
-                return True
+                return "released" if released else "keep"
             event, outcome = failed
             failing_since = (batch.failing_since if not delivered else None) or now
             tries = (batch.attempts if not delivered else 0) + 1
@@ -438,7 +450,7 @@ class Dispatcher:
                 "error",
                 f"notifications failed for {self.settings.retry_hours:g} hours; last: {outcome.detail}",
             )
-        return True
+        return "released"  # (the failure's update gave the lease back)
 
     async def _release(self, subscription_id: str, only_if_done: bool = False) -> bool:
         """Give the lease back; with ``only_if_done``, only when every event was delivered or the
@@ -446,7 +458,7 @@ class Dispatcher:
         mine = (S.subscription_id == subscription_id) & (S.lease_owner == self.owner)
         if only_if_done:
             mine = mine & ((S.delivered_through >= S.events_assigned) | S.active.is_(False))
-        async with self._database_turn, self._holder.current.db.write() as conn:
+        async with self._database_turn, self._holder.current.db.write(urgent=True) as conn:
             result = await conn.execute(
                 update(subscription_state).where(mine).values(lease_owner=None, lease_until=None)
             )
