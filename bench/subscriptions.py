@@ -150,6 +150,19 @@ class Run:
     events: int
 
 
+async def handshakes_due(url: str) -> int:
+    """Topic Subscriptions whose handshake has not been delivered yet."""
+    query = "SELECT count(*) FROM subscription_state WHERE handshake_due AND active"
+    if url.startswith("sqlite"):
+        with sqlite3.connect(url.split("///", 1)[1]) as conn:
+            return int(conn.execute(query).fetchone()[0])
+    conn = await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        return int(await conn.fetchval(query))
+    finally:
+        await conn.close()
+
+
 async def occurred(url: str) -> dict[str, float]:
     """Event id -> the write's time (seconds since the epoch), from the outbox."""
     query = "SELECT subscription_id, event_number, occurred FROM subscription_events"
@@ -181,6 +194,9 @@ async def one_run(url: str, bodies: list[bytes], count: int, args: argparse.Name
             if not count:
                 written = [body.replace(b'"status":"requested"', b'"status":"off"', 1) for body in written]
             await run_phase("subscribe", port, 4, [("POST", "/fhir/Subscription", body) for body in written], 201)
+            deadline = time.monotonic() + 120  # the handshakes of new topic Subscriptions go out first
+            while time.monotonic() < deadline and await handshakes_due(url):
+                await asyncio.sleep(0.2)
             creates = [("POST", "/fhir/CarePlan", b) for b in bodies]
             result, _ = await run_phase("create", port, args.clients, creates, 201)
             times = await occurred(url)
