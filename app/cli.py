@@ -1,10 +1,16 @@
-"""``fhir-server``: ``serve`` migrates if needed and runs uvicorn, ``migrate`` applies the schema migrations,
-``client``, ``user`` and ``keys`` manage the authorization server (``app.admin_cli``)."""
+"""``fhir-server``: ``serve`` migrates if needed and runs uvicorn (and the delivery process of
+Subscriptions on PostgreSQL), ``migrate`` applies the schema migrations, ``deliver`` runs only the
+delivery of Subscription notifications (``app.delivery_worker``), ``client``, ``user`` and ``keys``
+manage the authorization server (``app.admin_cli``)."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import ctypes
 import logging
+import signal
+import subprocess
 import sys
 
 import uvicorn
@@ -12,7 +18,10 @@ from sqlalchemy.engine import make_url
 
 from app import admin_cli
 from app.config import Settings
+from app.delivery_worker import deliver
 from app.storage.migrate import upgrade
+
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a child gets when its parent dies
 
 LOG = logging.getLogger("fhir.cli")
 
@@ -29,23 +38,43 @@ def migrate(settings: Settings) -> bool:
     return True
 
 
+def _die_with_parent() -> None:
+    """(In the child, before it runs.) If the server is killed, its delivery process dies with it, as
+    it would have inside the server; a normal stop terminates it first."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def start_delivery_process() -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "app.cli", "deliver"]
+    return subprocess.Popen(command, preexec_fn=_die_with_parent)
+
+
 def serve(settings: Settings) -> None:
     """Migrate (a no-op when the schema is current), then serve in the foreground; SIGTERM/Ctrl-C stop
     accepting and finish in-flight requests."""
     if not migrate(settings):
         raise SystemExit(1)
-    uvicorn.run(
-        "app.main:create_app",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        log_level=settings.log_level,
-        access_log=False,
-        timeout_graceful_shutdown=30,
-        loop="uvloop",
-        http="httptools",
-    )
+    delivery = start_delivery_process() if settings.delivery_process else None
+    try:
+        uvicorn.run(
+            "app.main:create_app",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_level=settings.log_level,
+            access_log=False,
+            timeout_graceful_shutdown=30,
+            loop="uvloop",
+            http="httptools",
+        )
+    finally:
+        if delivery is not None:
+            delivery.terminate()
+            try:
+                delivery.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                delivery.kill()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -53,6 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="migrate the schema if needed, then serve the FHIR API (FHIR_* settings)")
     sub.add_parser("migrate", help="apply database migrations up to the newest")
+    sub.add_parser("deliver", help="send Subscription notifications only (serve starts one on PostgreSQL)")
     admin_cli.add_parsers(sub)
     args = parser.parse_args(argv)
     settings = Settings()
@@ -62,6 +92,8 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "migrate":
         if not migrate(settings):
             raise SystemExit(1)
+    elif args.command == "deliver":
+        asyncio.run(deliver(settings))
     else:
         serve(settings)
 

@@ -107,6 +107,17 @@ class Settings(BaseSettings):
     subscription_poll_seconds: float = Field(
         default=1, gt=0, description="How often each worker looks for due notifications and Subscription changes"
     )
+    subscription_delivery: Literal["auto", "process", "inline"] = Field(
+        default="auto",
+        description="Who sends notifications: process = a delivery process beside the server's workers, "
+        "started by serve (PostgreSQL only); inline = each worker, between requests; auto = process on PostgreSQL, "
+        "inline on SQLite",
+    )
+
+    @property
+    def delivery_process(self) -> bool:
+        """Notifications are sent by a process of their own (``fhir-server deliver``), not by the workers."""
+        return self.subscription_delivery != "inline" and self.database_url.startswith("postgresql")
 
     @property
     def auth_enforced(self) -> bool:

@@ -55,6 +55,7 @@ FHIR_PREFIX = "/fhir"
 LOG = logging.getLogger("fhir.server")
 READ_METHODS = ["GET", "HEAD"]
 SUBSCRIPTION_EVENTS_CHANNEL = "fhir_subscription_events"
+WAKE = "wake"  # broadcast by a worker whose write stored events, to the delivery process
 WEBSOCKET_PATH = "/websocket"  # beside the FHIR types: [base]/websocket
 
 
@@ -96,7 +97,7 @@ def build_context(
     )
 
 
-async def _watch_search_parameters(holder: ContextHolder, interval: float) -> None:
+async def watch_search_parameters(holder: ContextHolder, interval: float) -> None:
     """Pick up SearchParameters stored through other worker processes."""
     while True:
         await asyncio.sleep(interval)
@@ -129,7 +130,15 @@ def install_subscriptions(holder: ContextHolder, rules: SubscriptionRules, setti
     broadcast.listen(active.on_message)
     hub = WebSocketHub(holder, broadcast, rules, settings.public_base_url)
     dispatcher = Dispatcher(holder, active, policy, client, delivery, hub)
-    outbox = SubscriptionOutbox(holder, active, dispatcher.wake, broadcast.announce)
+    broadcast.listen(lambda message: dispatcher.wake() if message == WAKE else None)
+
+    def wake() -> None:  # after a write that stored events committed: this process's dispatcher, or the others'
+        if settings.delivery_process:
+            broadcast.announce(WAKE)
+        else:
+            dispatcher.wake()
+
+    outbox = SubscriptionOutbox(holder, active, wake, broadcast.announce)
     holder.current = replace(holder.current, writer=holder.current.writer.with_hooks(outbox))
     return Subscriptions(active, dispatcher, hub, client, websocket_url(settings.public_base_url))
 
@@ -194,8 +203,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await reload_search_parameters(holder)
-        watcher = asyncio.create_task(_watch_search_parameters(holder, settings.search_parameter_refresh_seconds))
-        await subscriptions.start()
+        watcher = asyncio.create_task(watch_search_parameters(holder, settings.search_parameter_refresh_seconds))
+        await subscriptions.start(deliver=not settings.delivery_process)  # else: fhir-server deliver
         await auth.start()  # a signing key on first start; keys and revocations loaded
         auth_poller = asyncio.create_task(auth.poll())
         await jobs.start()  # resume jobs whose process stopped

@@ -25,8 +25,9 @@ LAYERS = {
     "app.subscriptions": 5,  # the outbox hook and delivery: server-side writes go through interactions
     "app.api": 6,
     "app.main": 7,
-    "app.cli": 8,  # the command line: serve, migrate, and the admin commands below it
+    "app.cli": 9,  # the command line: serve, migrate, and the admin commands below it
     "app.admin_cli": 7,
+    "app.delivery_worker": 8,  # fhir-server deliver: the app's Subscriptions, without HTTP
 }
 
 

@@ -30,13 +30,15 @@ class Subscriptions:
         self._client = client
         self._task: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
-        """Read every Subscription, listen for websocket events, then deliver in the background (events
-        left by a stopped process too)."""
+    async def start(self, deliver: bool = True) -> None:
+        """Read every Subscription, listen for websocket events, then (``deliver``) deliver in the
+        background, events left by a stopped process too. Without ``deliver`` a delivery process of its
+        own sends the notifications (``app.delivery_worker``)."""
         async with self.dispatcher.database.read() as conn:
             await self.active.load(conn)
         await self.hub.start()
-        self._task = asyncio.create_task(self.dispatcher.run())
+        if deliver:
+            self._task = asyncio.create_task(self.dispatcher.run())
 
     async def close(self) -> None:
         if self._task is not None:

@@ -266,3 +266,37 @@ def test_with_authorization_on_a_websocket_binds_by_access_token_or_binding_toke
         assert values["token"] not in server.log()
     finally:
         stop_server(server)
+
+
+def delivery_processes(parent: int) -> list[int]:
+    """The ``fhir-server deliver`` children of a process (from /proc)."""
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
+            command = (status.parent / "cmdline").read_bytes().split(b"\0")
+        except OSError:  # gone meanwhile
+            continue
+        if fields.get("PPid", "").strip() == str(parent) and command[-2:] == [b"deliver", b""]:
+            found.append(int(status.parent.name))
+    return found
+
+
+@pytest.mark.parametrize("stop", ["SIGTERM", "SIGKILL"])
+def test_serve_runs_a_delivery_process_on_postgresql_that_ends_with_it(
+    backend: str, database_url: str, tmp_path: Path, stop: str
+) -> None:
+    server = start_server(database_url, tmp_path / "serve.log")
+    try:
+        children = delivery_processes(server.process.pid)
+        assert len(children) == (1 if backend == "postgresql" else 0)
+    finally:
+        if stop == "SIGKILL":
+            server.process.kill()
+            server.process.wait()
+        stop_server(server)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in children):
+        time.sleep(0.1)
+    assert not [pid for pid in children if Path(f"/proc/{pid}/status").exists() and "zombie" not in
+                Path(f"/proc/{pid}/status").read_text()]  # fmt: skip
