@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ctypes
 import logging
-import signal
-import subprocess
 import sys
 
 import uvicorn
@@ -18,10 +15,9 @@ from sqlalchemy.engine import make_url
 
 from app import admin_cli
 from app.config import Settings
+from app.delivery_supervisor import DeliverySupervisor
 from app.delivery_worker import deliver
 from app.storage.migrate import upgrade
-
-PR_SET_PDEATHSIG = 1  # prctl(2): the signal a child gets when its parent dies
 
 LOG = logging.getLogger("fhir.cli")
 
@@ -38,23 +34,14 @@ def migrate(settings: Settings) -> bool:
     return True
 
 
-def _die_with_parent() -> None:
-    """(In the child, before it runs.) If the server is killed, its delivery process dies with it, as
-    it would have inside the server; a normal stop terminates it first."""
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-def start_delivery_process() -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "app.cli", "deliver"]
-    return subprocess.Popen(command, preexec_fn=_die_with_parent)
-
-
 def serve(settings: Settings) -> None:
     """Migrate (a no-op when the schema is current), then serve in the foreground; SIGTERM/Ctrl-C stop
     accepting and finish in-flight requests."""
     if not migrate(settings):
         raise SystemExit(1)
-    delivery = start_delivery_process() if settings.delivery_process else None
+    delivery = DeliverySupervisor() if settings.delivery_process else None
+    if delivery is not None:
+        delivery.start()
     try:
         uvicorn.run(
             "app.main:create_app",
@@ -70,11 +57,7 @@ def serve(settings: Settings) -> None:
         )
     finally:
         if delivery is not None:
-            delivery.terminate()
-            try:
-                delivery.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                delivery.kill()
+            delivery.stop()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -28,6 +28,7 @@ LAYERS = {
     "app.cli": 9,  # the command line: serve, migrate, and the admin commands below it
     "app.admin_cli": 7,
     "app.delivery_worker": 8,  # fhir-server deliver: the app's Subscriptions, without HTTP
+    "app.delivery_supervisor": 1,  # keeps fhir-server deliver running beside serve (subprocess only)
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -300,3 +301,35 @@ def test_serve_runs_a_delivery_process_on_postgresql_that_ends_with_it(
         time.sleep(0.1)
     assert not [pid for pid in children if Path(f"/proc/{pid}/status").exists() and "zombie" not in
                 Path(f"/proc/{pid}/status").read_text()]  # fmt: skip
+
+
+def test_a_delivery_process_that_dies_is_replaced_and_delivers_what_waited(
+    backend: str, database_url: str, tmp_path: Path
+) -> None:
+    if backend != "postgresql":
+        pytest.skip("the delivery process runs beside the server on PostgreSQL")
+    endpoint = Endpoint(free_port())
+    endpoint.start()
+    server = start_server(database_url, tmp_path / "replaced.log")
+    try:
+        (first,) = delivery_processes(server.process.pid)
+        os.kill(first, signal.SIGKILL)
+        body = {
+            "resourceType": "Subscription",
+            "status": "requested",
+            "reason": "replacement test",
+            "criteria": "Task?owner=Practitioner/p1",
+            "channel": {"type": "rest-hook", "endpoint": endpoint.url},
+        }
+        subscription_id = httpx.post(f"{server.base}/fhir/Subscription", json=body, headers=FHIR).json()["id"]
+        create_task(server)  # stored while no delivery process runs
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not endpoint.received:
+            time.sleep(0.1)
+        assert endpoint.received == [f"{subscription_id}/1"]
+        (second,) = delivery_processes(server.process.pid)
+        assert second != first
+        assert "the Subscription delivery process ended" in server.log()
+    finally:
+        stop_server(server)
+        endpoint.stop()
