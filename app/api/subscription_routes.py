@@ -40,10 +40,15 @@ async def _parameters(request: Request, ctx: RouteContext) -> list[tuple[str, st
         body = await resource_body(request, ctx.rc)
         if body.get("resourceType") != "Parameters":
             raise InvalidRequest("the body of an operation is a Parameters resource")
-        for parameter in cast(list[dict[str, Any]], body.get("parameter") or []):
+        parameters = body.get("parameter") or []
+        if not isinstance(parameters, list) or not all(
+            isinstance(p, dict) and isinstance(p.get("name"), str) for p in parameters
+        ):
+            raise InvalidRequest("Parameters.parameter must be an array of named parameters", ["Parameters.parameter"])
+        for parameter in cast(list[dict[str, Any]], parameters):
             values = [v for k, v in parameter.items() if k.startswith("value") and isinstance(v, str | int)]
             if values and not isinstance(values[0], bool):
-                found.append((str(parameter.get("name")), str(values[0])))
+                found.append((parameter["name"], str(values[0])))
     return found
 
 
@@ -102,7 +107,8 @@ async def subscription_ws_token(request: Request, resource_id: str, ctx: Ctx, su
     """``[base]/Subscription/[id]/$get-ws-binding-token``: a token to send as ``bind-with-token``."""
     await _parameters(request, ctx)
     gate = ctx.fhir.read_gate(ctx.rc.caller)
-    return _answer(request, await binding.issue_token(ctx.fhir, gate, resource_id, subs.websocket_url))
+    token = await binding.issue_token(ctx.fhir, ctx.rc.caller.name, gate, resource_id, subs.websocket_url)
+    return _answer(request, token)
 
 
 async def subscription_topics(request: Request, ctx: Ctx, subs: SubscriptionsDep) -> Response:

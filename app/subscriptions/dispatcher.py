@@ -385,15 +385,15 @@ class Dispatcher:
                     "last_error": None,
                     "lease_until": now + timedelta(seconds=self.settings.lease_seconds),
                 }
+                shook = any(isinstance(item, Notice) and item.kind == "handshake" for item, _ in delivered)
                 if numbers:
                     values["delivered_through"] = numbers[-1]
-                if any(isinstance(item, Notice) and item.kind == "handshake" for item, _ in delivered):
+                if shook:
                     values["handshake_due"] = False
                 if batch.definition.heartbeat_seconds is not None:  # the quiet period starts again
                     values["heartbeat_at"] = now + timedelta(seconds=batch.definition.heartbeat_seconds)
                 if failed is None:  # all sent: give the lease back now unless events came meanwhile
                     through = numbers[-1] if numbers else batch.delivered_through
-                    shook = any(isinstance(item, Notice) and item.kind == "handshake" for item, _ in delivered)
                     done = and_(S.events_assigned <= through, true() if shook else S.handshake_due.is_(False))
                     values["lease_owner"] = case((done, None), else_=S.lease_owner)
                     values["lease_until"] = case((done, None), else_=values["lease_until"])

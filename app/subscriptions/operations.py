@@ -77,7 +77,7 @@ async def statuses(
         for subscription_id, body in found:
             if status_filter and body.get("status") not in status_filter:
                 continue
-            status = await _status(conn, ctx, rules, subscription_id, body, with_attempts=True)
+            status = await _status(conn, subscription_id, body, _definition(ctx, rules, body), with_attempts=True)
             parameters = status_parameters(base, status, "query-status")
             entries.append({"fullUrl": f"urn:uuid:{parameters['id']}", "resource": parameters})
     return {"resourceType": "Bundle", "type": "searchset", "total": len(entries), "entry": entries}
@@ -100,8 +100,8 @@ async def events(
         raise InvalidRequest(f"content is one of {', '.join(CONTENTS)}")
     async with ctx.db.read() as conn:
         body = await readable_subscription(conn, gate, subscription_id)
-        status = await _status(conn, ctx, rules, subscription_id, body, with_attempts=False)
         definition = _definition(ctx, rules, body)
+        status = await _status(conn, subscription_id, body, definition, with_attempts=False)
         chosen: Content = content if content is not None else _content(definition)
         last = status.events_since_start
         low = since if since is not None else max(1, (until if until is not None else last) - MAX_EVENTS + 1)
@@ -166,14 +166,12 @@ def _content(definition: SubscriptionDefinition | None) -> Content:
 
 async def _status(
     conn: AsyncConnection,
-    ctx: FhirContext,
-    rules: SubscriptionRules,
     subscription_id: str,
     body: dict[str, Any],
+    definition: SubscriptionDefinition | None,
     with_attempts: bool,
 ) -> SubscriptionStatus:
     state = (await conn.execute(select(subscription_state).where(S.subscription_id == subscription_id))).first()
-    definition = _definition(ctx, rules, body)
     topic = definition.topic.url if definition is not None and definition.topic is not None else None
     attempts: list[list[dict[str, Any]]] = []
     if with_attempts:

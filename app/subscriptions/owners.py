@@ -60,3 +60,8 @@ def saw_removed(gate: ReadGate, resource_type: str, resource_id: str, rows: Inde
         row["param_hash"] in hashes and row["target_type"] == compartment_type and row["target_id"] == compartment_id
         for row in rows.get("reference", ())
     )
+
+
+def written_by(text: str | None, caller_name: str) -> bool:
+    """Whether the token that wrote a Subscription (``subscription_state.owner``) belongs to this client."""
+    return text is not None and orjson.loads(text).get("name") == caller_name

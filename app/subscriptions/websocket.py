@@ -43,9 +43,10 @@ from app.interactions.request_context import Caller
 from app.storage.broadcast import Broadcast
 from app.storage.gate import OPEN
 from app.storage.repository import read_current, read_version
-from app.subscriptions.binding import redeem_token
+from app.subscriptions.binding import carries_resources, redeem_token
 from app.subscriptions.definition import SubscriptionDefinition, SubscriptionRules, read_definition
 from app.subscriptions.notifications import NotifiedEvent, SubscriptionStatus, notification_bundle
+from app.subscriptions.owners import written_by
 from app.subscriptions.tables import subscription_events, subscription_state
 
 LOG = logging.getLogger("fhir.subscriptions")
@@ -160,7 +161,9 @@ class WebSocketHub:
             return unknown
         async with ctx.db.read() as conn:
             current = await read_current(conn, "Subscription", subscription_id, gate or OPEN)
-            state = (await conn.execute(select(S.events_assigned).where(S.subscription_id == subscription_id))).first()
+            state = (
+                await conn.execute(select(S.events_assigned, S.owner).where(S.subscription_id == subscription_id))
+            ).first()
         if current is None or current.deleted or current.body is None:
             return unknown
         body = fhirjson.loads(current.body)
@@ -168,6 +171,10 @@ class WebSocketHub:
             return f"Subscription/{subscription_id} does not use the websocket channel"
         if body.get("status") != "active":
             return f"Subscription/{subscription_id} is not active"
+        owner = state.owner if state is not None else None
+        foreign = caller is not None and not written_by(owner, caller.name)
+        if foreign and gate is not None and not gate.open and carries_resources(body):
+            return f"Subscription/{subscription_id} notifies of resources read by the client that wrote it"
         try:
             definition = read_definition(body, ctx.registry, self._rules)
         except FhirError:  # stored before a SearchParameter it used was removed

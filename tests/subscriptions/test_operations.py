@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import pytest
 
 from app.subscriptions.backport import BACKPORT, PROFILE
 from app.subscriptions.topics import load_topics
@@ -181,3 +182,16 @@ async def test_a_subscription_operation_on_another_type_is_not_supported(client:
     wrong_level = await client.get("/fhir/Subscription/$events")
     assert wrong_level.status_code == 405
     assert "/Subscription/[id]/$events" in wrong_level.json()["issue"][0]["diagnostics"]
+
+
+@pytest.mark.parametrize(
+    "parameters", [{"name": "id"}, [1, None], [{"valueId": "x"}], [{"name": ["id"], "valueId": "x"}], "id"]
+)
+async def test_a_malformed_parameters_body_is_a_400(client: httpx.AsyncClient, parameters: object) -> None:
+    response = await client.post(
+        "/fhir/Subscription/$status",
+        json={"resourceType": "Parameters", "parameter": parameters},
+        headers=FHIR_JSON_HEADERS,
+    )
+    assert response.status_code == 400
+    assert response.json()["issue"][0]["expression"] == ["Parameters.parameter"]

@@ -11,8 +11,10 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from app.api.auth import issuer
 from app.config import Settings
 from app.main import create_app
+from app.smart.tokens import issue_access_token
 from tests.api.test_auth import backend_token, bearer, register, signed_token
 from tests.conftest import FHIR_JSON_HEADERS, TEST_BASE_URL
 from tests.subscriptions.conftest import subscription, task
@@ -108,3 +110,23 @@ async def test_a_patient_apps_topic_subscription_stays_within_its_compartment(
     no_tasks = signed_token(app, "user/CarePlan.rs user/Subscription.cruds")
     refused = await write(http, no_tasks, topic_subscription("task-assigned"))
     assert refused.status_code == 403
+
+
+async def test_only_the_writer_of_a_topic_websocket_gets_its_resources(
+    secured: tuple[FastAPI, httpx.AsyncClient],
+) -> None:
+    app, http = secured
+    owner = signed_token(app, "user/Task.rs user/Subscription.cruds")
+    body = topic_subscription("task-assigned", content="id-only")
+    body["channel"] = {"type": "websocket", "payload": "application/fhir+json", "_payload": body["channel"]["_payload"]}
+    created = await write(http, owner, body)
+    assert created.status_code == 201, created.text
+    operation = f"/fhir/Subscription/{created.json()['id']}/$get-ws-binding-token"
+    assert (await http.post(operation, headers=bearer(owner))).status_code == 200
+    settings: Settings = app.state.settings
+    other, _ = issue_access_token(
+        app.state.auth.verifier.keys, issuer(settings), settings.public_base_url, "another-app", "user/*.rs", 300
+    )
+    refused = await http.post(operation, headers=bearer(other))
+    assert refused.status_code == 403
+    assert "client that wrote it" in refused.json()["issue"][0]["diagnostics"]
