@@ -18,11 +18,16 @@ caches: SQLAlchemy's own execution path would add its per-statement cost
 and the transaction round trips this module exists to avoid. Index rows
 travel as one array per column, spread back into rows by ``unnest``.
 Only ``app.storage.writes`` calls this module (the write gate decides when).
+
+A write hook that can decide in memory what else the write must store
+(Subscriptions' outbox: the event rows of the subscriptions it matches)
+adds its own data-modifying CTEs to the statement as a ``StatementPart``,
+so such a write keeps the single round trip too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -71,6 +76,29 @@ class Compiled:
         return [values[name] for name in self.names]
 
 
+@dataclass(frozen=True, slots=True)
+class StatementPart:
+    """More work for the one statement of a write, decided by a write hook before it runs.
+
+    ``build`` gets the CTE of the current row (it returns the new version
+    number, one row exactly when the write happened: condition each CTE on
+    it) and returns the CTEs to add. The statement is compiled once per
+    shape, the shape including ``build`` itself: ``build`` must be a module-
+    level function that builds the same SQL on every call, and take every
+    value from bind parameters, given in ``values`` under names of its own
+    (distinct from the write's ``rt``, ``rid``, ``vid``, ``updated``,
+    ``payload``, ``method``). ``committed`` runs once the statement
+    succeeded (it commits by itself).
+    """
+
+    build: Callable[[CTE], Sequence[CTE]]
+    values: Mapping[str, object]
+    committed: Callable[[], None] | None = None
+
+
+Builds = tuple[Callable[[CTE], Sequence[CTE]], ...]
+
+
 def compile_for_asyncpg(statement: Select[Any]) -> Compiled:
     compiled = statement.compile(dialect=_DIALECT)
     return Compiled(compiled.string, tuple(compiled.positiontup or ()))
@@ -109,9 +137,14 @@ def _history(cur: CTE, deleted: ColumnElement[bool]) -> CTE:
     return insert(resource_history).from_select(_HISTORY_COLUMNS, values).cte("hist")
 
 
+def _added(builds: Builds, cur: CTE) -> list[CTE]:
+    return [part for build in builds for part in build(cur)]
+
+
 @lru_cache(maxsize=256)
-def create_statement(tables: tuple[str, ...]) -> Compiled:
-    """A create writing index rows to ``tables``: returns 1, or 0 when the id was taken (nothing written)."""
+def create_statement(tables: tuple[str, ...], builds: Builds = ()) -> Compiled:
+    """A create writing index rows to ``tables`` (and what ``builds`` add): returns 1, or 0 when the id
+    was taken (nothing written)."""
     cur = (
         postgresql_insert(resources)
         .values(
@@ -126,12 +159,16 @@ def create_statement(tables: tuple[str, ...]) -> Compiled:
         .returning(_r.version_id)
         .cte("cur")
     )
-    statement = select(func.count()).select_from(cur).add_cte(_history(cur, false()), *_index_inserts(tables, cur))
+    statement = (
+        select(func.count())
+        .select_from(cur)
+        .add_cte(_history(cur, false()), *_index_inserts(tables, cur), *_added(builds, cur))
+    )
     return compile_for_asyncpg(statement)
 
 
 @lru_cache(maxsize=256)
-def replace_statement(deletes: tuple[str, ...], inserts: tuple[str, ...]) -> Compiled:
+def replace_statement(deletes: tuple[str, ...], inserts: tuple[str, ...], builds: Builds = ()) -> Compiled:
     """Moving the current row from version ``expected`` to ``vid`` (a NULL payload is a deletion),
     its old index rows in ``deletes`` removed and new rows in ``inserts`` added: returns 1, or 0 when
     another writer moved the row first (nothing written)."""
@@ -155,7 +192,7 @@ def replace_statement(deletes: tuple[str, ...], inserts: tuple[str, ...]) -> Com
     statement = (
         select(func.count())
         .select_from(cur)
-        .add_cte(_history(cur, payload.is_(None)), *removals, *_index_inserts(inserts, cur))
+        .add_cte(_history(cur, payload.is_(None)), *removals, *_index_inserts(inserts, cur), *_added(builds, cur))
     )
     return compile_for_asyncpg(statement)
 
@@ -167,7 +204,9 @@ _READ_CURRENT = compile_for_asyncpg(
 )
 
 
-def _values(version: StoredVersion, rows: IndexRows, tables: Iterable[str]) -> dict[str, object]:
+def _values(
+    version: StoredVersion, rows: IndexRows, tables: Iterable[str], parts: Sequence[StatementPart]
+) -> dict[str, object]:
     values: dict[str, object] = {
         "rt": version.resource_type,
         "rid": version.id,
@@ -180,6 +219,8 @@ def _values(version: StoredVersion, rows: IndexRows, tables: Iterable[str]) -> d
         table_rows = rows[name]
         for column in index_columns(name):
             values[f"{name}.{column}"] = [row[column] for row in table_rows]
+    for part in parts:
+        values.update(part.values)
     return values
 
 
@@ -193,27 +234,47 @@ async def _fetch_value(conn: AsyncConnection, statement: Compiled, values: dict[
     return await driver.fetchval(statement.sql, *statement.arguments(values))
 
 
-async def create_in_one_statement(conn: AsyncConnection, version: StoredVersion, rows: IndexRows) -> None:
-    """Insert version 1 with its history and index rows, outside any explicit transaction.
+def _committed(parts: Sequence[StatementPart]) -> None:
+    for part in parts:
+        if part.committed is not None:
+            part.committed()
+
+
+async def create_in_one_statement(
+    conn: AsyncConnection, version: StoredVersion, rows: IndexRows, parts: Sequence[StatementPart] = ()
+) -> None:
+    """Insert version 1 with its history and index rows (and what ``parts`` add), outside any explicit
+    transaction.
 
     ``conn`` must not be in a transaction: the statement commits by itself.
     Raises AlreadyExists when the id is taken (nothing is written then).
     """
     tables = _written_tables(rows)
-    if await _fetch_value(conn, create_statement(tables), _values(version, rows, tables)) != 1:
+    statement = create_statement(tables, tuple(part.build for part in parts))
+    if await _fetch_value(conn, statement, _values(version, rows, tables, parts)) != 1:
         raise AlreadyExists(f"{version.resource_type}/{version.id}")
+    _committed(parts)
 
 
 async def replace_in_one_statement(
-    conn: AsyncConnection, expected_version: int, version: StoredVersion, rows: IndexRows, tables: Iterable[str]
+    conn: AsyncConnection,
+    expected_version: int,
+    version: StoredVersion,
+    rows: IndexRows,
+    tables: Iterable[str],
+    parts: Sequence[StatementPart] = (),
 ) -> bool:
     """Move the current row from ``expected_version`` to ``version`` and replace its index rows in
-    ``tables`` by ``rows``; False (nothing written) when another writer moved it first."""
+    ``tables`` by ``rows`` (and do what ``parts`` add); False (nothing written) when another writer
+    moved it first."""
     inserts = _written_tables(rows)
-    values = _values(version, rows, inserts)
+    values = _values(version, rows, inserts, parts)
     values["expected"] = expected_version
-    moved = await _fetch_value(conn, replace_statement(tuple(sorted(tables)), inserts), values)
-    return moved == 1
+    statement = replace_statement(tuple(sorted(tables)), inserts, tuple(part.build for part in parts))
+    if await _fetch_value(conn, statement, values) != 1:
+        return False
+    _committed(parts)
+    return True
 
 
 async def read_current_alone(conn: AsyncConnection, resource_type: str, resource_id: str) -> StoredVersion | None:

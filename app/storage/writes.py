@@ -18,11 +18,14 @@ Which statements run is decided here, not by the interactions:
   interactions, patches) the writes go through SQLAlchemy on that
   connection, on both backends;
 - alone (``conn`` None: a plain create, update or delete), PostgreSQL
-  writes each version that no hook ``concerns`` in **one statement** of
-  data-modifying CTEs (``app.storage.single_statement``): no BEGIN/COMMIT
-  round trips; when a hook concerns the write (a Subscription could match
-  it), and on SQLite, the write is a transaction of its own
-  (``Database.run_write``), so the hooks run inside it.
+  writes each version in **one statement** of data-modifying CTEs
+  (``app.storage.single_statement``): no BEGIN/COMMIT round trips. A hook
+  that ``concerns`` the write (a Subscription could match it) is asked to
+  ``settle`` it first: what it decides without the database joins that
+  statement as CTEs of its own (the outbox's event rows), so the hook's
+  work still commits or rolls back with the write. When a hook cannot
+  decide without the database, and on SQLite, the write is a transaction
+  of its own (``Database.run_write``), and the hooks run inside it.
 
 Concurrency: the current row moves by compare-and-set on its version
 (``repository.replace_version``). ``expect=ANY`` (update, delete without
@@ -42,7 +45,7 @@ from typing import Final, Protocol
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.errors import Forbidden, NotFound, VersionConflict
-from app.storage.database import Database
+from app.storage.database import Database, is_retryable
 from app.storage.gate import Author, Letter, ReadGate
 from app.storage.index_tables import IndexRows, merge_rows
 from app.storage.index_writer import insert_index_rows, replace_index_rows
@@ -55,7 +58,12 @@ from app.storage.repository import (
     read_current,
     replace_version,
 )
-from app.storage.single_statement import create_in_one_statement, read_current_alone, replace_in_one_statement
+from app.storage.single_statement import (
+    StatementPart,
+    create_in_one_statement,
+    read_current_alone,
+    replace_in_one_statement,
+)
 from app.storage.tables import resources
 
 # How often a write without an expected version re-reads after losing a race before giving up (412).
@@ -129,7 +137,20 @@ class WriteHook(Protocol):
         would ignore."""
         ...
 
+    def settle(self, change: Change) -> Sequence[StatementPart] | None:
+        """What the hook would do for ``change`` (not yet stored), decided without the database, as
+        parts of the one statement that will store it on PostgreSQL (none: nothing to do); None when
+        the hook needs the database to decide, and so must be called inside a write transaction."""
+        ...
+
     async def __call__(self, conn: AsyncConnection, change: Change) -> None: ...
+
+
+class _Unsettled:
+    """A hook could not settle the write without the database: it needs a transaction."""
+
+
+UNSETTLED: Final = _Unsettled()
 
 
 class ResourceWriter:
@@ -166,8 +187,18 @@ class ResourceWriter:
                 gate.admits(new.resource_type, new.id, new.rows, letter)
         if conn is not None:
             return await self._write_until_stored(conn, new, expect, gate)
-        if self._one_statement and gate.open and not self._hooked(new):
-            return await self._write_alone(new, expect)
+        if self._one_statement and gate.open:
+            hooks = self._concerned(new)
+            try:
+                alone = await self._write_alone(new, expect, hooks, gate.author)
+            except Exception as exc:
+                # a statement carrying a hook's rows may meet a concurrent transaction's locks; it wrote
+                # nothing, and the transaction below retries such conflicts
+                if not (hooks and is_retryable(exc)):
+                    raise
+                alone = UNSETTLED
+            if not isinstance(alone, _Unsettled):
+                return alone
         return await self.db.run_write(lambda c: self._write_until_stored(c, new, expect, gate))
 
     async def create_many(
@@ -224,30 +255,40 @@ class ResourceWriter:
             return step
         raise _too_often(new)
 
-    async def _write_alone(self, new: NewVersion, expect: Expect) -> Change | None:
-        """PostgreSQL without hooks: each attempt is one state read and one self-contained statement."""
+    async def _write_alone(
+        self, new: NewVersion, expect: Expect, hooks: Sequence[WriteHook], author: Author | None
+    ) -> Change | _Unsettled | None:
+        """PostgreSQL: each attempt is one state read and one self-contained statement, with the parts
+        ``hooks`` settle for it; UNSETTLED (nothing written) when one of them cannot."""
         for _ in range(MAX_ATTEMPTS):
             async with self.db.single_statement() as conn:
                 current = None if expect is ABSENT else await read_current_alone(conn, new.resource_type, new.id)
                 step = _next(current, new, expect)
                 if step is None:
                     return None
+                step = replace(step, author=author)
+                parts: list[StatementPart] = []
+                for hook in hooks:
+                    settled = hook.settle(step)
+                    if settled is None:
+                        return UNSETTLED
+                    parts.extend(settled)
                 if current is None:
                     try:
-                        await create_in_one_statement(conn, step.stored, new.rows)
+                        await create_in_one_statement(conn, step.stored, new.rows, parts)
                     except AlreadyExists:
                         if expect is ABSENT:
                             raise
                         continue
                     return step
-                if await replace_in_one_statement(conn, current.version_id, step.stored, new.rows, new.tables):
+                if await replace_in_one_statement(conn, current.version_id, step.stored, new.rows, new.tables, parts):
                     return step
                 _lost(new, expect)
         raise _too_often(new)
 
-    def _hooked(self, new: NewVersion) -> bool:
+    def _concerned(self, new: NewVersion) -> list[WriteHook]:
         rows = None if new.deletes else new.rows  # a deletion's rows are those of a version not yet read
-        return any(hook.concerns(new.resource_type, rows) for hook in self.hooks)
+        return [hook for hook in self.hooks if hook.concerns(new.resource_type, rows)]
 
     async def _after(self, conn: AsyncConnection, change: Change) -> None:
         for hook in self.hooks:

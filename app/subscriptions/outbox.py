@@ -23,7 +23,11 @@ each body is parsed once per write, and only when a topic asks.
 
 Each matched subscription gets the next event number from
 ``subscription_state`` (see ``app.subscriptions.tables``) and an event row;
-after the commit the local dispatcher is woken. A written Subscription is
+after the commit the local dispatcher is woken. When memory settles every
+candidate of a plain create or update (no clause or owner left for the
+database), ``settle`` hands the numbering and the event rows to the write
+gate as CTEs of the write's own single statement on PostgreSQL, instead of
+a transaction of some ten statements. A written Subscription is
 announced to the other processes after the commit (``ActiveSubscriptions``).
 """
 
@@ -33,8 +37,25 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, insert, union_all, update
+from sqlalchemy import (
+    Select,
+    String,
+    Text,
+    and_,
+    any_,
+    bindparam,
+    exists,
+    false,
+    insert,
+    literal_column,
+    null,
+    select,
+    union_all,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.selectable import CTE
 
 from app import fhirjson
 from app.errors import FhirError, Forbidden
@@ -44,6 +65,7 @@ from app.search.request import AnyClause
 from app.storage.database import Database
 from app.storage.gate import Author
 from app.storage.index_tables import IndexRows
+from app.storage.single_statement import StatementPart
 from app.storage.tables import resources
 from app.storage.writes import Change
 from app.subscriptions.active import ActiveSubscriptions
@@ -82,6 +104,33 @@ class SubscriptionOutbox:
             return True
         return any(clauses_hold(s.checks, rows)[0] for s in self.active.candidates(resource_type, rows))
 
+    def settle(self, change: Change) -> Sequence[StatementPart] | None:
+        """The events of a create or update that memory alone matches, as CTEs of the statement storing
+        it (none when nothing matches); None when the database must take part: a Subscription written
+        (its bookkeeping), the view of subscriptions stale, a deletion (matched on the removed
+        version), or a subscription whose clauses or owner only a query can judge."""
+        stored = change.stored
+        if stored.resource_type == "Subscription" or stored.deleted or self.active.stale:
+            return None
+        if not self.active.watches(stored.resource_type):
+            return ()
+        candidates = [
+            s for s in self.active.candidates(stored.resource_type, change.rows) if s.live_at(stored.last_updated)
+        ]
+        matched, undecided = _judge_in_memory(change, change.rows, candidates)
+        if undecided:
+            return None
+        if not matched:
+            return ()
+        values = {
+            "outbox.ids": sorted(matched),
+            "outbox.rt": stored.resource_type,
+            "outbox.rid": stored.id,
+            "outbox.vid": stored.version_id,
+            "outbox.occurred": stored.last_updated,
+        }
+        return (StatementPart(_numbered_events, values, self._wake),)
+
     async def __call__(self, conn: AsyncConnection, change: Change) -> None:
         stored = change.stored
         if stored.resource_type == "Subscription":
@@ -116,22 +165,9 @@ class SubscriptionOutbox:
         rows: IndexRows,
         candidates: Sequence[SubscriptionDefinition],
     ) -> list[str]:
-        stored = change.stored
-        matched: list[str] = []
-        undecided: list[tuple[SubscriptionDefinition, tuple[AnyClause, ...]]] = []
-        versions = _Versions(change)
-        for subscription in candidates:
-            holds, rest = clauses_hold(subscription.checks, rows)
-            if not holds or (subscription.topic is not None and not versions.fire(subscription.topic)):
-                continue
-            if stored.deleted:
-                if saw_removed(subscription.owner, stored.resource_type, stored.id, rows):
-                    matched.append(subscription.id)
-            elif rest or not subscription.owner.open:
-                undecided.append((subscription, rest))
-            else:
-                matched.append(subscription.id)
+        matched, undecided = _judge_in_memory(change, rows, candidates)
         if undecided:
+            stored = change.stored
             matched += await _ask_database(conn, stored.resource_type, stored.id, undecided)
         return matched
 
@@ -190,11 +226,37 @@ class SubscriptionOutbox:
             raise Forbidden(f"the access token does not permit reading {watched}, which the criteria search")
 
 
+Undecided = list[tuple[SubscriptionDefinition, tuple[AnyClause, ...]]]
+
+
+def _judge_in_memory(
+    change: Change, rows: IndexRows, candidates: Sequence[SubscriptionDefinition]
+) -> tuple[list[str], Undecided]:
+    """The candidates ``change`` matches on what memory can judge (clauses answered by ``rows``, topic
+    triggers, and for a deletion the owner), and those left for the database with their clauses."""
+    stored = change.stored
+    matched: list[str] = []
+    undecided: Undecided = []
+    versions = _Versions(change)
+    for subscription in candidates:
+        holds, rest = clauses_hold(subscription.checks, rows)
+        if not holds or (subscription.topic is not None and not versions.fire(subscription.topic)):
+            continue
+        if stored.deleted:
+            if saw_removed(subscription.owner, stored.resource_type, stored.id, rows):
+                matched.append(subscription.id)
+        elif rest or not subscription.owner.open:
+            undecided.append((subscription, rest))
+        else:
+            matched.append(subscription.id)
+    return matched, undecided
+
+
 async def _ask_database(
     conn: AsyncConnection,
     resource_type: str,
     resource_id: str,
-    undecided: list[tuple[SubscriptionDefinition, tuple[AnyClause, ...]]],
+    undecided: Undecided,
 ) -> list[str]:
     """The subscriptions whose remaining clauses the stored resource meets, and whose owner may read
     it, in one statement: each one's prepared check (or, for a clause that could not be judged in
@@ -264,3 +326,34 @@ async def _append_events(conn: AsyncConnection, subscription_ids: list[str], cha
     ]
     if rows:
         await conn.execute(insert(subscription_events), rows)
+
+
+def _numbered_events(cur: CTE) -> tuple[CTE, CTE]:
+    """``_append_events`` as two CTEs of a write's single statement (``settle``): the next number of
+    each matched active subscription and its event row, only when the write happened (``cur`` has its
+    row). The number's row stays locked until the statement commits, as in a transaction."""
+    numbered = (
+        update(subscription_state)
+        .where(
+            S.subscription_id == any_(bindparam("outbox.ids", type_=ARRAY(Text()))),
+            S.active.is_(True),
+            exists(select(cur.c.version_id)),
+        )
+        .values(events_assigned=S.events_assigned + literal_column("1"))  # no bind: every value is named
+        .returning(S.subscription_id, S.events_assigned)
+        .cte("outbox_numbered")
+    )
+    E = subscription_events.c
+    rows = select(
+        numbered.c.subscription_id,
+        numbered.c.events_assigned,
+        bindparam("outbox.rt", type_=String()),
+        bindparam("outbox.rid", type_=String()),
+        bindparam("outbox.vid", type_=E.version_id.type),
+        false(),
+        bindparam("outbox.occurred", type_=E.occurred.type),
+        null(),
+    )
+    names = ["subscription_id", "event_number", "resource_type", "resource_id", "version_id", "deleted"]
+    appended = insert(subscription_events).from_select([*names, "occurred", "delivered"], rows).cte("outbox_events")
+    return numbered, appended

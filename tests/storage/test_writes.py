@@ -43,6 +43,9 @@ class Recorder:
     def concerns(self, resource_type: str, rows: object = None) -> bool:
         return True
 
+    def settle(self, change: Change) -> None:
+        return None  # this hook reads the row: it asks for the write's transaction
+
     async def __call__(self, conn: AsyncConnection, change: Change) -> None:
         stored, previous = change.stored, change.previous
         if stored.resource_type == self.refuse:

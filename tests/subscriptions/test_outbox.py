@@ -1,0 +1,124 @@
+"""The outbox hook: the events of a write are stored with it, numbered per subscription without gaps,
+whether memory settles the match (then, on PostgreSQL, inside the write's single statement) or the
+database must help (then inside a write transaction), on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import select
+
+from app import fhirjson
+from app.interactions.context import ContextHolder
+from app.storage.repository import StoredVersion
+from app.storage.writes import Change
+from app.subscriptions.outbox import SubscriptionOutbox
+from app.subscriptions.tables import subscription_events
+from tests.subscriptions.conftest import post, subscribe, task
+from tests.subscriptions.test_rest_hook import events_of
+
+
+def outbox_of(app: FastAPI) -> SubscriptionOutbox:
+    holder: ContextHolder = app.state.fhir
+    return next(hook for hook in holder.current.writer.hooks if isinstance(hook, SubscriptionOutbox))
+
+
+class CallsInTransaction:
+    """Counts the writes for which the outbox was called inside a write transaction."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.types: list[str] = []
+        original = SubscriptionOutbox.__call__
+
+        async def counting(outbox: SubscriptionOutbox, conn: Any, change: Change) -> None:
+            self.types.append(change.stored.resource_type)
+            await original(outbox, conn, change)
+
+        monkeypatch.setattr(SubscriptionOutbox, "__call__", counting)
+
+
+def change_of(body: dict[str, Any], previous: dict[str, Any] | None = None, deleted: bool = False) -> Change:
+    now = datetime.now(UTC)
+    before = None
+    if previous is not None:
+        before = StoredVersion(body["resourceType"], "t1", 1, now, False, fhirjson.dumps(previous), "POST")
+    stored = StoredVersion(
+        body["resourceType"], "t1", 2 if before else 1, now, deleted, None if deleted else fhirjson.dumps(body), "PUT"
+    )
+    return Change(before, stored, {})
+
+
+async def test_writes_memory_settles_carry_their_events_in_their_own_statement(
+    client: httpx.AsyncClient, app: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    subscription_id = await subscribe(client, "Task?owner=Practitioner/p1&status=requested")
+    calls = CallsInTransaction(monkeypatch)
+    created = await post(client, task())
+    updated = await client.put(
+        f"/fhir/Task/{created['id']}", json={**task(), "id": created["id"], "priority": "urgent"}, headers=_JSON
+    )
+    assert updated.status_code == 200
+    await post(client, task(owner="Practitioner/p2"))  # matches nothing
+    assert await events_of(app, subscription_id) == [(1, created["id"], 1, False), (2, created["id"], 2, False)]
+    holder: ContextHolder = app.state.fhir
+    if holder.current.db.dialect == "postgresql":
+        assert calls.types == []  # matched in memory, stored by the write's own statement
+    else:
+        assert calls.types == ["Task", "Task", "Task"]  # SQLite: each write is a transaction with the hook in it
+    e = subscription_events.c
+    async with holder.current.db.read() as conn:
+        query = select(e.occurred).where(e.subscription_id == subscription_id).order_by(e.event_number)
+        occurred = list((await conn.execute(query)).scalars())
+    assert occurred[-1] == datetime.fromisoformat(updated.json()["meta"]["lastUpdated"])  # the version's time
+
+
+async def test_a_write_only_the_database_can_match_goes_through_a_transaction(
+    client: httpx.AsyncClient, app: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    subscription_id = await subscribe(client, "Task?patient.family=doe&status=requested")
+    doe = await post(client, {"resourceType": "Patient", "name": [{"family": "Doe"}]})
+    calls = CallsInTransaction(monkeypatch)
+    matching = await post(client, task(**{"for": {"reference": f"Patient/{doe['id']}"}}))
+    await post(client, task(status="accepted", **{"for": {"reference": f"Patient/{doe['id']}"}}))
+    assert await events_of(app, subscription_id) == [(1, matching["id"], 1, False)]
+    # the chain is judged by a query inside the write's transaction; the accepted task fails in memory
+    assert calls.types == ["Task"] if app.state.fhir.current.db.dialect == "postgresql" else ["Task", "Task"]
+
+
+async def test_concurrent_settled_and_transactional_writes_number_without_gaps(
+    client: httpx.AsyncClient, app: FastAPI
+) -> None:
+    everything = await subscribe(client, "Task?owner=Practitioner/p1")
+    await subscribe(client, "Task?status=accepted&patient.family=doe")  # makes accepted tasks need a query
+    doe = await post(client, {"resourceType": "Patient", "name": [{"family": "Doe"}]})
+    subject = {"for": {"reference": f"Patient/{doe['id']}"}}
+    bodies = [task(status="requested" if n % 2 else "accepted", **subject) for n in range(40)]
+    created = await asyncio.gather(*(post(client, body) for body in bodies))
+    events = await events_of(app, everything)
+    assert [number for number, *_ in events] == list(range(1, 41))
+    assert sorted(resource_id for _, resource_id, _, _ in events) == sorted(r["id"] for r in created)
+
+
+async def test_a_statement_that_loses_a_race_numbers_nothing(client: httpx.AsyncClient, app: FastAPI) -> None:
+    subscription_id = await subscribe(client, "Task?owner=Practitioner/p1")
+    body = {**task(), "id": "raced"}
+    puts = await asyncio.gather(*(client.put("/fhir/Task/raced", json=body, headers=_JSON) for _ in range(12)))
+    assert sorted(r.status_code for r in puts) == [200] * 11 + [201]
+    # every statement that lost (id taken, version moved) wrote nothing and took no number
+    assert await events_of(app, subscription_id) == [(n, "raced", n, False) for n in range(1, 13)]
+
+
+def test_settle_leaves_to_a_transaction_what_memory_cannot_decide(app: FastAPI) -> None:
+    outbox = outbox_of(app)
+    subscription = {"resourceType": "Subscription", "status": "off", "reason": "r", "criteria": "Task?status=ready"}
+    assert outbox.settle(change_of(subscription)) is None  # its bookkeeping needs the database
+    assert outbox.settle(change_of(task(), task(), deleted=True)) is None  # matched on the removed version
+    assert outbox.settle(change_of({"resourceType": "Patient"})) == ()  # no subscription: nothing to add
+
+
+_JSON = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
