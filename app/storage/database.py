@@ -224,6 +224,23 @@ class Database:
                 await conn.execution_options(**{AUTOCOMMIT_OPTION: True})
             yield conn
 
+    @property
+    def modifying_ctes(self) -> bool:
+        """Whether one statement may hold several data-modifying CTEs (PostgreSQL; not SQLite)."""
+        return self._sqlite_writer is None
+
+    @asynccontextmanager
+    async def statement_write(self, urgent: bool = False) -> AsyncIterator[AsyncConnection]:
+        """A connection for writes that are each atomic alone (one statement, or statements that may
+        commit one by one): autocommit on PostgreSQL, so no BEGIN/COMMIT round trips; on SQLite a write
+        transaction, as ``write`` (the one writer is taken either way)."""
+        if self._sqlite_writer is not None:
+            async with self.write(urgent) as conn:
+                yield conn
+            return
+        async with self.read() as conn:
+            yield conn
+
     @asynccontextmanager
     async def single_statement(self) -> AsyncIterator[AsyncConnection]:
         """A pooled connection outside any transaction, for one self-contained statement (PostgreSQL)."""

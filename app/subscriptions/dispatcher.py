@@ -38,7 +38,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 import httpx
-from sqlalchemy import and_, case, delete, insert, or_, select, true, update
+from sqlalchemy import Select, Update, and_, bindparam, case, delete, insert, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app import fhirjson
@@ -47,10 +47,12 @@ from app.interactions.context import ContextHolder, utc_now
 from app.interactions.request_context import RequestContext
 from app.interactions.update import update as update_resource
 from app.storage.database import Database
-from app.storage.repository import StoredVersion, read_current, read_version
+from app.storage.repository import read_current, read_version
+from app.storage.tables import resources
 from app.subscriptions.active import ActiveSubscriptions
 from app.subscriptions.definition import SubscriptionDefinition, read_definition
 from app.subscriptions.endpoints import EndpointPolicy
+from app.subscriptions.records import DeliveredBatch, record_delivered
 from app.subscriptions.rest_hook import Event, Item, Notice, Outcome, notification, send, topic_notification
 from app.subscriptions.tables import subscription_attempts, subscription_events, subscription_state
 from app.subscriptions.websocket import WebSocketHub
@@ -58,10 +60,25 @@ from app.subscriptions.websocket import WebSocketHub
 LOG = logging.getLogger("fhir.subscriptions")
 S = subscription_state.c
 E = subscription_events.c
+R = resources.c
 MAX_RETRY_DELAY = 600.0
 BATCH = 50  # events read, sent in order, and recorded together
 PRUNE_SECONDS = 600.0  # how often old attempt records are deleted
 DATABASE_TURNS = 4  # delivery tasks using a database connection at once (one each, never two)
+
+# a subscription's delivery state and the current version of its Subscription resource, in one read
+_STATE_AND_SUBSCRIPTION: Select = (  # type: ignore[type-arg]
+    select(
+        subscription_state,
+        R.version_id.label("subscription_version"),
+        R.deleted.label("subscription_deleted"),
+        R.body.label("subscription_body"),
+    )
+    .select_from(
+        subscription_state.outerjoin(resources, and_(R.resource_type == "Subscription", R.id == S.subscription_id))
+    )
+    .where(S.subscription_id == bindparam("sid"))
+)
 
 
 def retry_delay(attempts: int) -> float:
@@ -200,17 +217,18 @@ class Dispatcher:
         async with db.read() as conn:
             if not [row[0] for row in await conn.execute(due)]:
                 return []
-        async with db.write(urgent=True) as conn:
-            ids = [row[0] for row in await conn.execute(due.with_for_update(skip_locked=True))]
-            ids = [i for i in ids if i not in self._running]
-            if ids:
-                lease_until = now + timedelta(seconds=self.settings.lease_seconds)
-                await conn.execute(
-                    update(subscription_state)
-                    .where(S.subscription_id.in_(ids))
-                    .values(lease_owner=self.owner, lease_until=lease_until)
-                )
-        return ids
+        if self._running:
+            due = due.where(S.subscription_id.not_in(list(self._running)))
+        # one statement takes the leases: the rows it selects are locked until it ends, and those another
+        # dispatcher has locked meanwhile are skipped (PostgreSQL; SQLite has one writer)
+        claim = (
+            update(subscription_state)
+            .where(S.subscription_id.in_(due.with_for_update(skip_locked=True)))
+            .values(lease_owner=self.owner, lease_until=now + timedelta(seconds=self.settings.lease_seconds))
+            .returning(S.subscription_id)
+        )
+        async with db.statement_write(urgent=True) as conn:
+            return sorted(row[0] for row in await conn.execute(claim))
 
     async def _deliver_all(self, subscription_id: str) -> None:
         """Deliver this subscription's events in order until none is left, one fails, or the lease is lost;
@@ -253,16 +271,18 @@ class Dispatcher:
         event; a heartbeat only when no event is waiting."""
         now = utc_now()
         async with self._database_turn, self._holder.current.db.read() as conn:
-            state = (await conn.execute(select(subscription_state).where(S.subscription_id == subscription_id))).first()
+            state = (await conn.execute(_STATE_AND_SUBSCRIPTION, {"sid": subscription_id})).first()
             if state is None or state.lease_owner != self.owner:
                 return None, None
             waiting = state.delivered_through < state.events_assigned
             heartbeat = state.heartbeat_at is not None and state.heartbeat_at <= now
             if not state.active or not (waiting or state.handshake_due or heartbeat):
                 return None, "done"
-            current = await read_current(conn, "Subscription", subscription_id)
-            definition = self._definition(current)
-            if definition is None or current is None or not definition.live_at(now):
+            version = state.subscription_version
+            definition = None
+            if version is not None and not state.subscription_deleted and state.subscription_body is not None:
+                definition = self._definition(subscription_id, version, state.subscription_body)
+            if definition is None or not definition.live_at(now):
                 return None, "stop"
             items: list[tuple[Item, bytes | None]] = []
             if state.handshake_due or not waiting:
@@ -279,7 +299,7 @@ class Dispatcher:
             state.delivered_through,
             state.failing_since,
             state.attempts,
-            current.version_id,
+            version,
         )
         return batch, None
 
@@ -312,16 +332,14 @@ class Dispatcher:
             events.append((event, body))
         return events
 
-    def _definition(self, current: StoredVersion | None) -> SubscriptionDefinition | None:
+    def _definition(self, subscription_id: str, version: int, body: bytes) -> SubscriptionDefinition | None:
         """The current version's definition: the one the active view parsed, else parsed now."""
-        if current is None or current.deleted or current.body is None:
-            return None
-        known = self._active.definition(current.id, current.version_id)
+        known = self._active.definition(subscription_id, version)
         if known is not None:
             return known
         ctx = self._holder.current
         try:
-            return read_definition(fhirjson.loads(current.body), ctx.registry, self._active.rules)
+            return read_definition(fhirjson.loads(body), ctx.registry, self._active.rules)
         except FhirError:
             return None
 
@@ -354,49 +372,33 @@ class Dispatcher:
         """Store the attempts of a batch and their consequence: ``keep`` the lease (more may be due),
         ``released`` (everything was delivered: the lease was given back in the same statement), or
         ``lost`` (another process has taken over meanwhile: stop). Handshakes and heartbeats are
-        recorded as event 0."""
+        recorded as event 0. A batch delivered whole is recorded by one statement where the database
+        allows (``_record_delivered``), else by a transaction."""
         now = utc_now()
+        numbers = [item.number for item, _ in delivered if isinstance(item, Event)]
+        db = self._holder.current.db
+        if delivered and failed is None and db.modifying_ctes:
+            return await self._record_delivered(batch, delivered, numbers, now)
         attempts = [(item, outcome) for item, outcome in delivered]
         if failed is not None:
             attempts.append(failed)
+        tried = [
+            {
+                "subscription_id": item.subscription_id,
+                "event_number": item.number if isinstance(item, Event) else 0,
+                "attempted": now,
+                "delivered": outcome.delivered,
+                "detail": _attempt_detail(item, outcome),
+                "milliseconds": outcome.milliseconds,
+            }
+            for item, outcome in attempts
+        ]
+        values = self._delivered_values(batch, delivered, failed is None, numbers, now)
         mine = (S.subscription_id == batch.subscription_id) & (S.lease_owner == self.owner)
         give_up = released = False
-        async with self._database_turn, self._holder.current.db.write(urgent=True) as conn:
-            await conn.execute(
-                insert(subscription_attempts),
-                [
-                    {
-                        "subscription_id": item.subscription_id,
-                        "event_number": item.number if isinstance(item, Event) else 0,
-                        "attempted": now,
-                        "delivered": outcome.delivered,
-                        "detail": outcome.detail if isinstance(item, Event) else f"{item.kind}: {outcome.detail}",
-                        "milliseconds": outcome.milliseconds,
-                    }
-                    for item, outcome in attempts
-                ],
-            )
+        async with self._database_turn, db.write(urgent=True) as conn:
+            await conn.execute(insert(subscription_attempts), tried)
             if delivered:
-                numbers = [item.number for item, _ in delivered if isinstance(item, Event)]
-                values: dict[str, object] = {
-                    "attempts": 0,
-                    "retry_at": None,
-                    "failing_since": None,
-                    "last_error": None,
-                    "lease_until": now + timedelta(seconds=self.settings.lease_seconds),
-                }
-                shook = any(isinstance(item, Notice) and item.kind == "handshake" for item, _ in delivered)
-                if numbers:
-                    values["delivered_through"] = numbers[-1]
-                if shook:
-                    values["handshake_due"] = False
-                if batch.definition.heartbeat_seconds is not None:  # the quiet period starts again
-                    values["heartbeat_at"] = now + timedelta(seconds=batch.definition.heartbeat_seconds)
-                if failed is None:  # all sent: give the lease back now unless events came meanwhile
-                    through = numbers[-1] if numbers else batch.delivered_through
-                    done = and_(S.events_assigned <= through, true() if shook else S.handshake_due.is_(False))
-                    values["lease_owner"] = case((done, None), else_=S.lease_owner)
-                    values["lease_until"] = case((done, None), else_=values["lease_until"])
                 moved = (
                     await conn.execute(
                         update(subscription_state)
@@ -409,15 +411,7 @@ class Dispatcher:
                     return "lost"
                 released = moved.lease_owner is None
                 if numbers:
-                    await conn.execute(
-                        update(subscription_events)
-                        .where(
-                            E.subscription_id == batch.subscription_id,
-                            E.event_number > batch.delivered_through,
-                            E.event_number <= numbers[-1],
-                        )
-                        .values(delivered=now)
-                    )
+                    await conn.execute(_mark_delivered(batch, numbers[-1], now))
             if failed is None:
                 return "released" if released else "keep"
             event, outcome = failed
@@ -451,6 +445,57 @@ class Dispatcher:
                 f"notifications failed for {self.settings.retry_hours:g} hours; last: {outcome.detail}",
             )
         return "released"  # (the failure's update gave the lease back)
+
+    async def _record_delivered(
+        self, batch: _Batch, delivered: list[tuple[Item, Outcome]], numbers: list[int], now: datetime
+    ) -> Literal["keep", "released", "lost"]:
+        """A batch delivered whole, recorded by one statement (``app.subscriptions.records``)."""
+        heartbeat = batch.definition.heartbeat_seconds
+        record = DeliveredBatch(
+            batch.subscription_id,
+            self.owner,
+            batch.delivered_through,
+            numbers[-1] if numbers else batch.delivered_through,
+            [
+                (item.number if isinstance(item, Event) else 0, _attempt_detail(item, outcome), outcome.milliseconds)
+                for item, outcome in delivered
+            ],
+            any(isinstance(item, Notice) and item.kind == "handshake" for item, _ in delivered),
+            now,
+            now + timedelta(seconds=self.settings.lease_seconds),
+            now + timedelta(seconds=heartbeat) if heartbeat is not None else None,
+        )
+        async with self._database_turn, self._holder.current.db.statement_write(urgent=True) as conn:
+            moved, released = await record_delivered(conn, record)
+        if not moved:
+            return "lost"
+        return "released" if released else "keep"
+
+    def _delivered_values(
+        self, batch: _Batch, delivered: list[tuple[Item, Outcome]], whole: bool, numbers: list[int], now: datetime
+    ) -> dict[str, object]:
+        """The state of a subscription after ``delivered`` went out (``whole``: the batch with nothing
+        failing, so the lease is given back unless events came meanwhile)."""
+        values: dict[str, object] = {
+            "attempts": 0,
+            "retry_at": None,
+            "failing_since": None,
+            "last_error": None,
+            "lease_until": now + timedelta(seconds=self.settings.lease_seconds),
+        }
+        shook = any(isinstance(item, Notice) and item.kind == "handshake" for item, _ in delivered)
+        if numbers:
+            values["delivered_through"] = numbers[-1]
+        if shook:
+            values["handshake_due"] = False
+        if batch.definition.heartbeat_seconds is not None:  # the quiet period starts again
+            values["heartbeat_at"] = now + timedelta(seconds=batch.definition.heartbeat_seconds)
+        if whole:
+            through = numbers[-1] if numbers else batch.delivered_through
+            done = and_(S.events_assigned <= through, true() if shook else S.handshake_due.is_(False))
+            values["lease_owner"] = case((done, None), else_=S.lease_owner)
+            values["lease_until"] = case((done, None), else_=values["lease_until"])
+        return values
 
     async def _release(self, subscription_id: str, only_if_done: bool = False) -> bool:
         """Give the lease back; with ``only_if_done``, only when every event was delivered or the
@@ -499,3 +544,21 @@ class Dispatcher:
             LOG.warning("Subscription/%s could not be set to %s: %s", subscription_id, status, exc.message)
             return
         LOG.warning("Subscription/%s is now %s%s", subscription_id, status, f": {error}" if error else "")
+
+
+def _mark_delivered(batch: _Batch, through: int, now: datetime) -> Update:
+    """The batch's events up to number ``through`` stamped with their delivery time."""
+    return (
+        update(subscription_events)
+        .where(
+            E.subscription_id == batch.subscription_id,
+            E.event_number > batch.delivered_through,
+            E.event_number <= through,
+        )
+        .values(delivered=now)
+    )
+
+
+def _attempt_detail(item: Item, outcome: Outcome) -> str:
+    """An attempt's recorded outcome; a handshake's or heartbeat's says which (they are event 0)."""
+    return outcome.detail if isinstance(item, Event) else f"{item.kind}: {outcome.detail}"

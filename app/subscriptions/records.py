@@ -1,0 +1,151 @@
+"""The record of a batch of notifications delivered whole, in one statement (PostgreSQL).
+
+A dispatcher records each batch it sent: the attempts, the subscription's
+state moved on (delivered through its last event, failures cleared, the
+lease given back unless events came meanwhile), and the events stamped
+delivered. As a transaction that is five round trips per batch, and most
+batches are a single event: a busy server sends a notification for a few
+percent of its writes, each to a different subscription. One statement of
+data-modifying CTEs does it atomically with no transaction round trips;
+the state moves only while the lease is still this dispatcher's and nobody
+recorded meanwhile, and the events are stamped only when it moved. The
+statement is built once per shape, its values bound by name, so SQLAlchemy
+compiles it once. Failures and SQLite keep the transaction
+(``app.subscriptions.dispatcher``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Integer,
+    Select,
+    String,
+    Text,
+    and_,
+    bindparam,
+    case,
+    exists,
+    false,
+    func,
+    insert,
+    null,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.storage.tables import UTCDateTime
+from app.subscriptions.tables import subscription_attempts, subscription_events, subscription_state
+
+S = subscription_state.c
+E = subscription_events.c
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveredBatch:
+    """What went out: every attempt succeeded. ``after``: the subscription's ``delivered_through`` when the
+    batch was read; ``through``: its last event's number (``after`` when it held only a handshake or a
+    heartbeat); ``attempts``: (event number, 0 for a handshake or heartbeat; detail; milliseconds)."""
+
+    subscription_id: str
+    owner: str
+    after: int
+    through: int
+    attempts: list[tuple[int, str, int]]
+    handshake: bool  # a handshake was among them
+    now: datetime
+    lease_until: datetime
+    heartbeat_at: datetime | None  # the next heartbeat, for a subscription that asks for them
+
+
+@lru_cache(maxsize=8)
+def _statement(events: bool, handshake: bool, heartbeat: bool) -> Select[Any]:
+    when = UTCDateTime()
+    through = bindparam("through", type_=BigInteger())
+    done = and_(S.events_assigned <= through, true() if handshake else S.handshake_due.is_(False))
+    values: dict[str, Any] = {
+        "attempts": 0,
+        "retry_at": null(),
+        "failing_since": null(),
+        "last_error": null(),
+        "lease_owner": case((done, null()), else_=S.lease_owner),
+        "lease_until": case((done, null()), else_=bindparam("lease_until", type_=when)),
+    }
+    if events:
+        values["delivered_through"] = through
+    if handshake:
+        values["handshake_due"] = false()
+    if heartbeat:
+        values["heartbeat_at"] = bindparam("heartbeat_at", type_=when)
+    sid = bindparam("sid", type_=String())
+    moved = (
+        update(subscription_state)
+        .where(
+            S.subscription_id == sid,
+            S.lease_owner == bindparam("holder", type_=String()),
+            S.delivered_through == bindparam("after", type_=BigInteger()),
+        )
+        .values(values)
+        .returning(S.lease_owner)
+        .cte("moved")
+    )
+    rows = (
+        func.unnest(
+            bindparam("numbers", type_=ARRAY(BigInteger())),
+            bindparam("details", type_=ARRAY(Text())),
+            bindparam("milliseconds", type_=ARRAY(Integer())),
+        )
+        .table_valued("event_number", "detail", "milliseconds")
+        .render_derived(name="u")
+    )
+    attempted = bindparam("now", type_=when)
+    tried = (
+        insert(subscription_attempts)
+        .from_select(
+            ["subscription_id", "event_number", "attempted", "delivered", "detail", "milliseconds"],
+            select(sid, rows.c.event_number, attempted, true(), rows.c.detail, rows.c.milliseconds),
+        )
+        .cte("tried")
+    )
+    parts = [tried]
+    if events:
+        marked = (
+            update(subscription_events)
+            .where(E.subscription_id == sid, E.event_number > bindparam("after"), E.event_number <= through)
+            .where(exists(select(moved.c.lease_owner)))
+            .values(delivered=attempted)
+        )
+        parts.append(marked.cte("marked"))
+    return select(moved.c.lease_owner).add_cte(*parts)
+
+
+async def record_delivered(conn: AsyncConnection, batch: DeliveredBatch) -> tuple[bool, bool]:
+    """Record ``batch`` in one statement on ``conn`` (autocommit): (whether the state moved, so the lease
+    was still ours; whether the lease was given back)."""
+    statement = _statement(batch.through > batch.after, batch.handshake, batch.heartbeat_at is not None)
+    params = {
+        "sid": batch.subscription_id,
+        "holder": batch.owner,
+        "after": batch.after,
+        "through": batch.through,
+        "lease_until": batch.lease_until,
+        "heartbeat_at": batch.heartbeat_at,
+        "now": batch.now,
+        "numbers": [number for number, _, _ in batch.attempts],
+        "details": [detail for _, detail, _ in batch.attempts],
+        "milliseconds": [milliseconds for _, _, milliseconds in batch.attempts],
+    }
+    if batch.heartbeat_at is None:
+        del params["heartbeat_at"]
+    row = (await conn.execute(statement, params)).first()
+    if row is None:
+        return False, False
+    return True, row.lease_owner is None
