@@ -132,6 +132,8 @@ class Dispatcher:
         self.owner = uuid.uuid4().hex
         self._wake = asyncio.Event()
         self._running: dict[str, asyncio.Task[None]] = {}
+        # due subscriptions a round passed over because their delivery task here was still finishing
+        self._passed_over: set[str] = set()
         self._hosts: dict[str, asyncio.Semaphore] = {}
         # delivery tasks take turns at the database, so requests always find pooled connections
         self._database_turn = asyncio.Semaphore(DATABASE_TURNS)
@@ -193,7 +195,16 @@ class Dispatcher:
     def _start(self, subscription_id: str) -> None:
         task = asyncio.create_task(self._deliver_all(subscription_id))
         self._running[subscription_id] = task
-        task.add_done_callback(lambda _: self._running.pop(subscription_id, None))
+        task.add_done_callback(lambda _: self._finished(subscription_id))
+
+    def _finished(self, subscription_id: str) -> None:
+        """A delivery task ended. If a round passed its subscription over meanwhile (an event committed
+        after the task's last look, its wake-up arriving before the task was gone), look again now,
+        not at the next poll."""
+        self._running.pop(subscription_id, None)
+        if subscription_id in self._passed_over:
+            self._passed_over.discard(subscription_id)
+            self.wake()
 
     async def _claim(self) -> list[str]:
         """Lease due subscriptions not being delivered here; a cheap read first, so an idle server takes no
@@ -215,9 +226,11 @@ class Dispatcher:
         )
         db = self._holder.current.db
         async with db.read() as conn:
-            if not [row[0] for row in await conn.execute(due)]:
-                return []
+            found = [row[0] for row in await conn.execute(due)]
+        if not found:
+            return []
         if self._running:
+            self._passed_over.update(i for i in found if i in self._running)
             due = due.where(S.subscription_id.not_in(list(self._running)))
         # one statement takes the leases: the rows it selects are locked until it ends, and those another
         # dispatcher has locked meanwhile are skipped (PostgreSQL; SQLite has one writer)

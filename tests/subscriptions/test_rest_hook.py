@@ -394,3 +394,39 @@ async def test_old_attempt_records_are_pruned(client: httpx.AsyncClient, app: Fa
             row[0] for row in await conn.execute(select(a.event_number).where(a.subscription_id == subscription_id))
         ]
     assert left == [2]
+
+
+async def test_a_subscription_passed_over_while_its_task_finished_is_delivered_without_waiting_for_the_poll(
+    client: httpx.AsyncClient, app: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    receiver = Receiver()
+    dispatcher = make_dispatcher(app, receiver, poll_seconds=60.0)
+    subscription_id = await subscribe(client, "Task?owner=Practitioner/p1")
+    finishing: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    deliver_all = dispatcher._deliver_all  # noqa: SLF001
+
+    async def slow_to_end(subscription: str) -> None:
+        await deliver_all(subscription)  # delivers, records, gives the lease back
+        await finishing  # ... and the task has not ended yet when the next event's wake-up comes
+
+    monkeypatch.setattr(dispatcher, "_deliver_all", slow_to_end)
+    await post(client, task())
+    running = asyncio.create_task(dispatcher.run())
+    for _ in range(40):
+        if receiver.event_ids:
+            break
+        await asyncio.sleep(0.05)
+    assert receiver.event_ids == [f"{subscription_id}/1"]
+    await post(client, task())
+    dispatcher.wake()
+    await asyncio.sleep(0.3)
+    assert receiver.event_ids == [f"{subscription_id}/1"]  # passed over: its task is still here
+    finishing.set_result(None)
+    for _ in range(40):
+        if len(receiver.event_ids) == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert receiver.event_ids == [f"{subscription_id}/1", f"{subscription_id}/2"]  # not a minute later
+    running.cancel()
+    await asyncio.gather(running, return_exceptions=True)
+    await dispatcher.close()
