@@ -20,9 +20,10 @@ loop cheap instead of rescanning every matching row. ``_id`` and
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, false, func, not_, or_, select, true
+from sqlalchemy import ColumnElement, Select, and_, any_, exists, false, func, not_, or_, select, true
 
 from app.search.request import AnyClause, ChainClause, Clause, HasClause, SearchRequest, SortKey
 from app.search.types import COLUMN_PARAMETERS, PARAM_TYPES, SearchValue
@@ -180,6 +181,37 @@ def one_resource_condition(
     own = direct.selected_columns[0]
     table = own.table
     return r.id.in_(direct.where(table.c.resource_type == resource_type, own == resource_id))
+
+
+def chain_reaches(clause: ChainClause, targets: Mapping[str, ColumnElement[Any]]) -> ColumnElement[bool]:
+    """``clause`` for a resource whose own references through the chain's parameter are known before
+    it is stored: ``targets`` gives, per target type, the referenced ids (an array expression); true
+    when one of them is a live resource matching the chain's inner clause, as ``clause_condition``
+    judges it once the resource's index rows are stored."""
+    reached = []
+    for target_type, inner in clause.alternatives:
+        ids = targets.get(target_type)
+        if ids is not None:
+            matching = _matching_ids(target_type, inner, OPEN)
+            reached.append(exists(matching.where(matching.selected_columns[0] == any_(ids))))
+    return or_(false(), *reached)
+
+
+def referenced_by_matches(
+    clause: HasClause, resource_type: str, resource_id: ColumnElement[str]
+) -> ColumnElement[bool]:
+    """``_has`` for one resource, whether or not it is stored yet: some live ``clause.source_type``
+    matching the inner clause references it through the clause's parameter (the other resources'
+    index rows are all this needs)."""
+    ref = INDEX_TABLES["reference"].c
+    sources = select(ref.resource_id).where(
+        ref.param_hash == clause.param.hash,
+        ref.resource_type == clause.source_type,
+        ref.target_type == resource_type,
+        ref.target_id == resource_id,
+        ref.resource_id.in_(_matching_ids(clause.source_type, clause.inner, OPEN)),
+    )
+    return exists(sources.correlate(None))
 
 
 def compartment_condition(request: SearchRequest) -> ColumnElement[bool]:

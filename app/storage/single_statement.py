@@ -27,9 +27,8 @@ so such a write keeps the single round trip too.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from functools import lru_cache
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import (
@@ -67,13 +66,15 @@ _HISTORY_COLUMNS = ["resource_type", "id", "version_id", "last_updated", "delete
 
 @dataclass(frozen=True, slots=True)
 class Compiled:
-    """A statement's SQL for asyncpg and the order its named parameters take as ``$1, $2, ...``."""
+    """A statement's SQL for asyncpg, the order its named parameters take as ``$1, $2, ...``, and the
+    values bound inside the construct itself (used where the caller gives none)."""
 
     sql: str
     names: tuple[str, ...]
+    defaults: Mapping[str, object] = field(default_factory=dict)
 
-    def arguments(self, values: dict[str, object]) -> list[object]:
-        return [values[name] for name in self.names]
+    def arguments(self, values: Mapping[str, object]) -> list[object]:
+        return [values[name] if name in values else self.defaults[name] for name in self.names]
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,25 +84,37 @@ class StatementPart:
     ``build`` gets the CTE of the current row (it returns the new version
     number, one row exactly when the write happened: condition each CTE on
     it) and returns the CTEs to add. The statement is compiled once per
-    shape, the shape including ``build`` itself: ``build`` must be a module-
-    level function that builds the same SQL on every call, and take every
-    value from bind parameters, given in ``values`` under names of its own
-    (distinct from the write's ``rt``, ``rid``, ``vid``, ``updated``,
-    ``payload``, ``method``). ``committed`` runs once the statement
-    succeeded (it commits by itself).
+    shape: ``shape`` must be equal exactly when ``build`` builds the same SQL
+    with the same values bound inside it. Values that change from write to
+    write go in ``values``, under bind names of the part's own (distinct from
+    the write's ``rt``, ``rid``, ``vid``, ``updated``, ``payload``,
+    ``method``). ``committed`` runs once the statement succeeded (it commits
+    by itself).
     """
 
+    shape: Hashable
     build: Callable[[CTE], Sequence[CTE]]
     values: Mapping[str, object]
     committed: Callable[[], None] | None = None
 
 
-Builds = tuple[Callable[[CTE], Sequence[CTE]], ...]
-
-
 def compile_for_asyncpg(statement: Select[Any]) -> Compiled:
     compiled = statement.compile(dialect=_DIALECT)
-    return Compiled(compiled.string, tuple(compiled.positiontup or ()))
+    return Compiled(compiled.string, tuple(compiled.positiontup or ()), dict(compiled.params))
+
+
+_COMPILED: dict[Hashable, Compiled] = {}
+_MOST_SHAPES = 512  # then the cache starts again: shapes come from index tables and hooks' parts
+
+
+def _compiled(key: Hashable, make: Callable[[], Select[Any]]) -> Compiled:
+    """The statement of one shape, compiled the first time it is needed."""
+    found = _COMPILED.get(key)
+    if found is None:
+        if len(_COMPILED) >= _MOST_SHAPES:
+            _COMPILED.clear()
+        found = _COMPILED[key] = compile_for_asyncpg(make())
+    return found
 
 
 def index_columns(name: str) -> tuple[str, ...]:
@@ -137,14 +150,18 @@ def _history(cur: CTE, deleted: ColumnElement[bool]) -> CTE:
     return insert(resource_history).from_select(_HISTORY_COLUMNS, values).cte("hist")
 
 
-def _added(builds: Builds, cur: CTE) -> list[CTE]:
-    return [part for build in builds for part in build(cur)]
+def _added(parts: Sequence[StatementPart], cur: CTE) -> list[CTE]:
+    return [cte for part in parts for cte in part.build(cur)]
 
 
-@lru_cache(maxsize=256)
-def create_statement(tables: tuple[str, ...], builds: Builds = ()) -> Compiled:
-    """A create writing index rows to ``tables`` (and what ``builds`` add): returns 1, or 0 when the id
+def create_statement(tables: tuple[str, ...], parts: Sequence[StatementPart] = ()) -> Compiled:
+    """A create writing index rows to ``tables`` (and what ``parts`` add): returns 1, or 0 when the id
     was taken (nothing written)."""
+    key = ("create", tables, tuple(part.shape for part in parts))
+    return _compiled(key, lambda: _create(tables, parts))
+
+
+def _create(tables: tuple[str, ...], parts: Sequence[StatementPart]) -> Select[Any]:
     cur = (
         postgresql_insert(resources)
         .values(
@@ -159,19 +176,24 @@ def create_statement(tables: tuple[str, ...], builds: Builds = ()) -> Compiled:
         .returning(_r.version_id)
         .cte("cur")
     )
-    statement = (
+    return (
         select(func.count())
         .select_from(cur)
-        .add_cte(_history(cur, false()), *_index_inserts(tables, cur), *_added(builds, cur))
+        .add_cte(_history(cur, false()), *_index_inserts(tables, cur), *_added(parts, cur))
     )
-    return compile_for_asyncpg(statement)
 
 
-@lru_cache(maxsize=256)
-def replace_statement(deletes: tuple[str, ...], inserts: tuple[str, ...], builds: Builds = ()) -> Compiled:
+def replace_statement(
+    deletes: tuple[str, ...], inserts: tuple[str, ...], parts: Sequence[StatementPart] = ()
+) -> Compiled:
     """Moving the current row from version ``expected`` to ``vid`` (a NULL payload is a deletion),
-    its old index rows in ``deletes`` removed and new rows in ``inserts`` added: returns 1, or 0 when
-    another writer moved the row first (nothing written)."""
+    its old index rows in ``deletes`` removed and new rows in ``inserts`` added (and what ``parts``
+    add): returns 1, or 0 when another writer moved the row first (nothing written)."""
+    key = ("replace", deletes, inserts, tuple(part.shape for part in parts))
+    return _compiled(key, lambda: _replace(deletes, inserts, parts))
+
+
+def _replace(deletes: tuple[str, ...], inserts: tuple[str, ...], parts: Sequence[StatementPart]) -> Select[Any]:
     payload = bindparam("payload", type_=resources.c.body.type)
     cur = (
         update(resources)
@@ -189,12 +211,11 @@ def replace_statement(deletes: tuple[str, ...], inserts: tuple[str, ...], builds
             exists(select(cur.c.version_id)),
         )
         removals.append(removal.cte(f"d{position}"))
-    statement = (
+    return (
         select(func.count())
         .select_from(cur)
-        .add_cte(_history(cur, payload.is_(None)), *removals, *_index_inserts(inserts, cur), *_added(builds, cur))
+        .add_cte(_history(cur, payload.is_(None)), *removals, *_index_inserts(inserts, cur), *_added(parts, cur))
     )
-    return compile_for_asyncpg(statement)
 
 
 _READ_CURRENT = compile_for_asyncpg(
@@ -228,7 +249,7 @@ def _written_tables(rows: IndexRows) -> tuple[str, ...]:
     return tuple(sorted(name for name, table_rows in rows.items() if table_rows))
 
 
-async def _fetch_value(conn: AsyncConnection, statement: Compiled, values: dict[str, object]) -> object:
+async def _fetch_value(conn: AsyncConnection, statement: Compiled, values: Mapping[str, object]) -> object:
     driver = (await conn.get_raw_connection()).driver_connection
     assert driver is not None
     return await driver.fetchval(statement.sql, *statement.arguments(values))
@@ -250,7 +271,7 @@ async def create_in_one_statement(
     Raises AlreadyExists when the id is taken (nothing is written then).
     """
     tables = _written_tables(rows)
-    statement = create_statement(tables, tuple(part.build for part in parts))
+    statement = create_statement(tables, parts)
     if await _fetch_value(conn, statement, _values(version, rows, tables, parts)) != 1:
         raise AlreadyExists(f"{version.resource_type}/{version.id}")
     _committed(parts)
@@ -270,7 +291,7 @@ async def replace_in_one_statement(
     inserts = _written_tables(rows)
     values = _values(version, rows, inserts, parts)
     values["expected"] = expected_version
-    statement = replace_statement(tuple(sorted(tables)), inserts, tuple(part.build for part in parts))
+    statement = replace_statement(tuple(sorted(tables)), inserts, parts)
     if await _fetch_value(conn, statement, values) != 1:
         return False
     _committed(parts)

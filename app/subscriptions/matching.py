@@ -18,10 +18,11 @@ from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
-from sqlalchemy import Select, bindparam, exists, literal, select
+from sqlalchemy import ColumnElement, Select, String, Text, and_, bindparam, exists, literal, select
+from sqlalchemy.dialects.postgresql import ARRAY
 
-from app.search.compiler import one_resource_condition
-from app.search.request import AnyClause, Clause
+from app.search.compiler import chain_reaches, one_resource_condition, referenced_by_matches
+from app.search.request import AnyClause, ChainClause, Clause, HasClause
 from app.search.types.reference import ReferenceSearch
 from app.search.types.token import TokenSearch
 from app.storage.gate import ReadGate
@@ -114,3 +115,43 @@ def with_database_check(definition: SubscriptionDefinition) -> SubscriptionDefin
         return definition
     check = database_check(definition.id, definition.resource_type, residual, definition.owner)
     return replace(definition, database_check=check)
+
+
+def prewrite_values(clauses: Iterable[AnyClause], rows: IndexRows, prefix: str) -> dict[str, object] | None:
+    """What ``prewrite_condition`` binds for a resource about to be written whose index rows are
+    ``rows``: per chain and target type, the resource's own references through the chain's parameter
+    (named under ``prefix``). None when a clause cannot be judged before the write: it needs the
+    resource's own stored rows (composites, ``:missing``, ``:not`` ...)."""
+    values: dict[str, object] = {}
+    references = rows.get("reference", ())
+    for index, clause in enumerate(clauses):
+        if isinstance(clause, ChainClause):
+            for alternative, (target_type, _) in enumerate(clause.alternatives):
+                values[f"{prefix}.c{index}.{alternative}"] = [
+                    row["target_id"]
+                    for row in references
+                    if row["param_hash"] == clause.param.hash
+                    and row["target_type"] == target_type
+                    and row["target_id"] is not None
+                ]
+        elif not isinstance(clause, HasClause):
+            return None
+    return values
+
+
+def prewrite_condition(clauses: Iterable[AnyClause], resource_type: str, prefix: str) -> ColumnElement[bool]:
+    """Chains and ``_has`` (what memory leaves of a subscription's criteria) for a resource about to be
+    written, as a condition on stored resources only: a chain's targets are the resource's own
+    references, bound by ``prewrite_values``; ``_has`` looks for resources referencing the written id
+    (bound as ``outbox.rid``). Built only when a statement of this shape is first compiled."""
+    conditions: list[ColumnElement[bool]] = []
+    for index, clause in enumerate(clauses):
+        if isinstance(clause, ChainClause):
+            targets: dict[str, ColumnElement[object]] = {
+                target_type: bindparam(f"{prefix}.c{index}.{alternative}", type_=ARRAY(Text()))
+                for alternative, (target_type, _) in enumerate(clause.alternatives)
+            }
+            conditions.append(chain_reaches(clause, targets))
+        elif isinstance(clause, HasClause):
+            conditions.append(referenced_by_matches(clause, resource_type, bindparam("outbox.rid", type_=String())))
+    return and_(*conditions)

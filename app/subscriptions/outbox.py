@@ -23,11 +23,13 @@ each body is parsed once per write, and only when a topic asks.
 
 Each matched subscription gets the next event number from
 ``subscription_state`` (see ``app.subscriptions.tables``) and an event row;
-after the commit the local dispatcher is woken. When memory settles every
-candidate of a plain create or update (no clause or owner left for the
-database), ``settle`` hands the numbering and the event rows to the write
-gate as CTEs of the write's own single statement on PostgreSQL, instead of
-a transaction of some ten statements. A written Subscription is
+after the commit the local dispatcher is woken. For a plain create or
+update on PostgreSQL, ``settle`` hands the numbering and the event rows to
+the write gate as CTEs of the write's own single statement
+(``app.subscriptions.settled``), instead of a transaction of some ten
+statements: what memory matched is numbered outright, and a subscription
+left with chains or ``_has`` on the condition that the stored resources
+they reach match. A written Subscription is
 announced to the other processes after the commit (``ActiveSubscriptions``).
 """
 
@@ -39,23 +41,12 @@ from typing import Any
 
 from sqlalchemy import (
     Select,
-    String,
-    Text,
     and_,
-    any_,
-    bindparam,
-    exists,
-    false,
     insert,
-    literal_column,
-    null,
-    select,
     union_all,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.sql.selectable import CTE
 
 from app import fhirjson
 from app.errors import FhirError, Forbidden
@@ -73,6 +64,7 @@ from app.subscriptions.backport import is_topic_based
 from app.subscriptions.definition import SubscriptionDefinition, read_definition, watched_type
 from app.subscriptions.matching import database_check
 from app.subscriptions.owners import author_gate, owner_text, saw_removed
+from app.subscriptions.settled import events_part
 from app.subscriptions.tables import subscription_events, subscription_state
 from app.subscriptions.topics import Interaction, Topic
 
@@ -106,9 +98,10 @@ class SubscriptionOutbox:
 
     def settle(self, change: Change) -> Sequence[StatementPart] | None:
         """The events of a create or update that memory alone matches, as CTEs of the statement storing
-        it (none when nothing matches); None when the database must take part: a Subscription written
-        (its bookkeeping), the view of subscriptions stale, a deletion (matched on the removed
-        version), or a subscription whose clauses or owner only a query can judge."""
+        it (none when nothing matches), chains and ``_has`` judged by that statement on the resources
+        already stored (``app.subscriptions.settled``); None when the write needs a transaction: a
+        Subscription written (its bookkeeping), the view of subscriptions stale, a deletion (matched on
+        the removed version), or an owner's gate or a clause only the stored resource can judge."""
         stored = change.stored
         if stored.resource_type == "Subscription" or stored.deleted or self.active.stale:
             return None
@@ -118,18 +111,12 @@ class SubscriptionOutbox:
             s for s in self.active.candidates(stored.resource_type, change.rows) if s.live_at(stored.last_updated)
         ]
         matched, undecided = _judge_in_memory(change, change.rows, candidates)
-        if undecided:
+        if any(not subscription.owner.open for subscription, _ in undecided):
             return None
-        if not matched:
+        if not matched and not undecided:
             return ()
-        values = {
-            "outbox.ids": sorted(matched),
-            "outbox.rt": stored.resource_type,
-            "outbox.rid": stored.id,
-            "outbox.vid": stored.version_id,
-            "outbox.occurred": stored.last_updated,
-        }
-        return (StatementPart(_numbered_events, values, self._wake),)
+        part = events_part(stored, change.rows, matched, undecided, self._wake)
+        return None if part is None else (part,)
 
     async def __call__(self, conn: AsyncConnection, change: Change) -> None:
         stored = change.stored
@@ -326,34 +313,3 @@ async def _append_events(conn: AsyncConnection, subscription_ids: list[str], cha
     ]
     if rows:
         await conn.execute(insert(subscription_events), rows)
-
-
-def _numbered_events(cur: CTE) -> tuple[CTE, CTE]:
-    """``_append_events`` as two CTEs of a write's single statement (``settle``): the next number of
-    each matched active subscription and its event row, only when the write happened (``cur`` has its
-    row). The number's row stays locked until the statement commits, as in a transaction."""
-    numbered = (
-        update(subscription_state)
-        .where(
-            S.subscription_id == any_(bindparam("outbox.ids", type_=ARRAY(Text()))),
-            S.active.is_(True),
-            exists(select(cur.c.version_id)),
-        )
-        .values(events_assigned=S.events_assigned + literal_column("1"))  # no bind: every value is named
-        .returning(S.subscription_id, S.events_assigned)
-        .cte("outbox_numbered")
-    )
-    E = subscription_events.c
-    rows = select(
-        numbered.c.subscription_id,
-        numbered.c.events_assigned,
-        bindparam("outbox.rt", type_=String()),
-        bindparam("outbox.rid", type_=String()),
-        bindparam("outbox.vid", type_=E.version_id.type),
-        false(),
-        bindparam("outbox.occurred", type_=E.occurred.type),
-        null(),
-    )
-    names = ["subscription_id", "event_number", "resource_type", "resource_id", "version_id", "deleted"]
-    appended = insert(subscription_events).from_select([*names, "occurred", "delivered"], rows).cte("outbox_events")
-    return numbered, appended

@@ -11,15 +11,22 @@ import re
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import ClauseElement
+from sqlalchemy import ClauseElement, Text, literal
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Dialect
 
 from app.main import served_resource_types
-from app.search.compiler import clause_condition, compile_count, compile_search
+from app.search.compiler import (
+    chain_reaches,
+    clause_condition,
+    compile_count,
+    compile_search,
+    referenced_by_matches,
+)
 from app.search.gate import compartment_gate
 from app.search.registry import SearchRegistry, load_registry
-from app.search.request import SearchRequest, parse_search
+from app.search.request import ChainClause, HasClause, SearchRequest, parse_search
 
 DIALECTS = {"postgresql": postgresql.dialect(), "sqlite": sqlite.dialect()}
 
@@ -163,6 +170,21 @@ def test_chains_and_has_nest_uncorrelated_subqueries(registry: SearchRegistry, d
     assert has.startswith("resources.id IN (SELECT idx_reference.target_id FROM idx_reference WHERE")
     assert "idx_reference.resource_type = 'Task' AND idx_reference.target_type = 'Patient'" in has
     assert "idx_reference.resource_id IN (SELECT idx_token.resource_id FROM idx_token" in has
+
+
+def test_a_chain_or_has_before_the_write_asks_only_the_stored_resources(registry: SearchRegistry) -> None:
+    chained = request(registry, "Task", ("owner:Practitioner.name", "osei")).clauses[0]
+    assert isinstance(chained, ChainClause)
+    targets = literal(["n1", "n2"], ARRAY(Text()))
+    reach = sql(chain_reaches(chained, {"Practitioner": targets}), DIALECTS["postgresql"])
+    assert reach.startswith("EXISTS (SELECT idx_string.resource_id FROM idx_string WHERE")
+    assert "idx_string.resource_id = ANY (ARRAY['n1', 'n2'])" in reach  # the targets known in memory
+    assert "idx_reference" not in reach  # not the written resource's own rows: they are not stored yet
+    has = request(registry, "Patient", ("_has:Task:patient:status", "requested")).clauses[0]
+    assert isinstance(has, HasClause)
+    referenced = sql(referenced_by_matches(has, "Patient", literal("p9")), DIALECTS["postgresql"])
+    assert referenced.startswith("EXISTS (SELECT idx_reference.resource_id FROM idx_reference WHERE")
+    assert "idx_reference.target_type = 'Patient' AND idx_reference.target_id = 'p9'" in referenced
 
 
 def test_composites_join_their_components_on_the_combination(registry: SearchRegistry, dialect: Dialect) -> None:

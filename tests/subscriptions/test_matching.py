@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from app.search.memory import ClauseCheck, clauses_hold
 from app.search.request import parse_search
 from app.subscriptions.definition import SubscriptionDefinition
-from app.subscriptions.matching import TypeIndex, anchor
+from app.subscriptions.matching import TypeIndex, anchor, prewrite_values
 from tests.search.test_memory import REGISTRY, rows_of
 from tests.search.test_oracle import clauses, tasks
 
@@ -55,3 +55,13 @@ def test_what_has_no_single_equality_has_no_anchor() -> None:
         1,
     )
     assert [anchor(clause) for clause in request.clauses] == [None, None, None, None]
+
+
+def test_before_the_write_chains_take_their_targets_from_the_rows_and_other_clauses_wait() -> None:
+    task = {"resourceType": "Task", "status": "requested", "intent": "order", "owner": {"reference": "Practitioner/n7"}}
+    chained = parse_search("Task", [("owner:Practitioner.name", "osei")], REGISTRY, 1, 1).clauses
+    assert prewrite_values(chained, rows_of(task), "s0") == {"s0.c0.0": ["n7"]}
+    has = parse_search("Task", [("_has:Task:part-of:status", "ready")], REGISTRY, 1, 1).clauses
+    assert prewrite_values(has, rows_of(task), "s0") == {}  # _has needs only the written id
+    missing = parse_search("Task", [("owner:missing", "true")], REGISTRY, 1, 1).clauses
+    assert prewrite_values(missing, rows_of(task), "s0") is None  # the resource's own stored rows decide

@@ -77,17 +77,37 @@ async def test_writes_memory_settles_carry_their_events_in_their_own_statement(
     assert occurred[-1] == datetime.fromisoformat(updated.json()["meta"]["lastUpdated"])  # the version's time
 
 
-async def test_a_write_only_the_database_can_match_goes_through_a_transaction(
+async def test_a_chain_is_judged_on_the_stored_targets_within_the_write(
     client: httpx.AsyncClient, app: FastAPI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     subscription_id = await subscribe(client, "Task?patient.family=doe&status=requested")
     doe = await post(client, {"resourceType": "Patient", "name": [{"family": "Doe"}]})
+    roe = await post(client, {"resourceType": "Patient", "name": [{"family": "Roe"}]})
     calls = CallsInTransaction(monkeypatch)
     matching = await post(client, task(**{"for": {"reference": f"Patient/{doe['id']}"}}))
-    await post(client, task(status="accepted", **{"for": {"reference": f"Patient/{doe['id']}"}}))
+    await post(client, task(**{"for": {"reference": f"Patient/{roe['id']}"}}))  # the chain fails
+    await post(client, task(status="accepted", **{"for": {"reference": f"Patient/{doe['id']}"}}))  # fails in memory
+    await post(client, task())  # no patient at all
     assert await events_of(app, subscription_id) == [(1, matching["id"], 1, False)]
-    # the chain is judged by a query inside the write's transaction; the accepted task fails in memory
-    assert calls.types == ["Task"] if app.state.fhir.current.db.dialect == "postgresql" else ["Task", "Task"]
+    if app.state.fhir.current.db.dialect == "postgresql":
+        assert calls.types == []  # the chain was a condition of each write's own statement
+    else:
+        assert calls.types == ["Task"] * 4
+
+
+async def test_has_is_judged_on_the_resources_that_reference_the_written_one(
+    client: httpx.AsyncClient, app: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    subscription_id = await subscribe(client, "Patient?_has:Task:patient:status=requested")
+    await post(client, task(**{"for": {"reference": "Patient/followed"}}))
+    await post(client, task(status="accepted", **{"for": {"reference": "Patient/other"}}))
+    calls = CallsInTransaction(monkeypatch)
+    for patient_id in ("followed", "other", "nobody"):
+        body = {"resourceType": "Patient", "id": patient_id, "name": [{"family": patient_id}]}
+        assert (await client.put(f"/fhir/Patient/{patient_id}", json=body, headers=_JSON)).status_code == 201
+    assert await events_of(app, subscription_id) == [(1, "followed", 1, False)]
+    expected = [] if app.state.fhir.current.db.dialect == "postgresql" else ["Patient"] * 3
+    assert calls.types == expected
 
 
 async def test_concurrent_settled_and_transactional_writes_number_without_gaps(

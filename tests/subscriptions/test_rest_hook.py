@@ -403,7 +403,7 @@ async def test_a_subscription_passed_over_while_its_task_finished_is_delivered_w
     dispatcher = make_dispatcher(app, receiver, poll_seconds=60.0)
     subscription_id = await subscribe(client, "Task?owner=Practitioner/p1")
     finishing: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    deliver_all = dispatcher._deliver_all  # noqa: SLF001
+    deliver_all = dispatcher._deliver_all
 
     async def slow_to_end(subscription: str) -> None:
         await deliver_all(subscription)  # delivers, records, gives the lease back
