@@ -28,7 +28,6 @@ from sqlalchemy import (
     exists,
     false,
     insert,
-    literal_column,
     null,
     select,
     update,
@@ -93,7 +92,7 @@ def _numbered_events(cur: CTE, conditions: Sequence[tuple[str, ColumnElement[boo
     numbered = (
         update(subscription_state)
         .where(chosen, S.active.is_(True), exists(select(cur.c.version_id)))
-        .values(events_assigned=S.events_assigned + literal_column("1"))  # no bind: every value is named
+        .values(events_assigned=S.events_assigned + 1)
         .returning(S.subscription_id, S.events_assigned)
         .cte("outbox_numbered")
     )
