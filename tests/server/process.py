@@ -31,11 +31,12 @@ class RunningServer:
 def start_server(
     database_url: str,
     log_path: Path,
-    migrate: bool = True,
+    migrate: bool = False,
     auth: bool = False,
     settings: dict[str, str] | None = None,
 ) -> RunningServer:
-    """``fhir-server serve`` on a free port; ``migrate=False`` leaves the schema to ``serve`` itself;
+    """``fhir-server serve`` on a free port; ``serve`` brings the schema up to date itself (the test
+    databases come migrated already), ``migrate=True`` runs ``fhir-server migrate`` first;
     ``auth`` runs it as shipped, with SMART authorization on (the FHIR behaviour tests turn it off);
     ``settings``: more ``FHIR_*`` variables."""
     port = free_port()
