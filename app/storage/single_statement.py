@@ -99,21 +99,40 @@ class StatementPart:
 
 
 def compile_for_asyncpg(statement: Select[Any]) -> Compiled:
+    """The SQL asyncpg runs as is, with the values bound inside the construct keyed by the names its
+    parameters carry (``params`` keys dotted names escaped)."""
     compiled = statement.compile(dialect=_DIALECT)
-    return Compiled(compiled.string, tuple(compiled.positiontup or ()), dict(compiled.params))
+    names = tuple(compiled.positiontup or ())
+    escaped = compiled.escaped_bind_names  # dotted names are keyed escaped in ``params``
+    params = compiled.params
+    defaults = {name: params[escaped.get(name, name)] for name in names if escaped.get(name, name) in params}
+    return Compiled(compiled.string, names, defaults)
 
 
-_COMPILED: dict[Hashable, Compiled] = {}
+class NotOneStatement(Exception):
+    """The parts given cannot run as SQL compiled once: they hold a list SQLAlchemy spreads into
+    parameters only when it executes a statement itself (an ``IN`` of several values). The write
+    then takes a transaction."""
+
+
+_COMPILED: dict[Hashable, Compiled | None] = {}
 _MOST_SHAPES = 512  # then the cache starts again: shapes come from index tables and hooks' parts
+_SPREAD_AT_EXECUTION = "__[POSTCOMPILE_"
 
 
 def _compiled(key: Hashable, make: Callable[[], Select[Any]]) -> Compiled:
-    """The statement of one shape, compiled the first time it is needed."""
-    found = _COMPILED.get(key)
-    if found is None:
+    """The statement of one shape, compiled the first time it is needed (raises ``NotOneStatement``)."""
+    if key in _COMPILED:
+        found = _COMPILED[key]
+    else:
         if len(_COMPILED) >= _MOST_SHAPES:
             _COMPILED.clear()
-        found = _COMPILED[key] = compile_for_asyncpg(make())
+        found = compile_for_asyncpg(make())
+        if _SPREAD_AT_EXECUTION in found.sql:
+            found = None
+        _COMPILED[key] = found
+    if found is None:
+        raise NotOneStatement("a statement part holds a list spread only at execution")
     return found
 
 

@@ -59,6 +59,7 @@ from app.storage.repository import (
     replace_version,
 )
 from app.storage.single_statement import (
+    NotOneStatement,
     StatementPart,
     create_in_one_statement,
     read_current_alone,
@@ -273,16 +274,21 @@ class ResourceWriter:
                     if settled is None:
                         return UNSETTLED
                     parts.extend(settled)
-                if current is None:
-                    try:
-                        await create_in_one_statement(conn, step.stored, new.rows, parts)
-                    except AlreadyExists:
-                        if expect is ABSENT:
-                            raise
-                        continue
-                    return step
-                if await replace_in_one_statement(conn, current.version_id, step.stored, new.rows, new.tables, parts):
-                    return step
+                try:
+                    if current is None:
+                        try:
+                            await create_in_one_statement(conn, step.stored, new.rows, parts)
+                        except AlreadyExists:
+                            if expect is ABSENT:
+                                raise
+                            continue
+                        return step
+                    if await replace_in_one_statement(
+                        conn, current.version_id, step.stored, new.rows, new.tables, parts
+                    ):
+                        return step
+                except NotOneStatement:  # nothing was written
+                    return UNSETTLED
                 _lost(new, expect)
         raise _too_often(new)
 

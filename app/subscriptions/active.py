@@ -93,8 +93,9 @@ class ActiveSubscriptions:
 
     @property
     def stale(self) -> bool:
-        """Some Subscription changed and has not been re-read yet."""
-        return bool(self._stale)
+        """Some Subscription changed and has not been re-read yet, or the registry changed since the
+        definitions were parsed (``refresh`` re-reads either)."""
+        return bool(self._stale) or self._registry is not self._holder.current.registry
 
     def mark_stale(self, subscription_id: str) -> None:
         self._stale.add(subscription_id)

@@ -110,6 +110,16 @@ async def test_has_is_judged_on_the_resources_that_reference_the_written_one(
     assert calls.types == expected
 
 
+async def test_criteria_whose_sql_spreads_a_list_at_execution_still_match_through_a_transaction(
+    client: httpx.AsyncClient, app: FastAPI
+) -> None:
+    doe = await post(client, {"resourceType": "Patient", "name": [{"family": "Doe"}]})
+    subscription_id = await subscribe(client, f"Task?patient._id={doe['id']},other")  # an IN of two ids
+    matching = await post(client, task(**{"for": {"reference": f"Patient/{doe['id']}"}}))
+    await post(client, task(**{"for": {"reference": "Patient/elsewhere"}}))
+    assert await events_of(app, subscription_id) == [(1, matching["id"], 1, False)]
+
+
 async def test_concurrent_settled_and_transactional_writes_number_without_gaps(
     client: httpx.AsyncClient, app: FastAPI
 ) -> None:
@@ -133,12 +143,16 @@ async def test_a_statement_that_loses_a_race_numbers_nothing(client: httpx.Async
     assert await events_of(app, subscription_id) == [(n, "raced", n, False) for n in range(1, 13)]
 
 
-def test_settle_leaves_to_a_transaction_what_memory_cannot_decide(app: FastAPI) -> None:
+async def test_settle_leaves_to_a_transaction_what_memory_cannot_decide(app: FastAPI) -> None:
     outbox = outbox_of(app)
+    patient = change_of({"resourceType": "Patient"})
+    assert outbox.settle(patient) is None  # the view of Subscriptions has not been read yet
+    async with app.state.fhir.current.db.read() as conn:
+        await outbox.active.load(conn)
     subscription = {"resourceType": "Subscription", "status": "off", "reason": "r", "criteria": "Task?status=ready"}
     assert outbox.settle(change_of(subscription)) is None  # its bookkeeping needs the database
     assert outbox.settle(change_of(task(), task(), deleted=True)) is None  # matched on the removed version
-    assert outbox.settle(change_of({"resourceType": "Patient"})) == ()  # no subscription: nothing to add
+    assert outbox.settle(patient) == ()  # no subscription: nothing to add
 
 
 _JSON = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
