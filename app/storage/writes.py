@@ -20,7 +20,7 @@ Which statements run is decided here, not by the interactions:
 - alone (``conn`` None: a plain create, update or delete), PostgreSQL
   writes each version in **one statement** of data-modifying CTEs
   (``app.storage.single_statement``): no BEGIN/COMMIT round trips. A hook
-  that ``concerns`` the write (a Subscription could match it) is asked to
+  that ``concerns`` the written type (it watches Subscriptions on it) is asked to
   ``settle`` it first: what it decides without the database joins that
   statement as CTEs of its own (the outbox's event rows), so the hook's
   work still commits or rolls back with the write. When a hook cannot
@@ -131,11 +131,8 @@ class WriteHook(Protocol):
     """Called with every stored change of a type it ``concerns`` inside the write's transaction (see
     the module docstring)."""
 
-    def concerns(self, resource_type: str, rows: IndexRows | None = None) -> bool:
-        """Whether a write of ``resource_type`` needs this hook now; with ``rows`` (the new version's
-        index rows, before it is written) the hook may answer for that write alone. A write that
-        concerns no hook keeps PostgreSQL's one-statement path, so a hook should say no to what it
-        would ignore."""
+    def concerns(self, resource_type: str) -> bool:
+        """Whether writes of ``resource_type`` need this hook now (the others pay nothing for it)."""
         ...
 
     def settle(self, change: Change) -> Sequence[StatementPart] | None:
@@ -293,8 +290,7 @@ class ResourceWriter:
         raise _too_often(new)
 
     def _concerned(self, new: NewVersion) -> list[WriteHook]:
-        rows = None if new.deletes else new.rows  # a deletion's rows are those of a version not yet read
-        return [hook for hook in self.hooks if hook.concerns(new.resource_type, rows)]
+        return [hook for hook in self.hooks if hook.concerns(new.resource_type)]
 
     async def _after(self, conn: AsyncConnection, change: Change) -> None:
         for hook in self.hooks:

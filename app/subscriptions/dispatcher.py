@@ -34,11 +34,11 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import httpx
-from sqlalchemy import Select, Update, and_, bindparam, case, delete, insert, or_, select, true, update
+from sqlalchemy import Select, Update, and_, bindparam, delete, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app import fhirjson
@@ -52,7 +52,7 @@ from app.storage.tables import resources
 from app.subscriptions.active import ActiveSubscriptions
 from app.subscriptions.definition import SubscriptionDefinition, read_definition
 from app.subscriptions.endpoints import EndpointPolicy
-from app.subscriptions.records import DeliveredBatch, record_delivered
+from app.subscriptions.records import DeliveredBatch, delivered_state, record_delivered
 from app.subscriptions.rest_hook import Event, Item, Notice, Outcome, notification, send, topic_notification
 from app.subscriptions.tables import subscription_attempts, subscription_events, subscription_state
 from app.subscriptions.websocket import WebSocketHub
@@ -67,7 +67,7 @@ PRUNE_SECONDS = 600.0  # how often old attempt records are deleted
 DATABASE_TURNS = 4  # delivery tasks using a database connection at once (one each, never two)
 
 # a subscription's delivery state and the current version of its Subscription resource, in one read
-_STATE_AND_SUBSCRIPTION: Select = (  # type: ignore[type-arg]
+_STATE_AND_SUBSCRIPTION: Select[Any] = (
     select(
         subscription_state,
         R.version_id.label("subscription_version"),
@@ -487,28 +487,16 @@ class Dispatcher:
     def _delivered_values(
         self, batch: _Batch, delivered: list[tuple[Item, Outcome]], whole: bool, numbers: list[int], now: datetime
     ) -> dict[str, object]:
-        """The state of a subscription after ``delivered`` went out (``whole``: the batch with nothing
-        failing, so the lease is given back unless events came meanwhile)."""
-        values: dict[str, object] = {
-            "attempts": 0,
-            "retry_at": None,
-            "failing_since": None,
-            "last_error": None,
-            "lease_until": now + timedelta(seconds=self.settings.lease_seconds),
-        }
-        shook = any(isinstance(item, Notice) and item.kind == "handshake" for item, _ in delivered)
-        if numbers:
-            values["delivered_through"] = numbers[-1]
-        if shook:
-            values["handshake_due"] = False
-        if batch.definition.heartbeat_seconds is not None:  # the quiet period starts again
-            values["heartbeat_at"] = now + timedelta(seconds=batch.definition.heartbeat_seconds)
-        if whole:
-            through = numbers[-1] if numbers else batch.delivered_through
-            done = and_(S.events_assigned <= through, true() if shook else S.handshake_due.is_(False))
-            values["lease_owner"] = case((done, None), else_=S.lease_owner)
-            values["lease_until"] = case((done, None), else_=values["lease_until"])
-        return values
+        """The state after ``delivered`` went out, for the transaction (``records.delivered_state``)."""
+        heartbeat = batch.definition.heartbeat_seconds
+        return delivered_state(
+            numbers[-1] if numbers else batch.delivered_through,
+            now + timedelta(seconds=self.settings.lease_seconds),
+            now + timedelta(seconds=heartbeat) if heartbeat is not None else None,
+            events=bool(numbers),
+            handshake=any(isinstance(item, Notice) and item.kind == "handshake" for item, _ in delivered),
+            whole=whole,
+        )
 
     async def _release(self, subscription_id: str, only_if_done: bool = False) -> bool:
         """Give the lease back; with ``only_if_done``, only when every event was delivered or the

@@ -39,13 +39,7 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import (
-    Select,
-    and_,
-    insert,
-    union_all,
-    update,
-)
+from sqlalchemy import Select, and_, insert, union_all, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app import fhirjson
@@ -87,14 +81,9 @@ class SubscriptionOutbox:
         self._wake = wake
         self._announce = announce
 
-    def concerns(self, resource_type: str, rows: IndexRows | None = None) -> bool:
-        """Writes of a watched type; with the new version's ``rows``, only when some subscription could
-        match them (its clauses do not all fail in memory), so other writes keep the fastest path."""
-        if not self.active.concerns(resource_type):
-            return False
-        if rows is None or resource_type == "Subscription" or self.active.stale:
-            return True
-        return any(clauses_hold(s.checks, rows)[0] for s in self.active.candidates(resource_type, rows))
+    def concerns(self, resource_type: str) -> bool:
+        """Writes of a watched type (whether one matches is ``settle``'s or the call's to find)."""
+        return self.active.concerns(resource_type)
 
     def settle(self, change: Change) -> Sequence[StatementPart] | None:
         """The events of a create or update that memory alone matches, as CTEs of the statement storing

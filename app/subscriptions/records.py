@@ -66,25 +66,51 @@ class DeliveredBatch:
     heartbeat_at: datetime | None  # the next heartbeat, for a subscription that asks for them
 
 
-@lru_cache(maxsize=8)
-def _statement(events: bool, handshake: bool, heartbeat: bool) -> Select[Any]:
-    when = UTCDateTime()
-    through = bindparam("through", type_=BigInteger())
-    done = and_(S.events_assigned <= through, true() if handshake else S.handshake_due.is_(False))
+def delivered_state(
+    through: object,
+    lease_until: object,
+    heartbeat_at: object | None,
+    *,
+    events: bool,
+    handshake: bool,
+    whole: bool,
+) -> dict[str, Any]:
+    """A subscription's state after a batch went out, as UPDATE values (each argument a value or a
+    bound parameter): delivered ``through`` its last event (``events``), failures cleared, the lease
+    renewed, the handshake no longer due, the next heartbeat after the quiet period (``heartbeat_at``);
+    a batch delivered ``whole`` gives the lease back unless events (or a handshake) came meanwhile."""
     values: dict[str, Any] = {
         "attempts": 0,
         "retry_at": null(),
         "failing_since": null(),
         "last_error": null(),
-        "lease_owner": case((done, null()), else_=S.lease_owner),
-        "lease_until": case((done, null()), else_=bindparam("lease_until", type_=when)),
+        "lease_until": lease_until,
     }
     if events:
         values["delivered_through"] = through
     if handshake:
         values["handshake_due"] = false()
-    if heartbeat:
-        values["heartbeat_at"] = bindparam("heartbeat_at", type_=when)
+    if heartbeat_at is not None:
+        values["heartbeat_at"] = heartbeat_at
+    if whole:
+        done = and_(S.events_assigned <= through, true() if handshake else S.handshake_due.is_(False))
+        values["lease_owner"] = case((done, null()), else_=S.lease_owner)
+        values["lease_until"] = case((done, null()), else_=lease_until)
+    return values
+
+
+@lru_cache(maxsize=8)
+def _statement(events: bool, handshake: bool, heartbeat: bool) -> Select[Any]:
+    when = UTCDateTime()
+    through = bindparam("through", type_=BigInteger())
+    values = delivered_state(
+        through,
+        bindparam("lease_until", type_=when),
+        bindparam("heartbeat_at", type_=when) if heartbeat else None,
+        events=events,
+        handshake=handshake,
+        whole=True,
+    )
     sid = bindparam("sid", type_=String())
     moved = (
         update(subscription_state)

@@ -40,7 +40,7 @@ class Recorder:
         self.seen_in_transaction: list[bool] = []
         self.refuse: str | None = None  # a resource type whose writes the hook refuses
 
-    def concerns(self, resource_type: str, rows: object = None) -> bool:
+    def concerns(self, resource_type: str) -> bool:
         return True
 
     def settle(self, change: Change) -> None:
