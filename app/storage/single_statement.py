@@ -89,13 +89,15 @@ class StatementPart:
     write go in ``values``, under bind names of the part's own (distinct from
     the write's ``rt``, ``rid``, ``vid``, ``updated``, ``payload``,
     ``method``). ``committed`` runs once the statement succeeded (it commits
-    by itself).
+    by itself), with the number of rows the part's first CTE returned: what
+    the part did (the outbox wakes its dispatcher only when it numbered an
+    event), so that CTE must return a row per thing done.
     """
 
     shape: Hashable
     build: Callable[[CTE], Sequence[CTE]]
     values: Mapping[str, object]
-    committed: Callable[[], None] | None = None
+    committed: Callable[[int], None] | None = None
 
 
 def compile_for_asyncpg(statement: Select[Any]) -> Compiled:
@@ -169,13 +171,18 @@ def _history(cur: CTE, deleted: ColumnElement[bool]) -> CTE:
     return insert(resource_history).from_select(_HISTORY_COLUMNS, values).cte("hist")
 
 
-def _added(parts: Sequence[StatementPart], cur: CTE) -> list[CTE]:
-    return [cte for part in parts for cte in part.build(cur)]
+def _counts(cur: CTE, parts: Sequence[StatementPart], *written: CTE) -> Select[Any]:
+    """The statement's result: the rows ``cur`` returned (1 when the write happened, else 0), then
+    for each part the rows its first CTE returned, with every CTE of the write (``written``) and of the
+    parts attached."""
+    added = [list(part.build(cur)) for part in parts]
+    counts = [select(func.count()).select_from(cte).scalar_subquery() for cte in (cur, *(ctes[0] for ctes in added))]
+    return select(*counts).add_cte(*written, *(cte for ctes in added for cte in ctes))
 
 
 def create_statement(tables: tuple[str, ...], parts: Sequence[StatementPart] = ()) -> Compiled:
-    """A create writing index rows to ``tables`` (and what ``parts`` add): returns 1, or 0 when the id
-    was taken (nothing written)."""
+    """A create writing index rows to ``tables`` (and what ``parts`` add): its first column is 1, or 0
+    when the id was taken (nothing written); then one count per part (``_counts``)."""
     key = ("create", tables, tuple(part.shape for part in parts))
     return _compiled(key, lambda: _create(tables, parts))
 
@@ -195,11 +202,7 @@ def _create(tables: tuple[str, ...], parts: Sequence[StatementPart]) -> Select[A
         .returning(_r.version_id)
         .cte("cur")
     )
-    return (
-        select(func.count())
-        .select_from(cur)
-        .add_cte(_history(cur, false()), *_index_inserts(tables, cur), *_added(parts, cur))
-    )
+    return _counts(cur, parts, _history(cur, false()), *_index_inserts(tables, cur))
 
 
 def replace_statement(
@@ -207,7 +210,8 @@ def replace_statement(
 ) -> Compiled:
     """Moving the current row from version ``expected`` to ``vid`` (a NULL payload is a deletion),
     its old index rows in ``deletes`` removed and new rows in ``inserts`` added (and what ``parts``
-    add): returns 1, or 0 when another writer moved the row first (nothing written)."""
+    add): its first column is 1, or 0 when another writer moved the row first (nothing written); then
+    one count per part (``_counts``)."""
     key = ("replace", deletes, inserts, tuple(part.shape for part in parts))
     return _compiled(key, lambda: _replace(deletes, inserts, parts))
 
@@ -230,11 +234,7 @@ def _replace(deletes: tuple[str, ...], inserts: tuple[str, ...], parts: Sequence
             exists(select(cur.c.version_id)),
         )
         removals.append(removal.cte(f"d{position}"))
-    return (
-        select(func.count())
-        .select_from(cur)
-        .add_cte(_history(cur, payload.is_(None)), *removals, *_index_inserts(inserts, cur), *_added(parts, cur))
-    )
+    return _counts(cur, parts, _history(cur, payload.is_(None)), *removals, *_index_inserts(inserts, cur))
 
 
 _READ_CURRENT = compile_for_asyncpg(
@@ -268,16 +268,18 @@ def _written_tables(rows: IndexRows) -> tuple[str, ...]:
     return tuple(sorted(name for name, table_rows in rows.items() if table_rows))
 
 
-async def _fetch_value(conn: AsyncConnection, statement: Compiled, values: Mapping[str, object]) -> object:
+async def _fetch_counts(conn: AsyncConnection, statement: Compiled, values: Mapping[str, object]) -> list[int]:
     driver = (await conn.get_raw_connection()).driver_connection
     assert driver is not None
-    return await driver.fetchval(statement.sql, *statement.arguments(values))
+    row = await driver.fetchrow(statement.sql, *statement.arguments(values))
+    assert row is not None
+    return [int(count) for count in row]
 
 
-def _committed(parts: Sequence[StatementPart]) -> None:
-    for part in parts:
+def _committed(parts: Sequence[StatementPart], counts: Sequence[int]) -> None:
+    for part, count in zip(parts, counts, strict=True):
         if part.committed is not None:
-            part.committed()
+            part.committed(count)
 
 
 async def create_in_one_statement(
@@ -291,9 +293,10 @@ async def create_in_one_statement(
     """
     tables = _written_tables(rows)
     statement = create_statement(tables, parts)
-    if await _fetch_value(conn, statement, _values(version, rows, tables, parts)) != 1:
+    written, *done = await _fetch_counts(conn, statement, _values(version, rows, tables, parts))
+    if written != 1:
         raise AlreadyExists(f"{version.resource_type}/{version.id}")
-    _committed(parts)
+    _committed(parts, done)
 
 
 async def replace_in_one_statement(
@@ -311,9 +314,10 @@ async def replace_in_one_statement(
     values = _values(version, rows, inserts, parts)
     values["expected"] = expected_version
     statement = replace_statement(tuple(sorted(tables)), inserts, parts)
-    if await _fetch_value(conn, statement, values) != 1:
+    written, *done = await _fetch_counts(conn, statement, values)
+    if written != 1:
         return False
-    _committed(parts)
+    _committed(parts, done)
     return True
 
 

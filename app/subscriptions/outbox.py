@@ -104,8 +104,14 @@ class SubscriptionOutbox:
             return None
         if not matched and not undecided:
             return ()
-        part = events_part(stored, change.rows, matched, undecided, self._wake)
+        part = events_part(stored, change.rows, matched, undecided, self._woken_by)
         return None if part is None else (part,)
+
+    def _woken_by(self, events: int) -> None:
+        """After a write's own statement: the dispatcher is woken only when it stored events (a write
+        whose chained criteria did not hold stored none and costs the dispatchers nothing)."""
+        if events:
+            self._wake()
 
     async def __call__(self, conn: AsyncConnection, change: Change) -> None:
         stored = change.stored

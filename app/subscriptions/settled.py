@@ -21,18 +21,15 @@ from collections.abc import Callable, Sequence
 from sqlalchemy import (
     ColumnElement,
     String,
-    Text,
-    and_,
-    any_,
     bindparam,
     exists,
     false,
     insert,
     null,
     select,
+    union_all,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.sql.selectable import CTE
 
 from app.search.request import AnyClause
@@ -52,49 +49,64 @@ def events_part(
     rows: IndexRows,
     matched: Sequence[str],
     undecided: Sequence[tuple[SubscriptionDefinition, tuple[AnyClause, ...]]],
-    committed: Callable[[], None],
+    committed: Callable[[int], None],
 ) -> StatementPart | None:
     """The part numbering ``matched`` and those of ``undecided`` whose remaining clauses hold; None when
-    a remaining clause cannot be judged before the write (the write then needs a transaction)."""
+    a remaining clause cannot be judged before the write (the write then needs a transaction).
+    ``committed`` gets the number of events the statement stored."""
     values: dict[str, object] = {
-        "outbox.ids": sorted(matched),
         "outbox.rt": stored.resource_type,
         "outbox.rid": stored.id,
         "outbox.vid": stored.version_id,
         "outbox.occurred": stored.last_updated,
     }
-    for position, (subscription, clauses) in enumerate(undecided):
-        check_values = prewrite_values(clauses, rows, f"outbox.s{position}")
-        if check_values is None:
-            return None
-        values[f"outbox.s{position}"] = subscription.id
-        values.update(check_values)
+    # in the order of their ids, so that concurrent writes lock the subscriptions' rows in one order
+    chosen: list[tuple[str, tuple[AnyClause, ...] | None]] = [(subscription_id, None) for subscription_id in matched]
+    chosen = sorted(chosen + [(s.id, clauses) for s, clauses in undecided], key=lambda entry: entry[0])
+    for position, (subscription_id, clauses) in enumerate(chosen):
+        values[f"outbox.s{position}"] = subscription_id
+        if clauses is not None:
+            check_values = prewrite_values(clauses, rows, f"outbox.s{position}")
+            if check_values is None:
+                return None
+            values.update(check_values)
     resource_type = stored.resource_type
-    shape = ("outbox", resource_type, tuple((s.id, clauses) for s, clauses in undecided))
+    # matched ids are values; a condition's SQL (and the values bound inside it) belongs to its subscription
+    layout = tuple(None if clauses is None else (subscription_id, clauses) for subscription_id, clauses in chosen)
+    shape = ("outbox", resource_type, layout)
 
-    def build(cur: CTE) -> tuple[CTE, CTE]:  # only when this shape is first compiled
+    def build(cur: CTE) -> Sequence[CTE]:  # only when this shape is first compiled
         conditions = [
-            (f"outbox.s{position}", prewrite_condition(clauses, resource_type, f"outbox.s{position}"))
-            for position, (_, clauses) in enumerate(undecided)
+            None if entry is None else prewrite_condition(entry[1], resource_type, f"outbox.s{position}")
+            for position, entry in enumerate(layout)
         ]
         return _numbered_events(cur, conditions)
 
     return StatementPart(shape, build, values, committed)
 
 
-def _numbered_events(cur: CTE, conditions: Sequence[tuple[str, ColumnElement[bool]]]) -> tuple[CTE, CTE]:
-    """The next number of each matched active subscription (those of ``outbox.ids``, and each named by a
-    bound id whose condition holds) and its event row, only when the write happened (``cur`` has its
-    row)."""
-    chosen = S.subscription_id == any_(bindparam("outbox.ids", type_=ARRAY(Text())))
-    for name, condition in conditions:
-        chosen = chosen | and_(S.subscription_id == bindparam(name, type_=String()), condition)
-    numbered = (
-        update(subscription_state)
-        .where(chosen, S.active.is_(True), exists(select(cur.c.version_id)))
-        .values(events_assigned=S.events_assigned + 1)
-        .returning(S.subscription_id, S.events_assigned)
-        .cte("outbox_numbered")
+def _numbered_events(cur: CTE, conditions: Sequence[ColumnElement[bool] | None]) -> list[CTE]:
+    """The next number of each subscription named by ``outbox.s<position>`` that is active and whose
+    condition (if any) holds, and its event row, only when the write happened (``cur`` has its row).
+
+    One UPDATE per subscription, each by its primary key: one UPDATE of all of them by a list of ids
+    (or by ORed conditions) was planned as a scan of every subscription's row at every write once
+    there were a thousand. The first CTE returned gathers the numbered rows (``StatementPart``'s
+    count)."""
+    written = exists(select(cur.c.version_id))
+    counted = []
+    for position, condition in enumerate(conditions):
+        key = S.subscription_id == bindparam(f"outbox.s{position}", type_=String())
+        where = [key, S.active.is_(True), written] + ([] if condition is None else [condition])
+        counted.append(
+            update(subscription_state)
+            .where(*where)
+            .values(events_assigned=S.events_assigned + 1)
+            .returning(S.subscription_id, S.events_assigned)
+            .cte(f"outbox_n{position}")
+        )
+    numbered = union_all(*(select(cte.c.subscription_id, cte.c.events_assigned) for cte in counted)).cte(
+        "outbox_numbered"
     )
     rows = select(
         numbered.c.subscription_id,
@@ -108,4 +120,4 @@ def _numbered_events(cur: CTE, conditions: Sequence[tuple[str, ColumnElement[boo
     )
     names = ["subscription_id", "event_number", "resource_type", "resource_id", "version_id", "deleted"]
     appended = insert(subscription_events).from_select([*names, "occurred", "delivered"], rows).cte("outbox_events")
-    return numbered, appended
+    return [numbered, *counted, appended]

@@ -11,14 +11,15 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
 from app import fhirjson
 from app.interactions.context import ContextHolder
 from app.storage.repository import StoredVersion
+from app.storage.single_statement import _values, _written_tables, create_statement
 from app.storage.writes import Change
 from app.subscriptions.outbox import SubscriptionOutbox
-from app.subscriptions.tables import subscription_events
+from app.subscriptions.tables import subscription_events, subscription_state
 from tests.subscriptions.conftest import post, subscribe, task
 from tests.subscriptions.test_rest_hook import events_of
 
@@ -93,6 +94,63 @@ async def test_a_chain_is_judged_on_the_stored_targets_within_the_write(
         assert calls.types == []  # the chain was a condition of each write's own statement
     else:
         assert calls.types == ["Task"] * 4
+
+
+async def test_only_a_write_that_stored_events_wakes_the_dispatcher(client: httpx.AsyncClient, app: FastAPI) -> None:
+    subscription_id = await subscribe(client, "Task?patient.family=doe&status=requested")
+    doe = await post(client, {"resourceType": "Patient", "name": [{"family": "Doe"}]})
+    roe = await post(client, {"resourceType": "Patient", "name": [{"family": "Roe"}]})
+    outbox = outbox_of(app)
+    wakes: list[str] = []
+    outbox._wake = lambda: wakes.append("wake")  # the dispatcher's (or the broadcast's) wake-up
+    await post(client, task(**{"for": {"reference": f"Patient/{roe['id']}"}}))  # the chain fails in the database
+    await post(client, task(status="accepted", **{"for": {"reference": f"Patient/{doe['id']}"}}))  # fails in memory
+    assert wakes == []
+    matching = await post(client, task(**{"for": {"reference": f"Patient/{doe['id']}"}}))
+    assert wakes == ["wake"]
+    assert await events_of(app, subscription_id) == [(1, matching["id"], 1, False)]
+
+
+async def test_the_statement_finds_the_subscriptions_it_numbers_by_primary_key(
+    client: httpx.AsyncClient, app: FastAPI
+) -> None:
+    """Among thousands of subscriptions, one matched in memory and one whose chain the statement judges
+    are found by their keys, not by reading every subscription's row at every write."""
+    holder: ContextHolder = app.state.fhir
+    if holder.current.db.dialect != "postgresql":
+        pytest.skip("SQLite writes in a transaction, not in one statement")
+    await subscribe(client, "Task?patient.family=doe&status=requested")
+    await subscribe(client, "Task?owner=Practitioner/p1")
+    doe = await post(client, {"resourceType": "Patient", "name": [{"family": "Doe"}]})
+    others = [
+        {"subscription_id": f"other-{n}", "active": True, "events_assigned": 0, "delivered_through": 0, "attempts": 0}
+        for n in range(1000)
+    ]
+    async with holder.current.db.write() as conn:
+        await conn.execute(insert(subscription_state), others)
+        await conn.exec_driver_sql("ANALYZE subscription_state")
+    body = task(**{"for": {"reference": f"Patient/{doe['id']}"}})
+    stored = StoredVersion("Task", "explained", 1, datetime.now(UTC), False, fhirjson.dumps(body), "POST")
+    rows = holder.current.index_rows("Task", "explained", body)
+    parts = outbox_of(app).settle(Change(None, stored, rows))
+    assert parts is not None and len(parts) == 1
+    tables = _written_tables(rows)
+    statement = create_statement(tables, parts)
+    arguments = statement.arguments(_values(stored, rows, tables, parts))
+    async with holder.current.db.read() as conn:
+        driver = (await conn.get_raw_connection()).driver_connection
+        assert driver is not None
+        transaction = driver.transaction()  # to read this statement's own scan counts, then undo it
+        await transaction.start()
+        await driver.execute("SET LOCAL plan_cache_mode = force_generic_plan")  # as after five executions
+        written, events = await driver.fetchrow(statement.sql, *arguments)
+        scans = await driver.fetchrow(
+            "SELECT seq_scan, idx_scan FROM pg_stat_xact_user_tables WHERE relname = 'subscription_state'"
+        )
+        await transaction.rollback()
+    assert (written, events) == (1, 2)  # the Task stored; an event for each subscription
+    assert scans["seq_scan"] == 0
+    assert scans["idx_scan"] >= 1
 
 
 async def test_has_is_judged_on_the_resources_that_reference_the_written_one(
