@@ -39,7 +39,7 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, insert, union_all, update
+from sqlalchemy import Select, insert, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app import fhirjson
@@ -285,11 +285,22 @@ def _was_active(change: Change) -> bool:
 
 
 async def _append_events(conn: AsyncConnection, subscription_ids: list[str], change: Change) -> None:
-    """The next event number of each subscription, and its event row."""
+    """The next event number of each subscription, and its event row.
+
+    The state rows are locked in the order of their ids (``FOR UPDATE`` over a sorted select, on
+    PostgreSQL), as the single-statement writes lock them (``app.subscriptions.settled``): rows locked
+    in whatever order a scan meets them could deadlock two writes that notify the same subscriptions,
+    and PostgreSQL breaks a deadlock only after a second."""
     stored = change.stored
+    locked = (
+        select(S.subscription_id)
+        .where(S.subscription_id.in_(sorted(subscription_ids)), S.active.is_(True))
+        .order_by(S.subscription_id)
+        .with_for_update()
+    )
     numbered = await conn.execute(
         update(subscription_state)
-        .where(and_(S.subscription_id.in_(sorted(subscription_ids)), S.active.is_(True)))
+        .where(S.subscription_id.in_(locked))
         .values(events_assigned=S.events_assigned + 1)
         .returning(S.subscription_id, S.events_assigned)
     )

@@ -192,6 +192,26 @@ async def test_concurrent_settled_and_transactional_writes_number_without_gaps(
     assert sorted(resource_id for _, resource_id, _, _ in events) == sorted(r["id"] for r in created)
 
 
+async def test_writes_notifying_the_same_subscriptions_by_both_paths_number_each_without_gaps(
+    client: httpx.AsyncClient, app: FastAPI
+) -> None:
+    """Deletions (matched on the removed version, so written in a transaction) and creates (in their
+    own statement on PostgreSQL) at once, each notifying the same three subscriptions: both paths lock
+    the state rows in the order of their ids, and every subscription gets each event once, numbered
+    without gaps."""
+    shared = [await subscribe(client, criteria) for criteria in ("Task?owner=Practitioner/p1", "Task?intent=order")]
+    shared.append(await subscribe(client, "Task?status=requested,accepted"))
+    first = [await post(client, task()) for _ in range(12)]
+    deletes = [client.delete(f"/fhir/Task/{created['id']}") for created in first]
+    creates = [client.post("/fhir/Task", json=task(), headers=_JSON) for _ in range(12)]
+    responses = await asyncio.gather(*deletes, *creates)
+    assert sorted(response.status_code for response in responses) == [200] * 12 + [201] * 12
+    for subscription_id in shared:
+        events = await events_of(app, subscription_id)
+        assert [number for number, *_ in events] == list(range(1, 37))
+        assert sum(1 for *_, deleted in events if deleted) == 12
+
+
 async def test_a_statement_that_loses_a_race_numbers_nothing(client: httpx.AsyncClient, app: FastAPI) -> None:
     subscription_id = await subscribe(client, "Task?owner=Practitioner/p1")
     body = {**task(), "id": "raced"}
