@@ -25,7 +25,12 @@ keep-alive receiver in a separate process on the loopback interface.
 It prints creates per second with and without, their ratio per pair, and
 the time from each matching write (the version's ``lastUpdated``, stamped
 just before its commit) to the notification's arrival at the receiver:
-p50, p95, max. PostgreSQL runs durable (fsync on) in a throw-away cluster.
+p50, p95, max. Beside the rates, the CPU time per create of the server
+(its worker and, on PostgreSQL, its delivery process) and of every
+PostgreSQL process, from /proc, over the creates and the deliveries that
+follow them: a steadier measure than the rates on a shared machine, whose
+baselines move by a fifth between runs. PostgreSQL runs durable (fsync on)
+in a throw-away cluster.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ import orjson
 
 from bench.crud import BIN, fresh_database, run_phase, serve, server_env
 from bench.data import care_plan
+from bench.wrk import children_cpu, postmaster_pid, process_cpu, server_pid
 from tests.postgres_cluster import Cluster, free_port, start_cluster
 
 RECEIVER = r"""
@@ -148,6 +154,12 @@ class Run:
     creates_per_second: float
     latencies_ms: list[float]
     events: int
+    server_cpu_ms: float  # per create: the worker and its delivery process
+    database_cpu_ms: float  # per create: every PostgreSQL process
+
+    @property
+    def cpu_ms(self) -> float:
+        return self.server_cpu_ms + self.database_cpu_ms
 
 
 async def handshakes_due(url: str) -> int:
@@ -177,7 +189,12 @@ async def occurred(url: str) -> dict[str, float]:
         await conn.close()
 
 
-async def one_run(url: str, bodies: list[bytes], count: int, args: argparse.Namespace) -> Run:
+def _cpu(server: int, postmaster: int | None) -> tuple[float, float]:
+    """CPU seconds so far of the server process and its children, and of PostgreSQL's processes."""
+    return process_cpu(server) + children_cpu(server), children_cpu(postmaster) if postmaster else 0.0
+
+
+async def one_run(url: str, bodies: list[bytes], count: int, args: argparse.Namespace, postmaster: int | None) -> Run:
     port, receiver_port = free_port(), free_port()
     arrivals = Path(tempfile.mkdtemp(prefix="fhir-bench-hooks-")) / "arrivals.txt"
     receiver = subprocess.Popen([sys.executable, "-c", RECEIVER, str(receiver_port), str(arrivals)])
@@ -198,11 +215,14 @@ async def one_run(url: str, bodies: list[bytes], count: int, args: argparse.Name
             while time.monotonic() < deadline and await handshakes_due(url):
                 await asyncio.sleep(0.2)
             creates = [("POST", "/fhir/CarePlan", b) for b in bodies]
+            server = server_pid(port)
+            server_before, database_before = _cpu(server, postmaster)
             result, _ = await run_phase("create", port, args.clients, creates, 201)
             times = await occurred(url)
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline and _lines(arrivals) < len(times):
                 await asyncio.sleep(0.2)
+            server_after, database_after = _cpu(server, postmaster)
     finally:
         receiver.terminate()
         receiver.wait()
@@ -211,7 +231,15 @@ async def one_run(url: str, bodies: list[bytes], count: int, args: argparse.Name
         event_id, arrived = line.split()
         if event_id in times:
             latencies.append((float(arrived) - times[event_id]) * 1000)
-    return Run(count, result.rate, sorted(latencies), len(times))
+    per_create = 1000 / len(bodies)
+    return Run(
+        count,
+        result.rate,
+        sorted(latencies),
+        len(times),
+        (server_after - server_before) * per_create,
+        (database_after - database_before) * per_create,
+    )
 
 
 def _lines(path: Path) -> int:
@@ -237,21 +265,28 @@ async def main_async(args: argparse.Namespace) -> None:
             if backend == "postgresql" and cluster is None:
                 cluster = start_cluster(durable=True)
             print(f"\n### {backend}\n")
-            print("| pair | creates/s without | creates/s with | with / without | events | p50 ms | p95 ms | max ms |")
-            print("|---|---|---|---|---|---|---|---|")
+            print(
+                "| pair | creates/s without | creates/s with | with / without | events | p50 ms | p95 ms | max ms "
+                "| CPU ms/create without (server + database) | with | with / without |"
+            )
+            print("|---|---|---|---|---|---|---|---|---|---|---|")
             for pair in range(args.pairs):
                 order = [0, args.subscriptions] if pair % 2 == 0 else [args.subscriptions, 0]
                 runs = {}
                 for count in order:
                     url = await fresh_database(backend, cluster, f"bench_subs_{pair}_{count}")
-                    runs[count] = await one_run(url, bodies, count, args)
+                    postmaster = postmaster_pid(cluster) if backend == "postgresql" and cluster else None
+                    runs[count] = await one_run(url, bodies, count, args, postmaster)
                 without, with_ = runs[0], runs[args.subscriptions]
                 lat = with_.latencies_ms
                 print(
                     f"| {pair + 1} | {without.creates_per_second:,.0f} | {with_.creates_per_second:,.0f} "
                     f"| {with_.creates_per_second / without.creates_per_second:.2f} | {with_.events:,} "
                     f"({len(lat):,} arrived) | {percentile(lat, 0.5):.0f} | {percentile(lat, 0.95):.0f} "
-                    f"| {lat[-1] if lat else float('nan'):.0f} |"
+                    f"| {lat[-1] if lat else float('nan'):.0f} "
+                    f"| {without.cpu_ms:.2f} ({without.server_cpu_ms:.2f} + {without.database_cpu_ms:.2f}) "
+                    f"| {with_.cpu_ms:.2f} ({with_.server_cpu_ms:.2f} + {with_.database_cpu_ms:.2f}) "
+                    f"| {with_.cpu_ms / without.cpu_ms:.2f} |"
                 )
     finally:
         if cluster is not None:
