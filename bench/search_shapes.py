@@ -47,19 +47,15 @@ AND EXISTS (SELECT 1 FROM idx_reference WHERE idx_reference.resource_id = resour
 AND EXISTS (SELECT 1 FROM idx_token WHERE idx_token.resource_id = resources.id
   AND idx_token.param_hash = $4 AND idx_token.resource_type = $1 AND idx_token.code = 'active' COLLATE "C")
 ORDER BY resources.id LIMIT 51"""
-REFERENCE_ONLY = """SELECT resources.id, resources.body FROM resources
+# live CarePlans whose subject is the patient $3 (through the parameter hashed $2)
+_BY_REFERENCE = """SELECT resources.id, resources.body FROM resources
 WHERE resources.resource_type = $1 AND resources.deleted IS false
 AND resources.id IN (SELECT idx_reference.resource_id FROM idx_reference
   WHERE idx_reference.param_hash = $2 AND idx_reference.resource_type = $1
-  AND idx_reference.target_type = 'Patient' AND idx_reference.target_id = $3 COLLATE "C")
-ORDER BY resources.id LIMIT 51"""
-TOKEN_KEYS_FILTER = """SELECT resources.id, resources.body FROM resources
-WHERE resources.resource_type = $1 AND resources.deleted IS false
-AND resources.id IN (SELECT idx_reference.resource_id FROM idx_reference
-  WHERE idx_reference.param_hash = $2 AND idx_reference.resource_type = $1
-  AND idx_reference.target_type = 'Patient' AND idx_reference.target_id = $3 COLLATE "C")
-AND resources.bench_token_keys @> ARRAY[$4::text]
-ORDER BY resources.id LIMIT 51"""
+  AND idx_reference.target_type = 'Patient' AND idx_reference.target_id = $3 COLLATE "C")"""
+_FIRST_PAGE = "\nORDER BY resources.id LIMIT 51"
+REFERENCE_ONLY = _BY_REFERENCE + _FIRST_PAGE
+TOKEN_KEYS_FILTER = _BY_REFERENCE + "\nAND resources.bench_token_keys @> ARRAY[$4::text]" + _FIRST_PAGE
 GIN_REFERENCES = """SELECT resources.id, resources.body FROM resources
 WHERE resources.resource_type = $1 AND resources.deleted IS false
 AND resources.bench_reference_keys @> ARRAY[$2::text] AND resources.bench_token_keys @> ARRAY[$3::text]

@@ -71,14 +71,14 @@ def events_part(
                 return None
             values.update(check_values)
     resource_type = stored.resource_type
-    # matched ids are values; a condition's SQL (and the values bound inside it) belongs to its subscription
-    layout = tuple(None if clauses is None else (subscription_id, clauses) for subscription_id, clauses in chosen)
+    # every id is a value; equal clauses build the same SQL with the same values bound inside it
+    layout = tuple(clauses for _, clauses in chosen)
     shape = ("outbox", resource_type, layout)
 
     def build(cur: CTE) -> Sequence[CTE]:  # only when this shape is first compiled
         conditions = [
-            None if entry is None else prewrite_condition(entry[1], resource_type, f"outbox.s{position}")
-            for position, entry in enumerate(layout)
+            None if clauses is None else prewrite_condition(clauses, resource_type, f"outbox.s{position}")
+            for position, clauses in enumerate(layout)
         ]
         return _numbered_events(cur, conditions)
 
