@@ -23,14 +23,16 @@ from app.interactions.stamping import stamp
 from app.storage.gate import ReadGate
 from app.storage.index_tables import IndexRows
 from app.storage.repository import StoredVersion
+from app.storage.row_keys import NO_KEYS, RowKeys
 
 
 @dataclass(frozen=True, slots=True)
 class PreparedCreate:
-    """A new resource ready to store: its first version and its index rows."""
+    """A new resource ready to store: its first version, its index rows and its row keys."""
 
     version: StoredVersion
     rows: IndexRows
+    keys: RowKeys = NO_KEYS
 
 
 def prepare_create(
@@ -53,7 +55,8 @@ def prepare_create(
     resource_id = resource_id or str(uuid.uuid4())
     now = now or utc_now()
     version = StoredVersion(resource_type, resource_id, 1, now, False, stamp(body, resource_id, 1, now), "POST")
-    return PreparedCreate(version, ctx.index_rows(resource_type, resource_id, body))
+    rows = ctx.index_rows(resource_type, resource_id, body)
+    return PreparedCreate(version, rows, ctx.row_keys(resource_type, rows))
 
 
 async def store_creates(
@@ -62,4 +65,4 @@ async def store_creates(
     """Store prepared creates in the caller's transaction through the write gate
     (``ResourceWriter.create_many``, which checks each against ``gate``): two statements plus one
     per index table."""
-    await ctx.writer.create_many(conn, [(p.version, p.rows) for p in prepared], gate)
+    await ctx.writer.create_many(conn, [(p.version, p.rows, p.keys) for p in prepared], gate)

@@ -18,6 +18,7 @@ from app.storage.database import Database
 from app.storage.gate import Author, NarrowGrant
 from app.storage.index_tables import IndexRows
 from app.storage.repository import StoredVersion
+from app.storage.row_keys import RowKeys
 from app.storage.writes import ResourceWriter
 from app.validation.json_rules import ShapeReport
 from app.validation.validator import ResourceValidator
@@ -116,6 +117,10 @@ class FhirContext:
             self.extractor.extract(resource_type, body),
             self.extractor.extract_composites(resource_type, body),
         )
+
+    def row_keys(self, resource_type: str, rows: IndexRows) -> RowKeys:
+        """The search values the resource's row carries itself, taken from its index rows."""
+        return self.registry.row_key_rule(resource_type).keys(rows)
 
     def require_type(self, resource_type: str) -> None:
         if resource_type not in self.resource_types:

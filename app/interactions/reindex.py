@@ -1,7 +1,8 @@
 """``$reindex``: rebuild the search index of stored resources from their current versions.
 
 Needed after a SearchParameter is added (resources written before it have
-no rows for it) or after an upgrade that indexes more. Resources are
+no rows for it) or after an upgrade that indexes more. The search values the
+resource rows carry (``app.storage.row_keys``) are rewritten with the rows. Resources are
 processed in id order, a batch per transaction; each batch's rows are
 locked while it is re-extracted (``FOR UPDATE`` on PostgreSQL; SQLite
 transactions here are exclusive), so a concurrent update either lands
@@ -26,6 +27,7 @@ from app.interactions.context import FhirContext
 from app.interactions.request_context import RequestContext
 from app.storage.index_tables import merge_rows
 from app.storage.index_writer import delete_index_rows_many, insert_index_rows
+from app.storage.repository import set_row_keys
 from app.storage.tables import resources
 
 BATCH = 500
@@ -56,6 +58,9 @@ async def _reindex_rows(
     index_rows = [ctx.index_rows(resource_type, rid, fhirjson.loads(body)) for rid, body in rows]
     await delete_index_rows_many(conn, resource_type, ids, ctx.extractor.tables_for(resource_type))
     await insert_index_rows(conn, merge_rows(index_rows))
+    await set_row_keys(
+        conn, resource_type, {rid: ctx.row_keys(resource_type, r) for rid, r in zip(ids, index_rows, strict=True)}
+    )
     return ids
 
 

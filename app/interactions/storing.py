@@ -28,7 +28,8 @@ def new_version(
 ) -> NewVersion:
     """The version a write stores (``body`` None: a deletion), rendered with the server's ``meta``."""
     render: Callable[[int, datetime], bytes] | None = None if body is None else partial(stamp, body, resource_id)
-    return NewVersion(resource_type, resource_id, render, rows, ctx.extractor.tables_for(resource_type), method)
+    tables = ctx.extractor.tables_for(resource_type)
+    return NewVersion(resource_type, resource_id, render, rows, tables, method, ctx.row_keys(resource_type, rows))
 
 
 def result_of(change: Change) -> WriteResult:

@@ -10,7 +10,9 @@ about the query's syntax.
 Each clause becomes ``resources.id IN (SELECT resource_id FROM idx_<type>
 WHERE param_hash = :h AND resource_type = :t AND <value condition>)`` (one
 index range scan per value), ORed over the clause's values and ANDed over
-clauses. ``resource_type`` is implied by the hash but spelled out so that
+clauses; a resource's subject and status are also columns of its own row,
+which answer the commonest searches in one range scan
+(``app.search.row_columns``). ``resource_type`` is implied by the hash but spelled out so that
 PostgreSQL can also probe a clause per candidate row through the
 ``(resource_type, resource_id)`` index: when its estimates are off (skewed
 codes such as ``status=requested``), that probe keeps a misjudged nested
@@ -20,12 +22,13 @@ loop cheap instead of rescanning every matching row. ``_id`` and
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, and_, any_, exists, false, func, not_, or_, select, true
 
 from app.search.request import AnyClause, ChainClause, Clause, HasClause, SearchRequest, SortKey
+from app.search.row_conditions import on_row, row_condition
 from app.search.types import COLUMN_PARAMETERS, PARAM_TYPES, SearchValue
 from app.search.types.composite import CompositeSearch
 from app.search.types.special import MissingSearch, column_condition
@@ -69,7 +72,7 @@ def _matching_ids(resource_type: str, clause: AnyClause, gate: ReadGate) -> Sele
     Index rows exist only for live resources (a delete removes them), so a
     clause answered by the index alone needs no join to ``resources``.
     """
-    direct = _indexed_ids(clause, gate)
+    direct = None if on_row((clause,)) else _indexed_ids(clause, gate)
     if direct is not None:
         return direct if gate.open else direct.where(gate.ids(resource_type, direct.selected_columns[0]))
     other = resources.alias()
@@ -78,7 +81,7 @@ def _matching_ids(resource_type: str, clause: AnyClause, gate: ReadGate) -> Sele
         .where(
             other.c.resource_type == resource_type,
             other.c.deleted.is_(False),
-            clause_condition(clause, other.c, resource_type, gate),
+            *conditions((clause,), other.c, resource_type, gate),
             gate.ids(resource_type, other.c.id),
         )
         .correlate(None)
@@ -168,6 +171,20 @@ def clause_condition(
     return not_(r.id.in_(rows_of_param.where(matches)))  # the :not modifier
 
 
+def conditions(
+    clauses: Sequence[AnyClause], r: Columns = R, resource_type: str | None = None, gate: ReadGate = OPEN
+) -> list[ColumnElement[bool]]:
+    """The conditions of ANDed ``clauses`` on resource columns ``r``: on the row's own search columns
+    where they answer a clause (``app.search.row_conditions``), else through the index tables."""
+    answered = on_row(clauses)
+    return [
+        row_condition(clause, r)
+        if index in answered and isinstance(clause, Clause)
+        else clause_condition(clause, r, resource_type, gate)
+        for index, clause in enumerate(clauses)
+    ]
+
+
 def one_resource_condition(
     clause: AnyClause, resource_type: str, resource_id: ColumnElement[str], r: Columns = R
 ) -> ColumnElement[bool]:
@@ -230,8 +247,7 @@ def compartment_condition(request: SearchRequest) -> ColumnElement[bool]:
 
 
 def _filtered(query: Select, request: SearchRequest, gate: ReadGate) -> Select:  # type: ignore[type-arg]
-    for clause in request.clauses:
-        query = query.where(clause_condition(clause, R, request.resource_type, gate))
+    query = query.where(*conditions(request.clauses, R, request.resource_type, gate))
     if request.compartment is not None:
         query = query.where(compartment_condition(request))
     if not gate.open:
@@ -246,9 +262,7 @@ def matching_ids(request: SearchRequest) -> Select[tuple[str]]:
     query = select(narrowed.c.id).where(
         narrowed.c.resource_type == request.resource_type, narrowed.c.deleted.is_(False)
     )
-    for clause in request.clauses:
-        query = query.where(clause_condition(clause, narrowed.c, request.resource_type, OPEN))
-    return query
+    return query.where(*conditions(request.clauses, narrowed.c, request.resource_type, OPEN))
 
 
 def sort_expression(key: SortKey) -> ColumnElement[Any]:

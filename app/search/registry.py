@@ -19,6 +19,9 @@ from importlib import resources
 from types import MappingProxyType
 from typing import Any, Literal
 
+from app.search.row_columns import RowColumn, row_key_rule, row_parameters
+from app.storage.row_keys import NO_RULE, RowKeyRule
+
 ParamType = Literal["number", "date", "string", "token", "reference", "composite", "quantity", "uri", "special"]
 ABSTRACT_BASES = ("Resource", "DomainResource")
 
@@ -53,6 +56,10 @@ class SearchParam:
     comparators: tuple[str, ...] = ()
     components: tuple[Component, ...] = ()
     hash: int = 0
+    # the column of the resource row that also holds this parameter's value, and the target type the
+    # parameter narrows it to (app.search.row_columns)
+    row_column: RowColumn | None = None
+    row_target: str | None = None
 
 
 def param_hash(resource_type: str, code: str) -> int:
@@ -69,6 +76,11 @@ class SearchRegistry:
     by_url: Mapping[str, Mapping[str, SearchParam]] = field(default_factory=dict)
     # compartment type -> member resource type -> parameter codes (compartmentdefinition.html)
     compartments: Mapping[str, Mapping[str, tuple[str, ...]]] = field(default_factory=dict)
+    # per type: which index rows fill the row columns (app.search.row_columns)
+    row_keys: Mapping[str, RowKeyRule] = field(default_factory=dict)
+
+    def row_key_rule(self, resource_type: str) -> RowKeyRule:
+        return self.row_keys.get(resource_type, NO_RULE)
 
     def get(self, resource_type: str, code: str) -> SearchParam | None:
         return self.by_type.get(resource_type, {}).get(code)
@@ -155,10 +167,14 @@ def _freeze(
         for code, param in params.items():
             if param.type == "composite":
                 params[code] = by_url[param.url][param.resource_type] = _resolve_components(param, by_url)
+        for code, (column, target) in row_parameters(params).items():
+            param = dataclasses.replace(params[code], row_column=column, row_target=target)
+            params[code] = by_url[param.url][param.resource_type] = param
     return SearchRegistry(
         by_type=MappingProxyType({t: MappingProxyType(p) for t, p in by_type.items()}),
         by_url=MappingProxyType({u: MappingProxyType(p) for u, p in by_url.items()}),
         compartments=compartments,
+        row_keys=MappingProxyType({t: row_key_rule(p) for t, p in by_type.items()}),
     )
 
 

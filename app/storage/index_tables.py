@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import BigInteger, Column, ColumnElement, Index, Integer, Numeric, String, Table, Text, column
 from sqlalchemy.sql.base import ReadOnlyColumnCollection
 
-from app.storage.tables import UTCDateTime, metadata
+from app.storage.tables import CText, UTCDateTime, metadata
 
 # Rows for the index tables, per table name, as one resource's extraction produces them.
 IndexRows = dict[str, list[dict[str, Any]]]
@@ -48,9 +48,6 @@ def indexed_text(value: str) -> str:
         return value
     prefix = encoded[:_KEPT_PREFIX_BYTES].decode(errors="ignore")
     return f"{prefix}#{hashlib.blake2b(encoded, digest_size=16).hexdigest()}"
-
-
-CText = Text().with_variant(Text(collation="C"), "postgresql")
 
 
 def _index_table(name: str, *columns: Column[Any] | Index, value_index: tuple[str, ...]) -> Table:

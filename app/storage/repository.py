@@ -10,7 +10,7 @@ re-read and retry without).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.storage.batch_insert import insert_rows
 from app.storage.gate import OPEN, ReadGate
+from app.storage.row_keys import NO_KEYS, RowKeys
 from app.storage.tables import resource_history, resources
 
 
@@ -71,7 +72,14 @@ _REPLACE_CURRENT = (
         last_updated=bindparam("updated"),
         deleted=bindparam("is_deleted"),
         body=bindparam("payload"),
+        subject_ref=bindparam("subject_ref"),
+        status_code=bindparam("status_code"),
     )
+)
+_SET_KEYS = (
+    update(resources)
+    .where(_r.resource_type == bindparam("rt"), _r.id == bindparam("rid"))
+    .values(subject_ref=bindparam("subject_ref"), status_code=bindparam("status_code"))
 )
 _INSERT_CURRENT = {
     "postgresql": postgresql_insert(resources).on_conflict_do_nothing(index_elements=["resource_type", "id"]),
@@ -105,8 +113,8 @@ async def read_version(
     return StoredVersion(*row) if row else None
 
 
-async def insert_first(conn: AsyncConnection, version: StoredVersion) -> None:
-    """Insert version 1 of a new resource; AlreadyExists if the id is taken.
+async def insert_first(conn: AsyncConnection, version: StoredVersion, keys: RowKeys = NO_KEYS) -> None:
+    """Insert version 1 of a new resource (with its row ``keys``); AlreadyExists if the id is taken.
 
     ``ON CONFLICT DO NOTHING`` reports a taken id through the row count, so the
     transaction stays usable on PostgreSQL without a savepoint round trip.
@@ -120,6 +128,7 @@ async def insert_first(conn: AsyncConnection, version: StoredVersion) -> None:
             "last_updated": version.last_updated,
             "deleted": version.deleted,
             "body": version.body,
+            **keys.columns(),
         },
     )
     if result.rowcount != 1:
@@ -127,8 +136,11 @@ async def insert_first(conn: AsyncConnection, version: StoredVersion) -> None:
     await _insert_history(conn, version)
 
 
-async def insert_new_many(conn: AsyncConnection, versions: Sequence[StoredVersion]) -> None:
-    """Version 1 of many new resources with fresh server-assigned ids: two batched statements.
+async def insert_new_many(
+    conn: AsyncConnection, versions: Sequence[StoredVersion], keys: Sequence[RowKeys] | None = None
+) -> None:
+    """Version 1 of many new resources with fresh server-assigned ids (``keys``: each one's row keys,
+    in order): two batched statements.
 
     For ids that cannot be taken yet (UUIDs made in this process); a clash is
     an integrity error that rolls the whole transaction back.
@@ -144,8 +156,9 @@ async def insert_new_many(conn: AsyncConnection, versions: Sequence[StoredVersio
                 "last_updated": v.last_updated,
                 "deleted": v.deleted,
                 "body": v.body,
+                **k.columns(),
             }
-            for v in versions
+            for v, k in zip(versions, keys or [NO_KEYS] * len(versions), strict=True)
         ],
     )
     await insert_rows(
@@ -166,8 +179,11 @@ async def insert_new_many(conn: AsyncConnection, versions: Sequence[StoredVersio
     )
 
 
-async def replace_version(conn: AsyncConnection, expected_version: int, version: StoredVersion) -> bool:
-    """Move the current row from ``expected_version`` to ``version``; False if someone else moved it."""
+async def replace_version(
+    conn: AsyncConnection, expected_version: int, version: StoredVersion, keys: RowKeys = NO_KEYS
+) -> bool:
+    """Move the current row from ``expected_version`` to ``version`` (with its row ``keys``); False if
+    someone else moved it."""
     result = await conn.execute(
         _REPLACE_CURRENT,
         {
@@ -178,12 +194,19 @@ async def replace_version(conn: AsyncConnection, expected_version: int, version:
             "updated": version.last_updated,
             "is_deleted": version.deleted,
             "payload": version.body,
+            **keys.columns(),
         },
     )
     if result.rowcount != 1:
         return False
     await _insert_history(conn, version)
     return True
+
+
+async def set_row_keys(conn: AsyncConnection, resource_type: str, keys: Mapping[str, RowKeys]) -> None:
+    """Rewrite the row keys of current rows (by id) without a new version: ``$reindex``."""
+    if keys:
+        await conn.execute(_SET_KEYS, [{"rt": resource_type, "rid": rid, **k.columns()} for rid, k in keys.items()])
 
 
 async def _insert_history(conn: AsyncConnection, version: StoredVersion) -> None:

@@ -56,6 +56,7 @@ from sqlalchemy.types import TypeEngine
 
 from app.storage.index_tables import INDEX_TABLES, IndexRows
 from app.storage.repository import AlreadyExists, StoredVersion
+from app.storage.row_keys import NO_KEYS, RowKeys
 from app.storage.tables import resource_history, resources
 
 _DIALECT = asyncpg.dialect()  # type: ignore[no-untyped-call]
@@ -197,6 +198,8 @@ def _create(tables: tuple[str, ...], parts: Sequence[StatementPart]) -> Select[A
             last_updated=bindparam("updated"),
             deleted=false(),
             body=bindparam("payload"),
+            subject_ref=bindparam("subject_ref", type_=_r.subject_ref.type),
+            status_code=bindparam("status_code", type_=_r.status_code.type),
         )
         .on_conflict_do_nothing(index_elements=["resource_type", "id"])
         .returning(_r.version_id)
@@ -221,7 +224,14 @@ def _replace(deletes: tuple[str, ...], inserts: tuple[str, ...], parts: Sequence
     cur = (
         update(resources)
         .where(_r.resource_type == bindparam("rt"), _r.id == bindparam("rid"), _r.version_id == bindparam("expected"))
-        .values(version_id=bindparam("vid"), last_updated=bindparam("updated"), deleted=payload.is_(None), body=payload)
+        .values(
+            version_id=bindparam("vid"),
+            last_updated=bindparam("updated"),
+            deleted=payload.is_(None),
+            body=payload,
+            subject_ref=bindparam("subject_ref", type_=_r.subject_ref.type),
+            status_code=bindparam("status_code", type_=_r.status_code.type),
+        )
         .returning(_r.version_id)
         .cte("cur")
     )
@@ -245,7 +255,11 @@ _READ_CURRENT = compile_for_asyncpg(
 
 
 def _values(
-    version: StoredVersion, rows: IndexRows, tables: Iterable[str], parts: Sequence[StatementPart]
+    version: StoredVersion,
+    rows: IndexRows,
+    tables: Iterable[str],
+    parts: Sequence[StatementPart],
+    keys: RowKeys = NO_KEYS,
 ) -> dict[str, object]:
     values: dict[str, object] = {
         "rt": version.resource_type,
@@ -254,6 +268,7 @@ def _values(
         "updated": version.last_updated,
         "payload": version.body,
         "method": version.method,
+        **keys.columns(),
     }
     for name in tables:
         table_rows = rows[name]
@@ -283,17 +298,21 @@ def _committed(parts: Sequence[StatementPart], counts: Sequence[int]) -> None:
 
 
 async def create_in_one_statement(
-    conn: AsyncConnection, version: StoredVersion, rows: IndexRows, parts: Sequence[StatementPart] = ()
+    conn: AsyncConnection,
+    version: StoredVersion,
+    rows: IndexRows,
+    parts: Sequence[StatementPart] = (),
+    keys: RowKeys = NO_KEYS,
 ) -> None:
-    """Insert version 1 with its history and index rows (and what ``parts`` add), outside any explicit
-    transaction.
+    """Insert version 1 with its row ``keys``, history and index rows (and what ``parts`` add),
+    outside any explicit transaction.
 
     ``conn`` must not be in a transaction: the statement commits by itself.
     Raises AlreadyExists when the id is taken (nothing is written then).
     """
     tables = _written_tables(rows)
     statement = create_statement(tables, parts)
-    written, *done = await _fetch_counts(conn, statement, _values(version, rows, tables, parts))
+    written, *done = await _fetch_counts(conn, statement, _values(version, rows, tables, parts, keys))
     if written != 1:
         raise AlreadyExists(f"{version.resource_type}/{version.id}")
     _committed(parts, done)
@@ -306,12 +325,13 @@ async def replace_in_one_statement(
     rows: IndexRows,
     tables: Iterable[str],
     parts: Sequence[StatementPart] = (),
+    keys: RowKeys = NO_KEYS,
 ) -> bool:
-    """Move the current row from ``expected_version`` to ``version`` and replace its index rows in
-    ``tables`` by ``rows`` (and do what ``parts`` add); False (nothing written) when another writer
-    moved it first."""
+    """Move the current row from ``expected_version`` to ``version`` (with its row ``keys``) and
+    replace its index rows in ``tables`` by ``rows`` (and do what ``parts`` add); False (nothing
+    written) when another writer moved it first."""
     inserts = _written_tables(rows)
-    values = _values(version, rows, inserts, parts)
+    values = _values(version, rows, inserts, parts, keys)
     values["expected"] = expected_version
     statement = replace_statement(tuple(sorted(tables)), inserts, parts)
     written, *done = await _fetch_counts(conn, statement, values)

@@ -2,7 +2,8 @@
 
 ``resources`` holds the current version of every resource (tombstones for
 deletes) and ``resource_history`` every version ever written; the search
-index tables are in ``app.storage.index_tables``.
+index tables are in ``app.storage.index_tables``. The current row also
+carries its subject and status (``app.storage.row_keys``).
 Bodies are stored as the exact JSON bytes served on read, with ``id`` and
 ``meta`` already set, so reads never re-serialise.
 """
@@ -23,10 +24,14 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
 )
 from sqlalchemy.types import TypeDecorator
 
 metadata = MetaData()
+
+# Text compared byte-wise on PostgreSQL (C collation), so equality and prefix matches are plain B-tree scans.
+CText = Text().with_variant(Text(collation="C"), "postgresql")
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -58,7 +63,11 @@ resources = Table(
     Column("last_updated", UTCDateTime(), nullable=False),
     Column("deleted", Boolean, nullable=False, default=False),
     Column("body", LargeBinary, nullable=True),
+    # the one subject reference (Type/id) and status code of the current version: app.storage.row_keys
+    Column("subject_ref", CText, nullable=True),
+    Column("status_code", CText, nullable=True),
     Index("ix_resources_type_updated", "resource_type", "last_updated"),
+    Index("ix_resources_subject_status", "resource_type", "subject_ref", "status_code", "id"),
 )
 
 resource_history = Table(

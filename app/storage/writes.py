@@ -58,6 +58,7 @@ from app.storage.repository import (
     read_current,
     replace_version,
 )
+from app.storage.row_keys import NO_KEYS, RowKeys
 from app.storage.single_statement import (
     NotOneStatement,
     StatementPart,
@@ -97,6 +98,7 @@ class NewVersion:
     interaction stamps ``meta.versionId`` and ``meta.lastUpdated``); None
     makes the version a deletion (tombstone, no index rows). ``tables`` are
     the index tables the type can use: the old rows there are replaced.
+    ``keys``: the search values the row itself carries (``app.storage.row_keys``).
     """
 
     resource_type: str
@@ -105,6 +107,7 @@ class NewVersion:
     rows: IndexRows
     tables: Collection[str]
     method: str
+    keys: RowKeys = NO_KEYS
 
     @property
     def deletes(self) -> bool:
@@ -202,21 +205,22 @@ class ResourceWriter:
     async def create_many(
         self,
         conn: AsyncConnection,
-        versions: Sequence[tuple[StoredVersion, IndexRows]],
+        versions: Sequence[tuple[StoredVersion, IndexRows, RowKeys]],
         gate: ReadGate,
     ) -> None:
-        """Version 1 of many resources under fresh ids, in the caller's transaction: two batched
-        statements plus one per index table, whatever their number (bulk loads, Bundle creates).
-        Each must be one the caller may create (``gate``), or nothing is written (``Forbidden``)."""
+        """Version 1 of many resources under fresh ids (each with its index rows and row keys), in the
+        caller's transaction: two batched statements plus one per index table, whatever their number
+        (bulk loads, Bundle creates). Each must be one the caller may create (``gate``), or nothing is
+        written (``Forbidden``)."""
         if not gate.open:
-            for version, rows in versions:
+            for version, rows, _ in versions:
                 gate.admits(version.resource_type, version.id, rows, "c")
-        await insert_new_many(conn, [version for version, _ in versions])
-        await insert_index_rows(conn, merge_rows([rows for _, rows in versions]))
+        await insert_new_many(conn, [version for version, _, _ in versions], [keys for _, _, keys in versions])
+        await insert_index_rows(conn, merge_rows([rows for _, rows, _ in versions]))
         if not gate.open:
-            for version, _ in versions:
+            for version, _, _ in versions:
                 await _require_match(conn, version.resource_type, version.id, gate, "c")
-        for version, rows in versions:
+        for version, rows, _ in versions:
             await self._after(conn, Change(None, version, rows, gate.author))
 
     async def _write_until_stored(
@@ -236,13 +240,13 @@ class ResourceWriter:
                 return None
             if current is None:
                 try:
-                    await insert_first(conn, step.stored)
+                    await insert_first(conn, step.stored, new.keys)
                 except AlreadyExists:
                     if expect is ABSENT:
                         raise
                     continue
                 await replace_index_rows(conn, new.resource_type, new.id, new.rows, new.tables, is_new=True)
-            elif await replace_version(conn, current.version_id, step.stored):
+            elif await replace_version(conn, current.version_id, step.stored, new.keys):
                 await replace_index_rows(conn, new.resource_type, new.id, new.rows, new.tables, is_new=False)
             else:
                 _lost(new, expect)
@@ -274,14 +278,14 @@ class ResourceWriter:
                 try:
                     if current is None:
                         try:
-                            await create_in_one_statement(conn, step.stored, new.rows, parts)
+                            await create_in_one_statement(conn, step.stored, new.rows, parts, new.keys)
                         except AlreadyExists:
                             if expect is ABSENT:
                                 raise
                             continue
                         return step
                     if await replace_in_one_statement(
-                        conn, current.version_id, step.stored, new.rows, new.tables, parts
+                        conn, current.version_id, step.stored, new.rows, new.tables, parts, new.keys
                     ):
                         return step
                 except NotOneStatement:  # nothing was written

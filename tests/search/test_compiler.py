@@ -12,11 +12,9 @@ from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import ClauseElement, Text, literal
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Dialect
 
-from app.main import served_resource_types
 from app.search.compiler import (
     chain_reaches,
     clause_condition,
@@ -25,20 +23,9 @@ from app.search.compiler import (
     referenced_by_matches,
 )
 from app.search.gate import compartment_gate
-from app.search.registry import SearchRegistry, load_registry
+from app.search.registry import SearchRegistry
 from app.search.request import ChainClause, HasClause, SearchRequest, parse_search
-
-DIALECTS = {"postgresql": postgresql.dialect(), "sqlite": sqlite.dialect()}
-
-
-@pytest.fixture(scope="module")
-def registry() -> SearchRegistry:
-    return load_registry(served_resource_types())
-
-
-@pytest.fixture(params=sorted(DIALECTS))
-def dialect(request: pytest.FixtureRequest) -> Dialect:
-    return DIALECTS[request.param]
+from tests.search.conftest import DIALECTS
 
 
 def sql(element: ClauseElement, dialect: Dialect) -> str:

@@ -6,14 +6,8 @@ from __future__ import annotations
 import pytest
 
 from app.errors import InvalidRequest
-from app.main import served_resource_types
-from app.search.registry import SearchRegistry, load_registry
+from app.search.registry import SearchRegistry
 from app.search.request import SearchRequest, parse_search
-
-
-@pytest.fixture(scope="module")
-def registry() -> SearchRegistry:
-    return load_registry(served_resource_types())
 
 
 def parsed(registry: SearchRegistry, resource_type: str, query: str, strict: bool = False) -> SearchRequest:
