@@ -8,7 +8,7 @@ they are a 400, as are malformed values and unknown modifiers in any mode.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from app.errors import InvalidRequest
 from app.search.bounds import MAX_INCLUDES, MAX_SORT_KEYS, Budget, check_key, check_parameter_count, check_value
@@ -27,6 +27,16 @@ SORTABLE_TYPES = frozenset({"token", "string", "reference", "date", "number", "q
 TOTAL_MODES = frozenset({"none", "estimate", "accurate"})
 
 
+def _cached_hash(clause: Clause | ChainClause | HasClause) -> int:
+    """A clause's hash, computed once: clauses are long-lived (a Subscription's criteria) and are
+    hashed at every write that checks them, as part of the key of the statement that numbers their
+    events (``app.subscriptions.settled``)."""
+    if not clause._hash:
+        values = tuple(getattr(clause, f.name) for f in fields(clause) if f.compare)
+        object.__setattr__(clause, "_hash", hash((type(clause).__name__, values)) or 1)
+    return clause._hash
+
+
 def _label(param: SearchParam) -> str:
     return f"{param.resource_type}.{param.code}"
 
@@ -42,6 +52,10 @@ class Clause:
     values: tuple[SearchValue, ...]
     name: str
     raw: str
+    _hash: int = field(default=0, init=False, repr=False, compare=False)
+
+    def __hash__(self) -> int:
+        return _cached_hash(self)
 
     def sexp(self) -> str:
         """``(token Task.status requested)``; several values are an ``or``; ``:missing`` is its own form."""
@@ -62,6 +76,10 @@ class ChainClause:
     alternatives: tuple[tuple[str, AnyClause], ...]
     name: str
     raw: str
+    _hash: int = field(default=0, init=False, repr=False, compare=False)
+
+    def __hash__(self) -> int:
+        return _cached_hash(self)
 
     def sexp(self) -> str:
         """``(chain Task.owner (Practitioner (string Practitioner.name smith)))``, one group per target type."""
@@ -79,6 +97,10 @@ class HasClause:
     name: str
     raw: str
     target_type: str = ""
+    _hash: int = field(default=0, init=False, repr=False, compare=False)
+
+    def __hash__(self) -> int:
+        return _cached_hash(self)
 
     def sexp(self) -> str:
         """``(has Task.patient (token Task.status requested))``."""

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 from sqlalchemy import (
@@ -139,6 +140,7 @@ def _compiled(key: Hashable, make: Callable[[], Select[Any]]) -> Compiled:
     return found
 
 
+@cache  # on every write's path
 def index_columns(name: str) -> tuple[str, ...]:
     """The columns of an index table after (resource_type, resource_id), in table order."""
     return tuple(c.name for c in INDEX_TABLES[name].c if c.name not in ("resource_type", "resource_id"))
