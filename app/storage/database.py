@@ -33,6 +33,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from app.errors import FhirError, StatementTimeout, VersionConflict
+from app.storage.sqlite_checkpoints import WAL_BACKSTOP_PRAGMA, WalCheckpoints
 from app.storage.sqlite_inline import connect_inline
 from app.storage.writer_queue import WriterQueue
 
@@ -158,6 +159,9 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA busy_timeout=30000")
+        # checkpoints run in a worker thread (app.storage.sqlite_checkpoints); a commit checkpoints only
+        # if that falls far behind
+        cursor.execute(WAL_BACKSTOP_PRAGMA)
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
@@ -178,6 +182,8 @@ class Database:
         self.engine = engine
         self.dialect = engine.dialect.name
         self._sqlite_writer = WriterQueue() if self.dialect == "sqlite" else None
+        database = engine.url.database if self.dialect == "sqlite" else None
+        self.checkpoints = WalCheckpoints(Path(database)) if database and database != ":memory:" else None
 
     @classmethod
     def from_url(
@@ -201,6 +207,8 @@ class Database:
                 conn.info[AFTER_COMMIT] = committed
                 async with conn.begin():
                     yield conn
+            if self.checkpoints is not None:
+                self.checkpoints.after_write()
         for callback in committed:
             callback()
 
@@ -297,6 +305,8 @@ class Database:
         raise AssertionError("unreachable")
 
     async def dispose(self) -> None:
+        if self.checkpoints is not None:
+            await self.checkpoints.wait()
         await self.engine.dispose()
 
 

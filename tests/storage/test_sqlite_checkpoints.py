@@ -1,0 +1,62 @@
+"""SQLite's WAL is checkpointed in a worker thread every so many writes, not inside a committing write
+(``app.storage.sqlite_checkpoints``)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select
+
+from app.storage.database import Database
+from app.storage.sqlite_checkpoints import WAL_BACKSTOP_PRAGMA
+
+notes = Table("notes", MetaData(), Column("id", Integer, primary_key=True), Column("text", String))
+
+
+@pytest.fixture
+async def database(tmp_path: Path) -> AsyncIterator[Database]:
+    db = Database.from_url(f"sqlite+aiosqlite:///{tmp_path / 'wal.sqlite'}")
+    async with db.engine.begin() as conn:
+        await conn.run_sync(notes.metadata.create_all)
+    yield db
+    await db.dispose()
+
+
+async def write_notes(db: Database, count: int) -> None:
+    for index in range(count):
+        async with db.write() as conn:
+            await conn.execute(insert(notes).values(text="x" * 2000 + str(index)))
+
+
+async def test_a_long_log_is_checkpointed_in_the_background(database: Database) -> None:
+    checkpoints = database.checkpoints
+    assert checkpoints is not None
+    checkpoints.every = 20
+    await write_notes(database, 60)
+    await checkpoints.wait()
+    assert checkpoints.last is not None
+    busy, log_frames, copied = checkpoints.last
+    assert busy == 0 and log_frames > 0 and copied == log_frames  # every frame back in the database file
+    async with database.read() as conn:
+        assert len((await conn.execute(select(notes.c.id))).all()) == 60
+
+
+async def test_a_short_log_is_left_alone(database: Database) -> None:
+    checkpoints = database.checkpoints
+    assert checkpoints is not None
+    await write_notes(database, 5)  # fewer than WRITES_PER_CHECKPOINT
+    await checkpoints.wait()
+    assert checkpoints.last is None and checkpoints.running is None
+
+
+async def test_commits_checkpoint_only_past_the_backstop(database: Database) -> None:
+    async with database.read() as conn:
+        pages = (await conn.exec_driver_sql("PRAGMA wal_autocheckpoint")).scalar_one()
+    assert f"PRAGMA wal_autocheckpoint={pages}" == WAL_BACKSTOP_PRAGMA
+    assert pages == 16_384
+
+
+def test_postgresql_has_no_checkpoints_of_ours() -> None:
+    assert Database.from_url("postgresql+asyncpg://user@127.0.0.1:1/none").checkpoints is None
