@@ -22,6 +22,7 @@ from app.main import build_context, served_resource_types
 from app.storage.database import Database
 from app.storage.gate import OPEN
 from app.storage.repository import StoredVersion
+from app.storage.row_keys import NO_KEYS
 from bench.population import Population
 
 
@@ -61,7 +62,7 @@ def _unindexed(ctx: FhirContext, body: dict[str, Any], validate: bool) -> Prepar
         ctx.validator.validate(body["resourceType"], body)
     now = utc_now()
     stamped = stamp(body, body["id"], 1, now)
-    return PreparedCreate(StoredVersion(body["resourceType"], body["id"], 1, now, False, stamped, "POST"), {})
+    return PreparedCreate(StoredVersion(body["resourceType"], body["id"], 1, now, False, stamped, "POST"), {}, NO_KEYS)
 
 
 def _patient_batches(population: Population, start: int, stop: int, size: int) -> Iterable[list[dict[str, Any]]]:

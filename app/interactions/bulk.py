@@ -23,7 +23,7 @@ from app.interactions.stamping import stamp
 from app.storage.gate import ReadGate
 from app.storage.index_tables import IndexRows
 from app.storage.repository import StoredVersion
-from app.storage.row_keys import NO_KEYS, RowKeys
+from app.storage.row_keys import RowKeys
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +32,7 @@ class PreparedCreate:
 
     version: StoredVersion
     rows: IndexRows
-    keys: RowKeys = NO_KEYS
+    keys: RowKeys
 
 
 def prepare_create(

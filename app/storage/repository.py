@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.storage.batch_insert import insert_rows
 from app.storage.gate import OPEN, ReadGate
-from app.storage.row_keys import NO_KEYS, RowKeys
+from app.storage.row_keys import RowKeys
 from app.storage.tables import resource_history, resources
 
 
@@ -113,7 +113,7 @@ async def read_version(
     return StoredVersion(*row) if row else None
 
 
-async def insert_first(conn: AsyncConnection, version: StoredVersion, keys: RowKeys = NO_KEYS) -> None:
+async def insert_first(conn: AsyncConnection, version: StoredVersion, keys: RowKeys) -> None:
     """Insert version 1 of a new resource (with its row ``keys``); AlreadyExists if the id is taken.
 
     ``ON CONFLICT DO NOTHING`` reports a taken id through the row count, so the
@@ -136,9 +136,7 @@ async def insert_first(conn: AsyncConnection, version: StoredVersion, keys: RowK
     await _insert_history(conn, version)
 
 
-async def insert_new_many(
-    conn: AsyncConnection, versions: Sequence[StoredVersion], keys: Sequence[RowKeys] | None = None
-) -> None:
+async def insert_new_many(conn: AsyncConnection, versions: Sequence[StoredVersion], keys: Sequence[RowKeys]) -> None:
     """Version 1 of many new resources with fresh server-assigned ids (``keys``: each one's row keys,
     in order): two batched statements.
 
@@ -158,7 +156,7 @@ async def insert_new_many(
                 "body": v.body,
                 **k.columns(),
             }
-            for v, k in zip(versions, keys or [NO_KEYS] * len(versions), strict=True)
+            for v, k in zip(versions, keys, strict=True)
         ],
     )
     await insert_rows(
@@ -179,9 +177,7 @@ async def insert_new_many(
     )
 
 
-async def replace_version(
-    conn: AsyncConnection, expected_version: int, version: StoredVersion, keys: RowKeys = NO_KEYS
-) -> bool:
+async def replace_version(conn: AsyncConnection, expected_version: int, version: StoredVersion, keys: RowKeys) -> bool:
     """Move the current row from ``expected_version`` to ``version`` (with its row ``keys``); False if
     someone else moved it."""
     result = await conn.execute(

@@ -303,8 +303,8 @@ async def create_in_one_statement(
     conn: AsyncConnection,
     version: StoredVersion,
     rows: IndexRows,
-    parts: Sequence[StatementPart] = (),
-    keys: RowKeys = NO_KEYS,
+    parts: Sequence[StatementPart],
+    keys: RowKeys,
 ) -> None:
     """Insert version 1 with its row ``keys``, history and index rows (and what ``parts`` add),
     outside any explicit transaction.
@@ -326,8 +326,8 @@ async def replace_in_one_statement(
     version: StoredVersion,
     rows: IndexRows,
     tables: Iterable[str],
-    parts: Sequence[StatementPart] = (),
-    keys: RowKeys = NO_KEYS,
+    parts: Sequence[StatementPart],
+    keys: RowKeys,
 ) -> bool:
     """Move the current row from ``expected_version`` to ``version`` (with its row ``keys``) and
     replace its index rows in ``tables`` by ``rows`` (and do what ``parts`` add); False (nothing

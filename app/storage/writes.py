@@ -58,7 +58,7 @@ from app.storage.repository import (
     read_current,
     replace_version,
 )
-from app.storage.row_keys import NO_KEYS, RowKeys
+from app.storage.row_keys import RowKeys
 from app.storage.single_statement import (
     NotOneStatement,
     StatementPart,
@@ -107,7 +107,7 @@ class NewVersion:
     rows: IndexRows
     tables: Collection[str]
     method: str
-    keys: RowKeys = NO_KEYS
+    keys: RowKeys
 
     @property
     def deletes(self) -> bool:

@@ -21,6 +21,7 @@ from app.errors import VersionConflict
 from app.interactions.context import utc_now
 from app.storage.database import WRITE_ATTEMPTS, Database, is_retryable
 from app.storage.repository import StoredVersion, insert_first, read_current
+from app.storage.row_keys import NO_KEYS
 
 
 @pytest.fixture
@@ -50,7 +51,7 @@ async def test_a_deadlocked_attempt_is_rolled_back_and_run_again(db: Database) -
     async def work(conn: AsyncConnection) -> int:
         nonlocal attempts
         attempts += 1
-        await insert_first(conn, version(f"attempt-{attempts}"))
+        await insert_first(conn, version(f"attempt-{attempts}"), NO_KEYS)
         if attempts < 3:
             raise driver_error(asyncpg.exceptions.DeadlockDetectedError("deadlock detected"))
         return attempts
@@ -104,7 +105,7 @@ async def test_other_errors_are_raised_at_once(db: Database, make_error: Callabl
     async def work(conn: AsyncConnection) -> None:
         nonlocal attempts
         attempts += 1
-        await insert_first(conn, version("written"))
+        await insert_first(conn, version("written"), NO_KEYS)
         raise error
 
     with pytest.raises(type(error)) as raised:
@@ -131,7 +132,7 @@ async def test_a_real_deadlock_loses_one_attempt_and_both_writes_commit(db: Data
     async def write(first: str, second: str) -> int:
         async def work(conn: AsyncConnection) -> int:
             attempts[first] += 1
-            await insert_first(conn, version(f"{first}-{attempts[first]}"))
+            await insert_first(conn, version(f"{first}-{attempts[first]}"), NO_KEYS)
             await db.lock_key(conn, first)
             if attempts[first] == 1:
                 holding[first].set()

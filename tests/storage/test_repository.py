@@ -22,6 +22,7 @@ from app.storage.repository import (
     read_version,
     replace_version,
 )
+from app.storage.row_keys import NO_KEYS
 
 
 @pytest.fixture(params=["threaded", "inline"])
@@ -40,7 +41,7 @@ def version(n: int, body: bytes | None = b"{}", rid: str = "t1") -> StoredVersio
 
 async def test_insert_then_read_current_and_version(db: Database) -> None:
     async with db.write() as conn:
-        await insert_first(conn, version(1, b'{"a":1}'))
+        await insert_first(conn, version(1, b'{"a":1}'), NO_KEYS)
     async with db.read() as conn:
         current = await read_current(conn, "Task", "t1")
         first = await read_version(conn, "Task", "t1", 1)
@@ -50,10 +51,10 @@ async def test_insert_then_read_current_and_version(db: Database) -> None:
 
 async def test_second_insert_of_same_id_raises_and_first_survives(db: Database) -> None:
     async with db.write() as conn:
-        await insert_first(conn, version(1, b'{"a":1}'))
+        await insert_first(conn, version(1, b'{"a":1}'), NO_KEYS)
     with pytest.raises(AlreadyExists):
         async with db.write() as conn:
-            await insert_first(conn, version(1, b'{"a":2}'))
+            await insert_first(conn, version(1, b'{"a":2}'), NO_KEYS)
     async with db.read() as conn:
         current = await read_current(conn, "Task", "t1")
     assert current is not None and current.body == b'{"a":1}'
@@ -61,11 +62,11 @@ async def test_second_insert_of_same_id_raises_and_first_survives(db: Database) 
 
 async def test_replace_version_compares_expected_version(db: Database) -> None:
     async with db.write() as conn:
-        await insert_first(conn, version(1))
+        await insert_first(conn, version(1), NO_KEYS)
     async with db.write() as conn:
-        assert await replace_version(conn, 1, version(2)) is True
+        assert await replace_version(conn, 1, version(2), NO_KEYS) is True
     async with db.write() as conn:
-        assert await replace_version(conn, 1, version(2, b'{"late":true}')) is False
+        assert await replace_version(conn, 1, version(2, b'{"late":true}'), NO_KEYS) is False
     async with db.read() as conn:
         rows = await read_history(conn, "Task", "t1", None, None, 10)
     assert [r.version_id for r in rows] == [2, 1]
@@ -74,7 +75,7 @@ async def test_replace_version_compares_expected_version(db: Database) -> None:
 async def test_failed_transaction_leaves_nothing(db: Database) -> None:
     with pytest.raises(RuntimeError):
         async with db.write() as conn:
-            await insert_first(conn, version(1, rid="doomed"))
+            await insert_first(conn, version(1, rid="doomed"), NO_KEYS)
             raise RuntimeError("fail after the insert")
     async with db.read() as conn:
         assert await read_current(conn, "Task", "doomed") is None

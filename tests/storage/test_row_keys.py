@@ -156,3 +156,32 @@ async def test_the_migration_fills_the_columns_of_resources_already_stored(fresh
     assert await row_keys(fresh_database, "CarePlan", "c2") == ("Group/g1", "draft")
     assert await row_keys(fresh_database, "AllergyIntolerance", "a1") == ("Patient/p1", None)
     assert await row_keys(fresh_database, "Patient", "p1") == (None, None)
+
+
+async def test_a_very_long_multibyte_subject_id_is_stored_and_found(
+    client: httpx.AsyncClient, database_url: str
+) -> None:
+    """A reference's id is not limited like a resource id: one of 3,000 four-byte characters is kept
+    as the index keeps it (a prefix and a hash: app.storage.index_tables.indexed_text) and still found."""
+    long_id = "\U0001d7d8" * 3000
+    body = plan({"reference": f"Patient/{long_id}"})
+    rid = await created_id(await client.post("/fhir/CarePlan", json=body, headers=FHIR_JSON_HEADERS))
+    subject, status = await row_keys(database_url, "CarePlan", rid)
+    assert subject is not None and subject.startswith("Patient/\U0001d7d8") and len(subject.encode()) < 600
+    assert status == "active"
+    # 12 KB of query: too long for a URL (414), so searched by POST [type]/_search
+    found = await client.post("/fhir/CarePlan/_search", data={"subject": f"Patient/{long_id}", "status": "active"})
+    assert [e["resource"]["id"] for e in found.json()["entry"]] == [rid]
+    other = await client.post("/fhir/CarePlan/_search", data={"subject": f"Patient/{long_id}x"})
+    assert other.status_code == 200 and "entry" not in other.json()
+
+
+async def test_an_absolute_subject_url_is_on_the_row_and_found_either_way(
+    client: httpx.AsyncClient, database_url: str
+) -> None:
+    body = plan({"reference": "https://other.example/fhir/Patient/p9"})
+    rid = await created_id(await client.post("/fhir/CarePlan", json=body, headers=FHIR_JSON_HEADERS))
+    assert await row_keys(database_url, "CarePlan", rid) == ("Patient/p9", "active")
+    for value in ("Patient/p9", "https://other.example/fhir/Patient/p9"):
+        found = (await client.get("/fhir/CarePlan", params={"subject": value})).json()
+        assert [e["resource"]["id"] for e in found["entry"]] == [rid], value

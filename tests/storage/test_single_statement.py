@@ -65,10 +65,10 @@ async def test_taken_id_writes_nothing(ctx: FhirContext) -> None:
     version = StoredVersion("CarePlan", "fixed-id", 1, now, False, stamp(PLAN, "fixed-id", 1, now), "POST")
     rows = ctx.index_rows("CarePlan", "fixed-id", PLAN)
     async with ctx.db.single_statement() as conn:
-        await create_in_one_statement(conn, version, rows)
+        await create_in_one_statement(conn, version, rows, (), ctx.row_keys("CarePlan", rows))
     async with ctx.db.single_statement() as conn:
         with pytest.raises(AlreadyExists):
-            await create_in_one_statement(conn, version, rows)
+            await create_in_one_statement(conn, version, rows, (), ctx.row_keys("CarePlan", rows))
     assert await index_row_count(ctx, "fixed-id") == sum(len(r) for r in rows.values())
     async with ctx.db.read() as conn:
         assert (await conn.execute(select(func.count()).where(resource_history.c.id == "fixed-id"))).scalar_one() == 1
@@ -90,9 +90,11 @@ async def test_update_replaces_index_rows_and_compares_the_version(ctx: FhirCont
     rows = ctx.index_rows("CarePlan", rid, changed)
     tables = ctx.extractor.tables_for("CarePlan")
     async with ctx.db.single_statement() as conn:
-        assert not await replace_in_one_statement(conn, 7, version, rows, tables)  # stale: nothing written
+        assert not await replace_in_one_statement(
+            conn, 7, version, rows, tables, (), ctx.row_keys("CarePlan", rows)
+        )  # stale: nothing written
         assert await index_row_count(ctx, rid) == sum(len(r) for r in ctx.index_rows("CarePlan", rid, PLAN).values())
-        assert await replace_in_one_statement(conn, 1, version, rows, tables)
+        assert await replace_in_one_statement(conn, 1, version, rows, tables, (), ctx.row_keys("CarePlan", rows))
     assert await index_row_count(ctx, rid) == sum(len(r) for r in rows.values())
     token = INDEX_TABLES["token"].c
     async with ctx.db.read() as conn:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -217,7 +218,11 @@ async def test_a_refusing_hook_leaves_nothing_behind(client: httpx.AsyncClient, 
 async def test_a_taken_id_is_refused_for_a_create(app: FastAPI) -> None:
     ctx: FhirContext = app.state.fhir.current
     rows = ctx.index_rows("Task", "fixed", task())
-    new = NewVersion("Task", "fixed", lambda n, t: fhirjson.dumps({**task(), "id": "fixed"}), rows, (), "POST")
+
+    def render(number: int, when: datetime) -> bytes:
+        return fhirjson.dumps({**task(), "id": "fixed"})
+
+    new = NewVersion("Task", "fixed", render, rows, (), "POST", ctx.row_keys("Task", rows))
     assert (await ctx.writer.write(None, new, ABSENT, OPEN)) is not None
     with pytest.raises(AlreadyExists):
         await ctx.writer.write(None, new, ABSENT, OPEN)
