@@ -57,7 +57,7 @@ from sqlalchemy.types import TypeEngine
 
 from app.storage.index_tables import INDEX_TABLES, IndexRows
 from app.storage.repository import AlreadyExists, StoredVersion
-from app.storage.row_keys import NO_KEYS, RowKeys
+from app.storage.row_keys import RowKeys
 from app.storage.tables import resource_history, resources
 
 _DIALECT = asyncpg.dialect()  # type: ignore[no-untyped-call]
@@ -261,7 +261,7 @@ def _values(
     rows: IndexRows,
     tables: Iterable[str],
     parts: Sequence[StatementPart],
-    keys: RowKeys = NO_KEYS,
+    keys: RowKeys,
 ) -> dict[str, object]:
     values: dict[str, object] = {
         "rt": version.resource_type,

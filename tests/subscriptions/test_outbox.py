@@ -16,6 +16,7 @@ from sqlalchemy import insert, select
 from app import fhirjson
 from app.interactions.context import ContextHolder
 from app.storage.repository import StoredVersion
+from app.storage.row_keys import NO_KEYS
 from app.storage.single_statement import _values, _written_tables, create_statement
 from app.storage.writes import Change
 from app.subscriptions.outbox import SubscriptionOutbox
@@ -136,7 +137,7 @@ async def test_the_statement_finds_the_subscriptions_it_numbers_by_primary_key(
     assert parts is not None and len(parts) == 1
     tables = _written_tables(rows)
     statement = create_statement(tables, parts)
-    arguments = statement.arguments(_values(stored, rows, tables, parts))
+    arguments = statement.arguments(_values(stored, rows, tables, parts, NO_KEYS))
     async with holder.current.db.read() as conn:
         driver = (await conn.get_raw_connection()).driver_connection
         assert driver is not None
