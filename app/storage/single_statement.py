@@ -52,6 +52,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, asyncpg
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.elements import BindParameter
 from sqlalchemy.sql.selectable import CTE
 from sqlalchemy.types import TypeEngine
 
@@ -102,10 +103,30 @@ class StatementPart:
     committed: Callable[[int], None] | None = None
 
 
+class _IntegersInline(asyncpg.PGCompiler_asyncpg):
+    """The asyncpg compiler, writing integers bound inside the construct into the SQL.
+
+    Such integers are constants of the statement's shape (a parameter's hash
+    in a chained subscription's condition, the step of an event counter):
+    sent as arguments they would be encoded again at every write, several per
+    subscription part. An integer renders as its digits only (negative ones
+    in parentheses, so that no ``--`` can start a comment), so nothing a
+    client sent can become SQL this way; strings stay bound parameters.
+    """
+
+    # (SQLAlchemy's compiler methods are untyped: the override keeps their keyword arguments in ``kw``)
+    def visit_bindparam(self, bindparam: BindParameter[Any], **kw: Any) -> str:  # type: ignore[override]
+        value = bindparam.value
+        if type(value) is int and bindparam.callable is None and not bindparam.expanding:
+            return str(value) if value >= 0 else f"({value})"
+        return str(super().visit_bindparam(bindparam, **kw))  # type: ignore[no-untyped-call]
+
+
 def compile_for_asyncpg(statement: Select[Any]) -> Compiled:
     """The SQL asyncpg runs as is, with the values bound inside the construct keyed by the names its
-    parameters carry (``params`` keys dotted names escaped)."""
-    compiled = statement.compile(dialect=_DIALECT)
+    parameters carry (``params`` keys dotted names escaped); integers bound inside it are written into
+    the SQL (``_IntegersInline``)."""
+    compiled = _IntegersInline(_DIALECT, statement)
     names = tuple(compiled.positiontup or ())
     escaped = compiled.escaped_bind_names  # dotted names are keyed escaped in ``params``
     params = compiled.params

@@ -117,26 +117,35 @@ def with_database_check(definition: SubscriptionDefinition) -> SubscriptionDefin
     return replace(definition, database_check=check)
 
 
-def prewrite_values(clauses: Iterable[AnyClause], rows: IndexRows, prefix: str) -> dict[str, object] | None:
-    """What ``prewrite_condition`` binds for a resource about to be written whose index rows are
-    ``rows``: per chain and target type, the resource's own references through the chain's parameter
-    (named under ``prefix``). None when a clause cannot be judged before the write: it needs the
-    resource's own stored rows (composites, ``:missing``, ``:not`` ...)."""
-    values: dict[str, object] = {}
+def prewrite_values(clauses: Iterable[AnyClause], rows: IndexRows, prefix: str, into: dict[str, object]) -> bool:
+    """Add to ``into`` what ``prewrite_condition`` binds for a resource about to be written whose index
+    rows are ``rows``: per chain parameter and target type, the resource's own references through it
+    (named under ``prefix``: every subscription chaining through one parameter shares the one value,
+    so a write sends it once however many such subscriptions it meets). False when a clause cannot be
+    judged before the write: it needs the resource's own stored rows (composites, ``:missing``,
+    ``:not`` ...)."""
     references = rows.get("reference", ())
-    for index, clause in enumerate(clauses):
+    for clause in clauses:
         if isinstance(clause, ChainClause):
-            for alternative, (target_type, _) in enumerate(clause.alternatives):
-                values[f"{prefix}.c{index}.{alternative}"] = [
-                    row["target_id"]
-                    for row in references
-                    if row["param_hash"] == clause.param.hash
-                    and row["target_type"] == target_type
-                    and row["target_id"] is not None
-                ]
+            for target_type, _ in clause.alternatives:
+                name = _targets_name(prefix, clause, target_type)
+                if name not in into:
+                    into[name] = [
+                        row["target_id"]
+                        for row in references
+                        if row["param_hash"] == clause.param.hash
+                        and row["target_type"] == target_type
+                        and row["target_id"] is not None
+                    ]
         elif not isinstance(clause, HasClause):
-            return None
-    return values
+            return False
+    return True
+
+
+def _targets_name(prefix: str, clause: ChainClause, target_type: str) -> str:
+    """The bind name of the written resource's references of ``target_type`` through the chain's
+    parameter (a parameter's code is unique within the written type, which the statement's shape holds)."""
+    return f"{prefix}.via.{clause.param.code}.{target_type}"
 
 
 def prewrite_condition(clauses: Iterable[AnyClause], resource_type: str, prefix: str) -> ColumnElement[bool]:
@@ -145,11 +154,11 @@ def prewrite_condition(clauses: Iterable[AnyClause], resource_type: str, prefix:
     references, bound by ``prewrite_values``; ``_has`` looks for resources referencing the written id
     (bound as ``outbox.rid``). Built only when a statement of this shape is first compiled."""
     conditions: list[ColumnElement[bool]] = []
-    for index, clause in enumerate(clauses):
+    for clause in clauses:
         if isinstance(clause, ChainClause):
             targets: dict[str, ColumnElement[object]] = {
-                target_type: bindparam(f"{prefix}.c{index}.{alternative}", type_=ARRAY(Text()))
-                for alternative, (target_type, _) in enumerate(clause.alternatives)
+                target_type: bindparam(_targets_name(prefix, clause, target_type), type_=ARRAY(Text()))
+                for target_type, _ in clause.alternatives
             }
             conditions.append(chain_reaches(clause, targets))
         elif isinstance(clause, HasClause):

@@ -65,11 +65,8 @@ def events_part(
     chosen = sorted(chosen + [(s.id, clauses) for s, clauses in undecided], key=lambda entry: entry[0])
     for position, (subscription_id, clauses) in enumerate(chosen):
         values[f"outbox.s{position}"] = subscription_id
-        if clauses is not None:
-            check_values = prewrite_values(clauses, rows, f"outbox.s{position}")
-            if check_values is None:
-                return None
-            values.update(check_values)
+        if clauses is not None and not prewrite_values(clauses, rows, "outbox", values):
+            return None
     resource_type = stored.resource_type
     # every id is a value; equal clauses build the same SQL with the same values bound inside it
     layout = tuple(clauses for _, clauses in chosen)
@@ -77,8 +74,7 @@ def events_part(
 
     def build(cur: CTE) -> Sequence[CTE]:  # only when this shape is first compiled
         conditions = [
-            None if clauses is None else prewrite_condition(clauses, resource_type, f"outbox.s{position}")
-            for position, clauses in enumerate(layout)
+            None if clauses is None else prewrite_condition(clauses, resource_type, "outbox") for clauses in layout
         ]
         return _numbered_events(cur, conditions)
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import exists, func, select
+from sqlalchemy.sql.selectable import CTE
 
 from app.interactions.context import FhirContext, utc_now
 from app.interactions.create import create
@@ -15,7 +16,12 @@ from app.main import build_context
 from app.storage.database import Database
 from app.storage.index_tables import INDEX_TABLES
 from app.storage.repository import AlreadyExists, StoredVersion, read_current
-from app.storage.single_statement import create_in_one_statement, create_statement, replace_in_one_statement
+from app.storage.single_statement import (
+    StatementPart,
+    create_in_one_statement,
+    create_statement,
+    replace_in_one_statement,
+)
 from app.storage.tables import resource_history
 
 PLAN = {
@@ -103,3 +109,30 @@ async def test_update_replaces_index_rows_and_compares_the_version(ctx: FhirCont
         history = (await conn.execute(select(func.count()).where(resource_history.c.id == rid))).scalar_one()
     assert "completed" in codes and "active" not in codes
     assert stored is not None and stored.version_id == 2 and history == 2
+
+
+def test_integers_bound_in_a_part_are_written_into_the_sql_and_strings_stay_parameters() -> None:
+    """A part's integer constants (a parameter hash, a counter's step) are not sent with each write;
+    a negative one is parenthesised (``- -5`` never becomes a ``--`` comment); strings stay ``$n``."""
+    table = INDEX_TABLES["string"]
+
+    def build(cur: CTE) -> list[CTE]:
+        counted = (
+            select(func.count())
+            .select_from(table)
+            .where(
+                table.c.param_hash == -4569586023388075431,
+                table.c.value_norm == "it's; DROP TABLE resources --",
+                exists(select(cur.c.version_id)),
+            )
+            .cte("counted")
+        )
+        return [select(counted.c[0] + 7).cte("stepped"), counted]
+
+    part = StatementPart(("test", "inline"), build, {})
+    compiled = create_statement((), [part])
+    assert "param_hash = (-4569586023388075431)" in compiled.sql
+    assert " + 7" in compiled.sql
+    assert "DROP" not in compiled.sql
+    assert "it's; DROP TABLE resources --" in compiled.defaults.values()
+    assert -4569586023388075431 not in compiled.defaults.values()

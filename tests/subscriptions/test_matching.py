@@ -60,8 +60,27 @@ def test_what_has_no_single_equality_has_no_anchor() -> None:
 def test_before_the_write_chains_take_their_targets_from_the_rows_and_other_clauses_wait() -> None:
     task = {"resourceType": "Task", "status": "requested", "intent": "order", "owner": {"reference": "Practitioner/n7"}}
     chained = parse_search("Task", [("owner:Practitioner.name", "osei")], REGISTRY, 1, 1).clauses
-    assert prewrite_values(chained, rows_of(task), "s0") == {"s0.c0.0": ["n7"]}
+    values: dict[str, object] = {}
+    assert prewrite_values(chained, rows_of(task), "s", values)
+    assert values == {"s.via.owner.Practitioner": ["n7"]}
     has = parse_search("Task", [("_has:Task:part-of:status", "ready")], REGISTRY, 1, 1).clauses
-    assert prewrite_values(has, rows_of(task), "s0") == {}  # _has needs only the written id
+    assert prewrite_values(has, rows_of(task), "s", values)  # _has needs only the written id
+    assert values == {"s.via.owner.Practitioner": ["n7"]}
     missing = parse_search("Task", [("owner:missing", "true")], REGISTRY, 1, 1).clauses
-    assert prewrite_values(missing, rows_of(task), "s0") is None  # the resource's own stored rows decide
+    assert not prewrite_values(missing, rows_of(task), "s", {})  # the resource's own stored rows decide
+
+
+def test_subscriptions_chaining_through_one_parameter_share_its_targets() -> None:
+    """However many subscriptions chain through ``owner``, a write binds the owner's ids once."""
+    task = {"resourceType": "Task", "status": "requested", "intent": "order", "owner": {"reference": "Practitioner/n7"}}
+    values: dict[str, object] = {}
+    for n in range(5):
+        chained = parse_search("Task", [("owner.name", f"nobody-{n}")], REGISTRY, 1, 1).clauses
+        assert prewrite_values(chained, rows_of(task), "s", values)
+    assert values == {  # the types that have a ``name`` parameter, each bound once
+        "s.via.owner.Practitioner": ["n7"],
+        "s.via.owner.Organization": [],
+        "s.via.owner.Patient": [],
+        "s.via.owner.HealthcareService": [],
+        "s.via.owner.RelatedPerson": [],
+    }

@@ -97,6 +97,24 @@ async def test_a_chain_is_judged_on_the_stored_targets_within_the_write(
         assert calls.types == ["Task"] * 4
 
 
+async def test_chains_through_one_parameter_share_its_targets_and_keep_their_own_values(
+    client: httpx.AsyncClient, app: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three subscriptions chain through ``patient`` with different families: one write binds its
+    patient once, and only the subscriptions whose family it has are numbered."""
+    doe = await subscribe(client, "Task?patient.family=doe")
+    roe = await subscribe(client, "Task?patient.family=roe")
+    also_doe = await subscribe(client, "Task?patient.name=doe&status=requested")
+    patient = await post(client, {"resourceType": "Patient", "name": [{"family": "Doe"}]})
+    calls = CallsInTransaction(monkeypatch)
+    written = await post(client, task(**{"for": {"reference": f"Patient/{patient['id']}"}}))
+    assert await events_of(app, doe) == [(1, written["id"], 1, False)]
+    assert await events_of(app, also_doe) == [(1, written["id"], 1, False)]
+    assert await events_of(app, roe) == []
+    if app.state.fhir.current.db.dialect == "postgresql":
+        assert calls.types == []  # all three judged by the write's own statement
+
+
 async def test_only_a_write_that_stored_events_wakes_the_dispatcher(client: httpx.AsyncClient, app: FastAPI) -> None:
     subscription_id = await subscribe(client, "Task?patient.family=doe&status=requested")
     doe = await post(client, {"resourceType": "Patient", "name": [{"family": "Doe"}]})
