@@ -93,7 +93,7 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-async def _truncate(url: str) -> None:
+async def truncate(url: str) -> None:
     engine = create_async_engine(url)
     async with engine.begin() as conn:
         names = ", ".join(table.name for table in metadata.sorted_tables)
@@ -115,7 +115,7 @@ def database_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -
         shutil.copyfile(template, target)
         return f"sqlite+aiosqlite:///{target}"
     url: str = request.getfixturevalue("postgres_template")
-    asyncio.run(_truncate(url))
+    asyncio.run(truncate(url))
     return url
 
 

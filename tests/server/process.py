@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
@@ -23,9 +23,14 @@ class RunningServer:
     process: subprocess.Popen[bytes]
     base: str
     log_path: Path
+    log_start: int = 0  # where this test's part of the log begins (a server shared by several tests)
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        return self.log_path.read_bytes()[self.log_start :].decode(errors="replace")
+
+    def from_here(self) -> RunningServer:
+        """The same server, its log read from its present end on."""
+        return replace(self, log_start=self.log_path.stat().st_size)
 
 
 def start_server(
