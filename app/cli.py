@@ -10,13 +10,10 @@ import asyncio
 import logging
 import sys
 
-import uvicorn
 from sqlalchemy.engine import make_url
 
 from app import admin_cli
 from app.config import Settings
-from app.delivery_supervisor import DeliverySupervisor
-from app.delivery_worker import deliver
 from app.storage.migrate import upgrade
 
 LOG = logging.getLogger("fhir.cli")
@@ -37,6 +34,12 @@ def migrate(settings: Settings) -> bool:
 def serve(settings: Settings) -> None:
     """Migrate (a no-op when the schema is current), then serve in the foreground; SIGTERM/Ctrl-C stop
     accepting and finish in-flight requests."""
+    # the server's modules are imported by the commands that run it, so that an operator's
+    # ``client``, ``user`` or ``keys`` command starts in a fraction of the time
+    import uvicorn
+
+    from app.delivery_supervisor import DeliverySupervisor
+
     if not migrate(settings):
         raise SystemExit(1)
     delivery = DeliverySupervisor() if settings.delivery_process else None
@@ -76,6 +79,8 @@ def main(argv: list[str] | None = None) -> None:
         if not migrate(settings):
             raise SystemExit(1)
     elif args.command == "deliver":
+        from app.delivery_worker import deliver  # (imported only by the command that runs it, as in serve)
+
         asyncio.run(deliver(settings))
     else:
         serve(settings)
