@@ -14,7 +14,8 @@ whole-type helpers here run in the caller.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Integer, bindparam, func, select
@@ -25,7 +26,7 @@ from app import fhirjson
 from app.errors import NotFound
 from app.interactions.context import FhirContext
 from app.interactions.request_context import RequestContext
-from app.storage.index_tables import merge_rows
+from app.storage.index_tables import IndexRows, merge_rows
 from app.storage.index_writer import delete_index_rows_many, insert_index_rows
 from app.storage.repository import set_row_keys
 from app.storage.tables import resources
@@ -55,13 +56,20 @@ async def _reindex_rows(
     if not rows:
         return []
     ids = [row[0] for row in rows]
-    index_rows = [ctx.index_rows(resource_type, rid, fhirjson.loads(body)) for rid, body in rows]
+    # in a worker thread: one batch may hold a resource of megabytes, whose parsing and extraction
+    # would otherwise hold every other request for a second or more
+    index_rows = await asyncio.to_thread(_extracted, ctx, resource_type, [(row[0], row[1]) for row in rows])
     await delete_index_rows_many(conn, resource_type, ids, ctx.extractor.tables_for(resource_type))
     await insert_index_rows(conn, merge_rows(index_rows))
     await set_row_keys(
         conn, resource_type, {rid: ctx.row_keys(resource_type, r) for rid, r in zip(ids, index_rows, strict=True)}
     )
     return ids
+
+
+def _extracted(ctx: FhirContext, resource_type: str, rows: Sequence[tuple[str, bytes]]) -> list[IndexRows]:
+    """The index rows of each stored (id, body)."""
+    return [ctx.index_rows(resource_type, rid, fhirjson.loads(body)) for rid, body in rows]
 
 
 async def _reindex_batch(

@@ -321,8 +321,10 @@ async def test_a_backtracking_regex_in_a_search_parameter_answers_at_once(server
 async def test_reindex_of_ten_thousand_resources_runs_as_a_job_that_leaves_the_loop_free(
     server: RunningServer, backend: str
 ) -> None:
+    large = {"resourceType": "Patient", "name": [{"family": f"Family{n}", "text": "x" * 500} for n in range(8_000)]}
     async with hostile_client(server) as client:
         await load_patients(client, 10_000)
+        await create(client, large)  # 4 MB: parsed and extracted again by the job, off the loop
         stored = await stored_count(client)  # with what the module's other tests stored
 
         async def reindex_to_completion() -> tuple[httpx.Response, httpx.Response, int]:
@@ -345,7 +347,7 @@ async def test_reindex_of_ten_thousand_resources_runs_as_a_job_that_leaves_the_l
     assert final.status_code == 200, final.text[:2000]
     assert final.json()["resourceType"] == "Parameters"
     assert final.json()["parameter"][0] == {"name": "count", "valueInteger": stored}
-    assert stored >= 10_000
+    assert stored >= 10_001
     probe.assert_health_stayed_fast()
     await assert_clean_log(server)
 
