@@ -15,9 +15,11 @@ of 0.06), then runs one wrk phase per FHIR interaction for ``--seconds``:
 * ``search``: ``GET CarePlan?subject=Patient/X&status=active`` (five matches);
 * ``create``: ``POST CarePlan`` of ~1.4 KB bodies.
 
-Each phase is measured after a 2 s warm-up on two connections (the first
-requests of a kind compile statements and fill caches; that start-up cost
-is not the steady state this measures). Latency is timed per request by
+Each phase is measured after a 2 s warm-up on as many connections as it
+measures (the first requests of a kind compile statements and fill caches,
+and each pooled database connection first used is a new PostgreSQL backend
+preparing its statements afresh; that start-up cost is not the steady state
+this measures). Latency is timed per request by
 the Lua script (``clock_gettime``, one
 connection per wrk thread so each request and its response pair up),
 because wrk's own percentiles add made-up samples for slow responses. The
@@ -193,8 +195,11 @@ def run_wrk(
         "expected": expected,
     }
     (directory / "phase.lua").write_text(script)
-    warm_up = [wrk, "-t2", "-c2", "-d2s", "-s", str(directory / "phase.lua"), f"http://127.0.0.1:{port}"]
-    subprocess.run(warm_up, check=True, capture_output=True)  # first statements compiled, caches filled
+    # first statements compiled and prepared, caches filled, and as many pooled connections opened
+    # (each a new PostgreSQL backend preparing its statements afresh) as the measured load will use
+    connections = f"-c{args.connections}"
+    warm_up = [wrk, f"-t{args.connections}", connections, "-d2s", "-s", str(directory / "phase.lua")]
+    subprocess.run([*warm_up, f"http://127.0.0.1:{port}"], check=True, capture_output=True)
     server_before = process_cpu(server_pid)
     database_before = children_cpu(postmaster) if postmaster else 0.0
     command = [
