@@ -430,3 +430,14 @@ async def test_a_subscription_passed_over_while_its_task_finished_is_delivered_w
     running.cancel()
     await asyncio.gather(running, return_exceptions=True)
     await dispatcher.close()
+
+
+def test_the_http_client_finds_its_async_library_without_a_failing_import() -> None:
+    """httpcore asks sniffio which async library runs at every request it sends; were sniffio missing,
+    every notification would pay a failed import (a search of sys.path) twice."""
+    import sniffio  # a declared dependency (pyproject.toml)
+
+    async def which() -> str:
+        return sniffio.current_async_library()
+
+    assert asyncio.run(which()) == "asyncio"
