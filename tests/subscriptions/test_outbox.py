@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import insert, select
+from sqlalchemy import insert, literal, select
 
 from app import fhirjson
 from app.interactions.context import ContextHolder
@@ -19,7 +19,7 @@ from app.storage.repository import StoredVersion
 from app.storage.row_keys import NO_KEYS
 from app.storage.single_statement import _values, _written_tables, create_statement
 from app.storage.writes import Change
-from app.subscriptions.outbox import SubscriptionOutbox
+from app.subscriptions.outbox import PreparedChecks, SubscriptionOutbox
 from app.subscriptions.tables import subscription_events, subscription_state
 from tests.subscriptions.conftest import post, subscribe, task
 from tests.subscriptions.test_rest_hook import events_of
@@ -253,3 +253,15 @@ async def test_settle_leaves_to_a_transaction_what_memory_cannot_decide(app: Fas
 
 
 _JSON = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
+
+
+def test_the_union_of_the_same_prepared_checks_is_built_once() -> None:
+    """SQLAlchemy computes a statement's cache key once per object: the same checks reuse one union."""
+    first, second = select(literal("a")), select(literal("b"))
+    checks = PreparedChecks()
+    union = checks.union([first, second])
+    assert checks.union([first, second]) is union
+    assert checks.union([second, first]) is not union  # another order, another statement
+    assert checks.union([first]) is first  # one check is its own statement
+    again = select(literal("a"))  # a changed Subscription brings new check objects
+    assert checks.union([again, second]) is not union
