@@ -36,6 +36,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 import orjson
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.interactions.context import FhirContext
 from app.main import build_context
@@ -45,7 +46,7 @@ from app.storage.database import Database
 from app.storage.index_tables import IndexRows
 from app.storage.migrate import upgrade
 from app.storage.repository import StoredVersion
-from app.storage.single_statement import StatementPart, _values, _written_tables, create_statement
+from app.storage.single_statement import StatementPart, create_in_one_statement
 from app.subscriptions.definition import SubscriptionDefinition
 from app.subscriptions.settled import events_part
 from bench.data import care_plan
@@ -81,9 +82,10 @@ def part_maker(ctx: FhirContext, form: str, chained: int) -> Callable[[StoredVer
 
 
 async def run_form(
-    ctx: FhirContext, conn: asyncpg.Connection, pid: int, form: str, args: argparse.Namespace, start: int
+    ctx: FhirContext, conn: AsyncConnection, pid: int, form: str, args: argparse.Namespace, start: int
 ) -> tuple[float, float]:
-    """Backend and client CPU microseconds per create of ``args.creates`` creates in ``form``."""
+    """Backend and client CPU microseconds per create of ``args.creates`` creates in ``form``, each
+    stored by the write gate's single statement (``create_in_one_statement``) on ``conn``."""
     rng = random.Random(start)
     parts = part_maker(ctx, form, args.chained)
     backend_before, client_before = backend_cpu(pid), time.process_time()
@@ -92,11 +94,7 @@ async def run_form(
         body["id"] = f"bench-{index}"
         stored = StoredVersion("CarePlan", body["id"], 1, datetime.now(UTC), False, orjson.dumps(body), "POST")
         rows = ctx.index_rows("CarePlan", body["id"], body)
-        keys = ctx.row_keys("CarePlan", rows)
-        added = parts(stored, rows)
-        tables = _written_tables(rows)
-        statement = create_statement(tables, added)
-        await conn.fetchrow(statement.sql, *statement.arguments(_values(stored, rows, tables, added, keys)))
+        await create_in_one_statement(conn, stored, rows, parts(stored, rows), ctx.row_keys("CarePlan", rows))
     backend = (backend_cpu(pid) - backend_before) * 1e6 / args.creates
     client = (time.process_time() - client_before) * 1e6 / args.creates
     return backend, client
@@ -109,24 +107,28 @@ async def main_async(args: argparse.Namespace) -> None:
         await asyncio.to_thread(upgrade, url)
         database = Database.from_url(url)
         ctx = build_context(database)
-        conn = await asyncpg.connect(f"postgresql://postgres@127.0.0.1:{cluster.port}/postgres")
+        admin = await asyncpg.connect(f"postgresql://postgres@127.0.0.1:{cluster.port}/postgres")
         states = [(f"s{n:04d}",) for n in range(1000)] + [(f"chained-{n:03d}",) for n in range(args.chained)]
-        await conn.executemany(
+        await admin.executemany(
             "INSERT INTO subscription_state (subscription_id, active, events_assigned, delivered_through, attempts) "
             "VALUES ($1, true, 0, 0, 0)",
             states,
         )
-        await conn.execute("ANALYZE")
-        pid = await conn.fetchval("SELECT pg_backend_pid()")
+        await admin.execute("ANALYZE")
+        await admin.close()
         forms = ("plain", "matched", "chained")
-        for form in forms:  # warm-up: statements prepared, caches filled
-            await run_form(ctx, conn, pid, form, argparse.Namespace(creates=200, chained=args.chained), 900_000)
         measured: dict[str, list[tuple[float, float]]] = {form: [] for form in forms}
-        for round_number in range(args.rounds):
-            for position, form in enumerate(forms):
-                start = (round_number * len(forms) + position) * args.creates
-                measured[form].append(await run_form(ctx, conn, pid, form, args, start))
-        await conn.close()
+        async with database.single_statement() as conn:  # one connection: one backend to read from /proc
+            driver = (await conn.get_raw_connection()).driver_connection
+            assert driver is not None
+            pid = await driver.fetchval("SELECT pg_backend_pid()")
+            warm_up = argparse.Namespace(creates=200, chained=args.chained)
+            for position, form in enumerate(forms):  # statements prepared, caches filled; ids of their own
+                await run_form(ctx, conn, pid, form, warm_up, 900_000 + position * warm_up.creates)
+            for round_number in range(args.rounds):
+                for position, form in enumerate(forms):
+                    start = (round_number * len(forms) + position) * args.creates
+                    measured[form].append(await run_form(ctx, conn, pid, form, args, start))
         await database.dispose()
     finally:
         cluster.stop()

@@ -280,12 +280,12 @@ class PreparedChecks:
     def union(self, checks: Sequence[Select[Any]]) -> Select[Any] | CompoundSelect[Any]:
         key = tuple(id(check) for check in checks)
         found = self._unions.get(key)
-        if found is not None and all(a is b for a, b in zip(found[0], checks, strict=True)):
+        if found is not None:  # its checks are kept alive with it, so no other object has their ids
             return found[1]
         if len(self._unions) >= self.MOST:
             self._unions.clear()
         statement = _union(checks)
-        self._unions[key] = (tuple(checks), statement)  # the checks kept alive, so their ids stay theirs
+        self._unions[key] = (tuple(checks), statement)
         return statement
 
 
