@@ -35,6 +35,7 @@ from app.search.registry import SearchRegistry
 from app.search.request import INCLUDE_PARAMS, RESULT_PARAMS, SearchRequest, parse_search
 from app.storage.gate import OPEN, ReadGate
 from app.subscriptions.backport import Content, TopicChoice, is_topic_based, read_topic_choice
+from app.subscriptions.chains import ChainCheck
 from app.subscriptions.endpoints import EndpointPolicy
 from app.subscriptions.topics import Topic, TopicCatalog
 
@@ -69,6 +70,9 @@ class SubscriptionDefinition:
     # what only the database can judge (chains, _has, composites, the owner's gate), prepared once:
     # a statement on the written resource's type and id (``app.subscriptions.matching.database_check``)
     database_check: Select[Any] | None = None
+    # the same, when it is only chains the outbox can judge on the targets' index rows
+    # (``app.subscriptions.chains``) and the owner's gate is open: no statement of its own
+    chains: tuple[ChainCheck, ...] | None = None
     # topic-based (Backport IG): the topic, how much of a resource a notification carries, the seconds
     # between heartbeats, the longest wait for the endpoint, the most events in one notification
     topic: Topic | None = None

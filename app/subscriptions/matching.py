@@ -28,6 +28,7 @@ from app.search.types.token import TokenSearch
 from app.storage.gate import ReadGate
 from app.storage.index_tables import IndexRows, indexed_text
 from app.storage.tables import resources
+from app.subscriptions.chains import chain_checks
 from app.subscriptions.definition import SubscriptionDefinition
 
 Key = tuple[object, ...]
@@ -109,12 +110,14 @@ def database_check(
 
 def with_database_check(definition: SubscriptionDefinition) -> SubscriptionDefinition:
     """``definition`` with its ``database_check`` built once (the clauses its index rows cannot settle
-    and its owner's read gate), so that a write only runs it."""
+    and its owner's read gate), so that a write only runs it, and with its ``chains`` when those
+    clauses are chains judged on the targets' rows (``app.subscriptions.chains``)."""
     residual = [check.clause for check in definition.checks if check.conditions is None]
     if not residual and definition.owner.open:
         return definition
     check = database_check(definition.id, definition.resource_type, residual, definition.owner)
-    return replace(definition, database_check=check)
+    chains = chain_checks(residual) if definition.owner.open else None
+    return replace(definition, database_check=check, chains=chains)
 
 
 def prewrite_values(clauses: Iterable[AnyClause], rows: IndexRows, prefix: str, into: dict[str, object]) -> bool:

@@ -7,9 +7,12 @@ that of the database per subscription per write would cost a statement
 each, so matching goes from cheap to dear: only subscriptions on the
 written type are considered; each criteria clause that the resource's own
 index rows can answer is judged in memory (``app.search.memory``), which
-settles most subscriptions; the clauses left (chains, ``_has``, composites)
-are asked of the database, for all those subscriptions in one statement,
-on the write's connection so the new index rows are seen.
+settles most subscriptions; a chain whose inner clause memory can judge is
+judged on the index rows of the resources the write references, read in one
+small statement per index table for all such subscriptions
+(``app.subscriptions.chains``); the clauses left (other chains, ``_has``,
+composites) are asked of the database, for all those subscriptions in one
+statement, on the write's connection so the new index rows are seen.
 
 A deletion is matched against the version it removes (its index rows are
 computed again from its body); clauses only the database could judge are
@@ -55,6 +58,7 @@ from app.storage.tables import resources
 from app.storage.writes import Change
 from app.subscriptions.active import ActiveSubscriptions
 from app.subscriptions.backport import is_topic_based
+from app.subscriptions.chains import judge_chains
 from app.subscriptions.definition import SubscriptionDefinition, read_definition, watched_type
 from app.subscriptions.matching import database_check
 from app.subscriptions.owners import author_gate, owner_text, saw_removed
@@ -149,6 +153,14 @@ class SubscriptionOutbox:
         candidates: Sequence[SubscriptionDefinition],
     ) -> list[str]:
         matched, undecided = _judge_in_memory(change, rows, candidates)
+        if not undecided:
+            return matched
+        on_targets = [(s.id, s.chains) for s, clauses in undecided if s.chains is not None and _only_chains(s, clauses)]
+        if on_targets:
+            chained, unsure = await judge_chains(conn, rows, on_targets)
+            matched += chained
+            judged = {subscription_id for subscription_id, _ in on_targets}.difference(unsure)
+            undecided = [(s, clauses) for s, clauses in undecided if s.id not in judged]
         if undecided:
             stored = change.stored
             matched += await _ask_database(conn, stored.resource_type, stored.id, undecided, self._checks)
@@ -233,6 +245,13 @@ def _judge_in_memory(
         else:
             matched.append(subscription.id)
     return matched, undecided
+
+
+def _only_chains(subscription: SubscriptionDefinition, clauses: tuple[AnyClause, ...]) -> bool:
+    """What memory left of ``subscription`` is exactly its chains (not also a clause the interpreter
+    met a construct in that it does not know)."""
+    chains = subscription.chains or ()
+    return len(clauses) == len(chains) and {id(c) for c in clauses} == {id(check.clause) for check in chains}
 
 
 async def _ask_database(
