@@ -1,13 +1,18 @@
 """What 1,000 active Subscriptions cost the writes, and how soon a notification arrives.
 
     python -m bench.subscriptions --backends sqlite,postgresql --requests 3000 --subscriptions 1000 --pairs 2 \
-        [--matching patients|active]
+        [--matching patients|active] [--chunk 250]
 
-For each backend it runs ``fhir-server serve`` (one uvicorn worker) on fresh
-databases, with ``--subscriptions`` Subscriptions that are ``off`` and with
-the same ones active,
-``--pairs`` times in alternating order, and POSTs the same ~2 KB CarePlans
-from 16 clients. Before the measured creates, as many clients each write four Patients
+For each backend and each of ``--pairs`` pairs it runs two ``fhir-server
+serve`` processes (one uvicorn worker each) side by side on fresh databases,
+one with ``--subscriptions`` Subscriptions that are ``off`` and one with the
+same ones active, and POSTs the same ~2 KB CarePlans from 16 clients to each,
+**interleaved**: ``--chunk`` creates (default 250) to one server, then the
+same to the other, the first of each round alternating, each chunk's
+notifications awaited before the next (their delivery counts in the CPU
+figures, the wait not in the rates). This machine's speed drifts by a fifth
+within a minute; run one after the other, the two halves of a pair measured
+the drift as much as the Subscriptions. Before the measured creates, as many clients each write four Patients
 (watched by no Subscription), so that the server's connection pool has
 grown to the load's size: a new PostgreSQL backend costs milliseconds of
 start-up that are not a create's. The Subscriptions are mixed as a care-coordination
@@ -48,6 +53,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -197,7 +204,75 @@ def _cpu(server: int, postmaster: int | None) -> tuple[float, float]:
     return process_cpu(server) + children_cpu(server), children_cpu(postmaster) if postmaster else 0.0
 
 
-async def one_run(url: str, bodies: list[bytes], count: int, args: argparse.Namespace, postmaster: int | None) -> Run:
+@dataclass
+class Deployment:
+    """One server on its own database and receiver, its Subscriptions written (``off`` when
+    ``subscriptions`` is 0), ready for creates."""
+
+    url: str
+    subscriptions: int
+    port: int
+    arrivals: Path
+    postmaster: int | None
+    creates: int = 0
+    seconds: float = 0.0
+    server_cpu: float = 0.0
+    database_cpu: float = 0.0
+
+    async def prepare(self, args: argparse.Namespace, receiver_port: int) -> None:
+        # the same Subscriptions are written in both deployments, "off" in the one without, so both
+        # databases hold the same rows and have had the same writes before the measured creates
+        endpoint = f"http://127.0.0.1:{receiver_port}/hooks"
+        written = subscriptions(args.subscriptions, endpoint, args.matching, args.chained_percent, args.topic_percent)
+        if not self.subscriptions:
+            written = [body.replace(b'"status":"requested"', b'"status":"off"', 1) for body in written]
+        await run_phase("subscribe", self.port, 4, [("POST", "/fhir/Subscription", body) for body in written], 201)
+        deadline = time.monotonic() + 120  # the handshakes of new topic Subscriptions go out first
+        while time.monotonic() < deadline and await handshakes_due(self.url):
+            await asyncio.sleep(0.2)
+        # the pool opens as many database connections as there are clients (each a new PostgreSQL
+        # backend that looks up the driver's types) before the measured creates, with Patients, which
+        # no Subscription watches: pool growth is start-up, not a create's cost
+        warm = orjson.dumps({"resourceType": "Patient", "name": [{"family": "Warm"}]})
+        await run_phase("warm-up", self.port, args.clients, [("POST", "/fhir/Patient", warm)] * args.clients * 4, 201)
+
+    async def create(self, bodies: list[bytes], clients: int) -> None:
+        """POST ``bodies``, then wait for their notifications to arrive: the creates' wall time counts,
+        the CPU of both (the server's, its delivery process's, PostgreSQL's) too."""
+        server = server_pid(self.port)
+        server_before, database_before = _cpu(server, self.postmaster)
+        result, _ = await run_phase("create", self.port, clients, [("POST", "/fhir/CarePlan", b) for b in bodies], 201)
+        events = len(await occurred(self.url))
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and _lines(self.arrivals) < events:
+            await asyncio.sleep(0.05)
+        server_after, database_after = _cpu(server, self.postmaster)
+        self.creates += len(bodies)
+        self.seconds += result.seconds
+        self.server_cpu += server_after - server_before
+        self.database_cpu += database_after - database_before
+
+    async def result(self) -> Run:
+        times = await occurred(self.url)
+        latencies = []
+        for line in self.arrivals.read_text().splitlines() if self.arrivals.exists() else []:
+            event_id, arrived = line.split()
+            if event_id in times:
+                latencies.append((float(arrived) - times[event_id]) * 1000)
+        per_create = 1000 / self.creates
+        return Run(
+            self.subscriptions,
+            self.creates / self.seconds,
+            sorted(latencies),
+            len(times),
+            self.server_cpu * per_create,
+            self.database_cpu * per_create,
+        )
+
+
+@asynccontextmanager
+async def deployed(url: str, count: int, args: argparse.Namespace, postmaster: int | None) -> AsyncIterator[Deployment]:
+    """A server for ``url`` with ``count`` active Subscriptions (0: the same ones, ``off``)."""
     port, receiver_port = free_port(), free_port()
     arrivals = Path(tempfile.mkdtemp(prefix="fhir-bench-hooks-")) / "arrivals.txt"
     receiver = subprocess.Popen([sys.executable, "-c", RECEIVER, str(receiver_port), str(arrivals)])
@@ -205,49 +280,21 @@ async def one_run(url: str, bodies: list[bytes], count: int, args: argparse.Name
     subprocess.run([str(BIN / "fhir-server"), "migrate"], env=env, check=True, capture_output=True)
     try:
         with serve([str(BIN / "fhir-server"), "serve"], env, port):
-            # the same Subscriptions are written in both runs, "off" in the run without, so both databases
-            # hold the same rows and have had the same writes before the measured phase
-            endpoint = f"http://127.0.0.1:{receiver_port}/hooks"
-            written = subscriptions(
-                args.subscriptions, endpoint, args.matching, args.chained_percent, args.topic_percent
-            )
-            if not count:
-                written = [body.replace(b'"status":"requested"', b'"status":"off"', 1) for body in written]
-            await run_phase("subscribe", port, 4, [("POST", "/fhir/Subscription", body) for body in written], 201)
-            deadline = time.monotonic() + 120  # the handshakes of new topic Subscriptions go out first
-            while time.monotonic() < deadline and await handshakes_due(url):
-                await asyncio.sleep(0.2)
-            # the pool opens as many database connections as there are clients (each a new PostgreSQL
-            # backend that looks up the driver's types) before the measured creates, with Patients, which
-            # no Subscription watches: pool growth is start-up, not a create's cost
-            warm = orjson.dumps({"resourceType": "Patient", "name": [{"family": "Warm"}]})
-            await run_phase("warm-up", port, args.clients, [("POST", "/fhir/Patient", warm)] * args.clients * 4, 201)
-            creates = [("POST", "/fhir/CarePlan", b) for b in bodies]
-            server = server_pid(port)
-            server_before, database_before = _cpu(server, postmaster)
-            result, _ = await run_phase("create", port, args.clients, creates, 201)
-            times = await occurred(url)
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline and _lines(arrivals) < len(times):
-                await asyncio.sleep(0.2)
-            server_after, database_after = _cpu(server, postmaster)
+            deployment = Deployment(url, count, port, arrivals, postmaster)
+            await deployment.prepare(args, receiver_port)
+            yield deployment
     finally:
         receiver.terminate()
         receiver.wait()
-    latencies = []
-    for line in arrivals.read_text().splitlines() if arrivals.exists() else []:
-        event_id, arrived = line.split()
-        if event_id in times:
-            latencies.append((float(arrived) - times[event_id]) * 1000)
-    per_create = 1000 / len(bodies)
-    return Run(
-        count,
-        result.rate,
-        sorted(latencies),
-        len(times),
-        (server_after - server_before) * per_create,
-        (database_after - database_before) * per_create,
-    )
+
+
+async def interleaved(without: Deployment, with_: Deployment, bodies: list[bytes], args: argparse.Namespace) -> None:
+    """The same creates to both servers, ``args.chunk`` at a time, alternately, which one goes first
+    swapping each round: a machine whose speed drifts by a fifth over a minute slows both alike."""
+    for number, start in enumerate(range(0, len(bodies), args.chunk)):
+        chunk = bodies[start : start + args.chunk]
+        for deployment in (without, with_) if number % 2 == 0 else (with_, without):
+            await deployment.create(chunk, args.clients)
 
 
 def _lines(path: Path) -> int:
@@ -279,12 +326,15 @@ async def main_async(args: argparse.Namespace) -> None:
             )
             print("|---|---|---|---|---|---|---|---|---|---|---|")
             for pair in range(args.pairs):
-                order = [0, args.subscriptions] if pair % 2 == 0 else [args.subscriptions, 0]
-                runs = {}
-                for count in order:
-                    url = await fresh_database(backend, cluster, f"bench_subs_{pair}_{count}")
-                    postmaster = postmaster_pid(cluster) if backend == "postgresql" and cluster else None
-                    runs[count] = await one_run(url, bodies, count, args, postmaster)
+                postmaster = postmaster_pid(cluster) if backend == "postgresql" and cluster else None
+                without_url = await fresh_database(backend, cluster, f"bench_subs_{pair}_0")
+                with_url = await fresh_database(backend, cluster, f"bench_subs_{pair}_{args.subscriptions}")
+                async with (
+                    deployed(without_url, 0, args, postmaster) as base,
+                    deployed(with_url, args.subscriptions, args, postmaster) as subscribed,
+                ):
+                    await interleaved(base, subscribed, bodies, args)
+                    runs = {0: await base.result(), args.subscriptions: await subscribed.result()}
                 without, with_ = runs[0], runs[args.subscriptions]
                 lat = with_.latencies_ms
                 print(
@@ -308,6 +358,7 @@ def main() -> None:
     parser.add_argument("--subscriptions", type=int, default=1000)
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--pairs", type=int, default=2)
+    parser.add_argument("--chunk", type=int, default=250, help="creates sent to one server before the other's turn")
     parser.add_argument("--matching", choices=["patients", "active"], default="patients")
     parser.add_argument(
         "--chained-percent",
