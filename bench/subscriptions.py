@@ -8,7 +8,8 @@ serve`` processes (one uvicorn worker each) side by side on fresh databases,
 one with ``--subscriptions`` Subscriptions that are ``off`` and one with the
 same ones active, and POSTs the same ~2 KB CarePlans from 16 clients to each,
 **interleaved**: ``--chunk`` creates (default 250) to one server, then the
-same to the other, the first of each round alternating, each chunk's
+same to the other, the first of each round alternating (and which server
+starts first, from pair to pair), each chunk's
 notifications awaited before the next (their delivery counts in the CPU
 figures, the wait not in the rates). This machine's speed drifts by a fifth
 within a minute; run one after the other, the two halves of a pair measured
@@ -327,12 +328,13 @@ async def main_async(args: argparse.Namespace) -> None:
             print("|---|---|---|---|---|---|---|---|---|---|---|")
             for pair in range(args.pairs):
                 postmaster = postmaster_pid(cluster) if backend == "postgresql" and cluster else None
-                without_url = await fresh_database(backend, cluster, f"bench_subs_{pair}_0")
-                with_url = await fresh_database(backend, cluster, f"bench_subs_{pair}_{args.subscriptions}")
+                counts = [0, args.subscriptions] if pair % 2 == 0 else [args.subscriptions, 0]  # start order
+                urls = [await fresh_database(backend, cluster, f"bench_subs_{pair}_{count}") for count in counts]
                 async with (
-                    deployed(without_url, 0, args, postmaster) as base,
-                    deployed(with_url, args.subscriptions, args, postmaster) as subscribed,
+                    deployed(urls[0], counts[0], args, postmaster) as first,
+                    deployed(urls[1], counts[1], args, postmaster) as second,
                 ):
+                    base, subscribed = (first, second) if counts[0] == 0 else (second, first)
                     await interleaved(base, subscribed, bodies, args)
                     runs = {0: await base.result(), args.subscriptions: await subscribed.result()}
                 without, with_ = runs[0], runs[args.subscriptions]

@@ -56,20 +56,25 @@ class ChainCheck:
     resource_type: str
     alternatives: tuple[tuple[str, ClauseCheck], ...]
 
-    def targets(self, rows: IndexRows) -> dict[str, set[str]]:
+    def targets(self, references: References) -> dict[str, set[str]]:
         """The ids, per target type of the chain, that the written resource references through it."""
-        types = {target_type for target_type, _ in self.alternatives}
-        found: dict[str, set[str]] = {}
-        for row in rows.get("reference", ()):
-            target_type, target_id = row["target_type"], row["target_id"]
-            if (
-                target_id is not None
-                and target_type in types
-                and row["param_hash"] == self.param_hash
-                and row["resource_type"] == self.resource_type
-            ):
-                found.setdefault(target_type, set()).add(target_id)
-        return found
+        return references.get((self.param_hash, self.resource_type), {})
+
+
+# the written resource's references: (parameter hash, resource type) -> target type -> ids
+References = dict[tuple[int, str], dict[str, set[str]]]
+
+
+def references_of(rows: IndexRows) -> References:
+    """The written resource's reference rows, filed by parameter and target type (one pass for every
+    chain of every subscription)."""
+    found: References = {}
+    for row in rows.get("reference", ()):
+        target_type, target_id = row["target_type"], row["target_id"]
+        if target_type is not None and target_id is not None:
+            by_type = found.setdefault((row["param_hash"], row["resource_type"]), {})
+            by_type.setdefault(target_type, set()).add(target_id)
+    return found
 
 
 def chain_checks(clauses: Iterable[AnyClause]) -> tuple[ChainCheck, ...] | None:
@@ -99,17 +104,43 @@ def _inner_check(inner: AnyClause) -> ClauseCheck | None:
     return check if check.conditions is not None else None
 
 
-def _read_statement(table: Table) -> Select[Any]:
+def _read_statement(table: Table, ids: int, hashes: int) -> Select[Any]:
+    """The rows of some resources of one type for some parameters. Short lists (a write references a
+    patient or two, chains ask one or two parameters of it) get a bound parameter per item, so the
+    statement is compiled once per shape and bound as it is; longer ones are spread at execution."""
     c = table.c
     return select(table).where(
         c.resource_type == bindparam("target_type"),
-        c.resource_id.in_(bindparam("ids", expanding=True)),
-        c.param_hash.in_(bindparam("hashes", expanding=True)),
+        c.resource_id.in_([bindparam(f"id{n}") for n in range(ids)])
+        if ids <= _SHORT
+        else c.resource_id.in_(bindparam("ids", expanding=True)),
+        c.param_hash.in_([bindparam(f"hash{n}") for n in range(hashes)])
+        if hashes <= _SHORT
+        else c.param_hash.in_(bindparam("hashes", expanding=True)),
     )
 
 
-# one statement per table, built once: SQLAlchemy compiles it once and spreads the lists at execution
-_READS = {name: _read_statement(INDEX_TABLES[name]) for name in JUDGED_TABLES}
+_SHORT = 4
+_READS: dict[tuple[str, int, int], Select[Any]] = {}
+
+
+def _read(table: str, ids: list[str], hashes: list[int], target_type: str) -> tuple[Select[Any], dict[str, Any]]:
+    """The statement (built once per table and shape) and its values."""
+    shape = (table, min(len(ids), _SHORT + 1), min(len(hashes), _SHORT + 1))
+    statement = _READS.get(shape)
+    if statement is None:
+        statement = _READS[shape] = _read_statement(INDEX_TABLES[table], len(ids), len(hashes))
+    values: dict[str, Any] = {"target_type": target_type}
+    if len(ids) <= _SHORT:
+        values.update((f"id{n}", value) for n, value in enumerate(ids))
+    else:
+        values["ids"] = ids
+    if len(hashes) <= _SHORT:
+        values.update((f"hash{n}", value) for n, value in enumerate(hashes))
+    else:
+        values["hashes"] = hashes
+    return statement, values
+
 
 Pending = Sequence[tuple[str, tuple[ChainCheck, ...]]]
 
@@ -119,10 +150,10 @@ async def judge_chains(conn: AsyncConnection, rows: IndexRows, pending: Pending)
     those the write whose index rows are ``rows`` matches, and those whose inner clauses turned out to
     need the database after all (a construct the interpreter does not know)."""
     wanted: dict[tuple[str, str], tuple[set[str], set[int]]] = {}  # (table, target type) -> ids, hashes
-    reached: dict[int, dict[str, set[str]]] = {}
+    references = references_of(rows)
     for _, checks in pending:
         for check in checks:
-            targets = reached.setdefault(id(check), check.targets(rows))
+            targets = check.targets(references)
             for target_type, inner in check.alternatives:
                 ids = targets.get(target_type)
                 if ids:
@@ -134,7 +165,7 @@ async def judge_chains(conn: AsyncConnection, rows: IndexRows, pending: Pending)
     matched: list[str] = []
     undecided: list[str] = []
     for subscription_id, checks in pending:
-        verdicts = [_holds(check, reached[id(check)], found) for check in checks]
+        verdicts = [_holds(check, check.targets(references), found) for check in checks]
         if False in verdicts:
             continue
         (undecided if None in verdicts else matched).append(subscription_id)
@@ -147,8 +178,8 @@ async def _read_rows(
     """The index rows read for each (target type, id), per table."""
     found: dict[tuple[str, str], IndexRows] = {}
     for (table, target_type), (ids, hashes) in wanted.items():
-        values = {"target_type": target_type, "ids": sorted(ids), "hashes": sorted(hashes)}
-        for row in (await conn.execute(_READS[table], values)).mappings():
+        statement, values = _read(table, sorted(ids), sorted(hashes), target_type)
+        for row in (await conn.execute(statement, values)).mappings():
             found.setdefault((target_type, row["resource_id"]), {}).setdefault(table, []).append(dict(row))
     return found
 

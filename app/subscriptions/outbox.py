@@ -250,8 +250,10 @@ def _judge_in_memory(
 def _only_chains(subscription: SubscriptionDefinition, clauses: tuple[AnyClause, ...]) -> bool:
     """What memory left of ``subscription`` is exactly its chains (not also a clause the interpreter
     met a construct in that it does not know)."""
-    chains = subscription.chains or ()
-    return len(clauses) == len(chains) and {id(c) for c in clauses} == {id(check.clause) for check in chains}
+    chains = subscription.chains or ()  # in the order of the criteria's clauses, as memory leaves them
+    return len(clauses) == len(chains) and all(
+        clause is check.clause for clause, check in zip(clauses, chains, strict=True)
+    )
 
 
 async def _ask_database(

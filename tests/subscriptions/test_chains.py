@@ -156,3 +156,21 @@ async def test_the_targets_rows_are_read_once_per_table_and_not_at_all_without_t
         with Statements(app) as statements:
             assert await judge_chains(conn, holder.current.index_rows("Task", "t2", task()), pending) == ([], [])
         assert statements.sql == []  # no patient referenced: every chain fails without asking
+
+
+async def test_many_targets_are_read_in_one_statement_too(client: httpx.AsyncClient, app: FastAPI) -> None:
+    """Up to four targets are bound one by one, more as one spread list: the answer is the same."""
+    holder: ContextHolder = app.state.fhir
+    plan = {"resourceType": "CarePlan", "intent": "plan", "subject": {"reference": "Patient/p1"}}
+    drafts = [await post(client, {**plan, "status": "draft"}) for _ in range(5)]
+    active = await post(client, {**plan, "status": "active"})
+    pending = [("active-plan", checks_of("based-on:CarePlan.status=active"))]
+    for plans, expected in [(drafts, []), ([*drafts, active], ["active-plan"]), ([active], ["active-plan"])]:
+        written = task(basedOn=[{"reference": f"CarePlan/{p['id']}"} for p in plans])
+        async with holder.current.db.read() as conn:
+            with Statements(app) as statements:
+                assert await judge_chains(conn, holder.current.index_rows("Task", "t1", written), pending) == (
+                    expected,
+                    [],
+                )
+        assert len(statements.sql) == 1
