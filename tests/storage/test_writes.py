@@ -25,6 +25,7 @@ from app.errors import Unprocessable
 from app.interactions.bulk import prepare_create, store_creates
 from app.interactions.context import ContextHolder, FhirContext
 from app.storage.gate import OPEN
+from app.storage.index_writer import CHUNK_ROWS
 from app.storage.repository import AlreadyExists, read_current
 from app.storage.writes import ABSENT, Change, NewVersion
 from tests.conftest import FHIR_JSON_HEADERS
@@ -226,3 +227,32 @@ async def test_a_taken_id_is_refused_for_a_create(app: FastAPI) -> None:
     assert (await ctx.writer.write(None, new, ABSENT, OPEN)) is not None
     with pytest.raises(AlreadyExists):
         await ctx.writer.write(None, new, ABSENT, OPEN)
+
+
+async def test_a_version_with_thousands_of_index_rows_is_written_chunk_by_chunk(
+    client: httpx.AsyncClient, app: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL writes a plain create in one statement, unless the version has more index rows than a
+    chunk: then the transactional path inserts them chunk by chunk (the event loop serves others in
+    between), and every row is stored all the same."""
+    holder: ContextHolder = app.state.fhir
+    alone: list[str] = []
+    original = type(holder.current.writer)._write_alone
+
+    async def recording(writer: Any, new: NewVersion, *args: Any) -> Any:
+        alone.append(new.resource_type)
+        return await original(writer, new, *args)
+
+    monkeypatch.setattr(type(holder.current.writer), "_write_alone", recording)
+    small = {"resourceType": "Patient", "name": [{"family": "Small"}]}
+    names = [{"family": f"Family{n}", "given": [f"Given{n}", "Second"]} for n in range(600)]
+    large = {"resourceType": "Patient", "name": names}
+    rows = holder.current.index_rows("Patient", "x", large)
+    assert sum(len(table_rows) for table_rows in rows.values()) > CHUNK_ROWS
+    for body in (small, large):
+        response = await client.post("/fhir/Patient", json=body, headers=FHIR_JSON_HEADERS)
+        assert response.status_code == 201, response.text
+    found = await client.get("/fhir/Patient", params={"given": "Given599", "family": "Family599"})
+    assert [entry["resource"]["id"] for entry in found.json()["entry"]] == [response.json()["id"]]
+    one_statement = holder.current.db.dialect == "postgresql"
+    assert alone == (["Patient"] if one_statement else [])  # the small one alone; SQLite: transactions
