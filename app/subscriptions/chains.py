@@ -39,7 +39,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.search.memory import ClauseCheck
 from app.search.request import AnyClause, ChainClause, Clause
-from app.search.types.special import MissingSearch
 from app.storage.index_tables import INDEX_TABLES, IndexRows
 
 # index tables whose values read back from the database exactly as the extraction produced them
@@ -66,8 +65,9 @@ References = dict[tuple[int, str], dict[str, set[str]]]
 
 
 def references_of(rows: IndexRows) -> References:
-    """The written resource's reference rows, filed by parameter and target type (one pass for every
-    chain of every subscription)."""
+    """The written resource's reference rows, filed by parameter and target type: one pass for every
+    chain of every subscription (judged here, or bound into the write's statement by
+    ``app.subscriptions.matching.prewrite_values``)."""
     found: References = {}
     for row in rows.get("reference", ()):
         target_type, target_id = row["target_type"], row["target_id"]
@@ -98,7 +98,7 @@ def chain_checks(clauses: Iterable[AnyClause]) -> tuple[ChainCheck, ...] | None:
 def _inner_check(inner: AnyClause) -> ClauseCheck | None:
     if not isinstance(inner, Clause) or inner.param.type not in JUDGED_TABLES:
         return None
-    if inner.modifier in ("missing", "not") or any(isinstance(v, MissingSearch) for v in inner.values):
+    if inner.modifier in ("missing", "not"):
         return None
     check = ClauseCheck.of(inner)
     return check if check.conditions is not None else None

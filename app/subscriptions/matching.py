@@ -28,7 +28,7 @@ from app.search.types.token import TokenSearch
 from app.storage.gate import ReadGate
 from app.storage.index_tables import IndexRows, indexed_text
 from app.storage.tables import resources
-from app.subscriptions.chains import chain_checks
+from app.subscriptions.chains import chain_checks, references_of
 from app.subscriptions.definition import SubscriptionDefinition
 
 Key = tuple[object, ...]
@@ -127,19 +127,14 @@ def prewrite_values(clauses: Iterable[AnyClause], rows: IndexRows, prefix: str, 
     so a write sends it once however many such subscriptions it meets). False when a clause cannot be
     judged before the write: it needs the resource's own stored rows (composites, ``:missing``,
     ``:not`` ...)."""
-    references = rows.get("reference", ())
+    references = references_of(rows)
     for clause in clauses:
         if isinstance(clause, ChainClause):
+            param = clause.param
             for target_type, _ in clause.alternatives:
                 name = _targets_name(prefix, clause, target_type)
                 if name not in into:
-                    into[name] = [
-                        row["target_id"]
-                        for row in references
-                        if row["param_hash"] == clause.param.hash
-                        and row["target_type"] == target_type
-                        and row["target_id"] is not None
-                    ]
+                    into[name] = sorted(references.get((param.hash, param.resource_type), {}).get(target_type, ()))
         elif not isinstance(clause, HasClause):
             return False
     return True
