@@ -39,6 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.search.memory import ClauseCheck
 from app.search.request import AnyClause, ChainClause, Clause
+from app.storage.driver_select import DriverSelect
 from app.storage.index_tables import INDEX_TABLES, IndexRows
 
 # index tables whose values read back from the database exactly as the extraction produced them
@@ -121,15 +122,16 @@ def _read_statement(table: Table, ids: int, hashes: int) -> Select[Any]:
 
 
 _SHORT = 4
-_READS: dict[tuple[str, int, int], Select[Any]] = {}
+_READS: dict[tuple[str, int, int], DriverSelect] = {}
 
 
-def _read(table: str, ids: list[str], hashes: list[int], target_type: str) -> tuple[Select[Any], dict[str, Any]]:
-    """The statement (built once per table and shape) and its values."""
+def _read(table: str, ids: list[str], hashes: list[int], target_type: str) -> tuple[DriverSelect, dict[str, Any]]:
+    """The statement (built once per table and shape, run on the driver: ``app.storage.driver_select``)
+    and its values."""
     shape = (table, min(len(ids), _SHORT + 1), min(len(hashes), _SHORT + 1))
     statement = _READS.get(shape)
     if statement is None:
-        statement = _READS[shape] = _read_statement(INDEX_TABLES[table], len(ids), len(hashes))
+        statement = _READS[shape] = DriverSelect(_read_statement(INDEX_TABLES[table], len(ids), len(hashes)))
     values: dict[str, Any] = {"target_type": target_type}
     if len(ids) <= _SHORT:
         values.update((f"id{n}", value) for n, value in enumerate(ids))
@@ -179,8 +181,10 @@ async def _read_rows(
     found: dict[tuple[str, str], IndexRows] = {}
     for (table, target_type), (ids, hashes) in wanted.items():
         statement, values = _read(table, sorted(ids), sorted(hashes), target_type)
-        for row in (await conn.execute(statement, values)).mappings():
-            found.setdefault((target_type, row["resource_id"]), {}).setdefault(table, []).append(dict(row))
+        columns = statement.columns
+        for values_of_row in await statement.fetch(conn, values):
+            row = dict(zip(columns, values_of_row, strict=True))
+            found.setdefault((target_type, row["resource_id"]), {}).setdefault(table, []).append(row)
     return found
 
 
@@ -189,8 +193,12 @@ def _holds(check: ChainCheck, targets: dict[str, set[str]], found: dict[tuple[st
     the interpreter could not judge one that might."""
     unknown = False
     for target_type, inner in check.alternatives:
+        table = inner.clause.param.type
         for target_id in targets.get(target_type, ()):
-            verdict = inner.holds(found.get((target_type, target_id), {}))
+            target_rows = found.get((target_type, target_id))
+            if target_rows is None or table not in target_rows:
+                continue  # a positive clause needs a row of its table: a target without one fails it
+            verdict = inner.holds(target_rows)
             if verdict:
                 return True
             unknown = unknown or verdict is None

@@ -4,6 +4,7 @@ memory cannot judge left to the database; on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -11,6 +12,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.interactions.context import ContextHolder
 from app.search.request import parse_search
@@ -122,20 +124,36 @@ async def test_chained_subscriptions_notify_exactly_the_writes_their_search_find
 
 
 class Statements:
-    """Counts the statements run on the database's engine while installed."""
+    """Counts the statements run on one connection while installed, those run on its driver under
+    SQLAlchemy included: on SQLite its trace callback sees both; on PostgreSQL asyncpg's query logger
+    sees the driver's own statements and SQLAlchemy's event the prepared ones it runs."""
 
-    def __init__(self, app: FastAPI) -> None:
+    def __init__(self, conn: AsyncConnection) -> None:
         self.sql: list[str] = []
-        self._engine = app.state.fhir.current.db.engine.sync_engine
+        self._conn = conn
+        self._driver: Any = None
 
-    def __enter__(self) -> Statements:
-        event.listen(self._engine, "before_cursor_execute", self._count)
+    async def __aenter__(self) -> Statements:
+        self._driver = (await self._conn.get_raw_connection()).driver_connection
+        if self._conn.dialect.name == "postgresql":
+            self._driver.add_query_logger(self._logged)
+            event.listen(self._conn.sync_engine, "before_cursor_execute", self._executed)
+        else:
+            await self._driver.set_trace_callback(self.sql.append)
         return self
 
-    def __exit__(self, *_: object) -> None:
-        event.remove(self._engine, "before_cursor_execute", self._count)
+    async def __aexit__(self, *_: object) -> None:
+        if self._conn.dialect.name == "postgresql":
+            await asyncio.sleep(0)  # asyncpg hands each logged query over at the loop's next turn
+            self._driver.remove_query_logger(self._logged)
+            event.remove(self._conn.sync_engine, "before_cursor_execute", self._executed)
+        else:
+            await self._driver.set_trace_callback(None)
 
-    def _count(self, *args: Any) -> None:
+    def _logged(self, record: Any) -> None:
+        self.sql.append(record.query)
+
+    def _executed(self, *args: Any) -> None:
         self.sql.append(str(args[2]))
 
 
@@ -149,11 +167,11 @@ async def test_the_targets_rows_are_read_once_per_table_and_not_at_all_without_t
     written = task(**{"for": {"reference": f"Patient/{patient['id']}"}})
     rows = holder.current.index_rows("Task", "t1", written)
     async with holder.current.db.read() as conn:
-        with Statements(app) as statements:
+        async with Statements(conn) as statements:
             assert await judge_chains(conn, rows, pending) == (["s3"], [])
         assert len(statements.sql) == 2  # the string rows and the token rows of the one patient
         assert all("UNION" not in sql for sql in statements.sql)
-        with Statements(app) as statements:
+        async with Statements(conn) as statements:
             assert await judge_chains(conn, holder.current.index_rows("Task", "t2", task()), pending) == ([], [])
         assert statements.sql == []  # no patient referenced: every chain fails without asking
 
@@ -167,10 +185,9 @@ async def test_many_targets_are_read_in_one_statement_too(client: httpx.AsyncCli
     pending = [("active-plan", checks_of("based-on:CarePlan.status=active"))]
     for plans, expected in [(drafts, []), ([*drafts, active], ["active-plan"]), ([active], ["active-plan"])]:
         written = task(basedOn=[{"reference": f"CarePlan/{p['id']}"} for p in plans])
-        async with holder.current.db.read() as conn:
-            with Statements(app) as statements:
-                assert await judge_chains(conn, holder.current.index_rows("Task", "t1", written), pending) == (
-                    expected,
-                    [],
-                )
+        async with holder.current.db.read() as conn, Statements(conn) as statements:
+            assert await judge_chains(conn, holder.current.index_rows("Task", "t1", written), pending) == (
+                expected,
+                [],
+            )
         assert len(statements.sql) == 1
