@@ -79,11 +79,14 @@ JUDGED_ON_TARGETS = [
 LEFT_TO_THE_DATABASE = ["patient.birthdate:missing=true", "patient.gender:not=male", "patient.birthdate=1970"]
 
 
+@pytest.mark.parametrize("conditional", [True, False], ids=["in-a-transaction", "plain-creates"])
 async def test_chained_subscriptions_notify_exactly_the_writes_their_search_finds(
-    client: httpx.AsyncClient, app: FastAPI, monkeypatch: pytest.MonkeyPatch
+    client: httpx.AsyncClient, app: FastAPI, monkeypatch: pytest.MonkeyPatch, conditional: bool
 ) -> None:
-    """Each Task is written in a transaction (a conditional create), so the outbox judges it there on
-    both backends; a subscription is notified for exactly the Tasks its criteria find afterwards."""
+    """Each Task is written by a conditional create (in a transaction on both backends: the outbox
+    judges it there) or a plain one (on PostgreSQL one statement: the chains judged on the targets'
+    rows before it, the others by the statement); a subscription is notified for exactly the Tasks
+    its criteria find afterwards."""
     subscriptions = {c: await subscribe(client, f"Task?{c}") for c in JUDGED_ON_TARGETS + LEFT_TO_THE_DATABASE}
     doe = await post(
         client,
@@ -106,10 +109,9 @@ async def test_chained_subscriptions_notify_exactly_the_writes_their_search_find
         if patient is not None:
             extra["for"] = {"reference": patient}
         owner = f"Practitioner/{osei['id']}" if number % 2 == 0 else "Practitioner/p1"
+        condition = {"If-None-Exist": f"identifier=http://example.org/task|{number}"} if conditional else {}
         response = await client.post(
-            "/fhir/Task",
-            json=task(owner=owner, **extra),
-            headers={**FHIR_JSON_HEADERS, "If-None-Exist": f"identifier=http://example.org/task|{number}"},
+            "/fhir/Task", json=task(owner=owner, **extra), headers=FHIR_JSON_HEADERS | condition
         )
         assert response.status_code == 201, response.text
     found_any = False
@@ -120,7 +122,8 @@ async def test_chained_subscriptions_notify_exactly_the_writes_their_search_find
         assert notified == found, criteria
         found_any = found_any or bool(found)
     assert found_any
-    assert asked.ids == {subscriptions[c] for c in LEFT_TO_THE_DATABASE}
+    in_one_statement = not conditional and app.state.fhir.current.db.dialect == "postgresql"
+    assert asked.ids == (set() if in_one_statement else {subscriptions[c] for c in LEFT_TO_THE_DATABASE})
 
 
 class Statements:
