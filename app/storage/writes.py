@@ -138,11 +138,10 @@ class WriteHook(Protocol):
         """Whether writes of ``resource_type`` need this hook now (the others pay nothing for it)."""
         ...
 
-    async def settle(self, conn: AsyncConnection, change: Change) -> Sequence[StatementPart] | None:
-        """What the hook would do for ``change`` (not yet stored), as parts of the one statement that
-        will store it on PostgreSQL (none: nothing to do), decided in memory and, where it must, from
-        committed rows read on ``conn`` without beginning a transaction (the statement has not run);
-        None when the hook needs the write's own transaction, and so must be called inside it."""
+    def settle(self, change: Change) -> Sequence[StatementPart] | None:
+        """What the hook would do for ``change`` (not yet stored), decided without the database, as
+        parts of the one statement that will store it on PostgreSQL (none: nothing to do); None when
+        the hook needs the database to decide, and so must be called inside a write transaction."""
         ...
 
     async def __call__(self, conn: AsyncConnection, change: Change) -> None: ...
@@ -272,7 +271,7 @@ class ResourceWriter:
                 step = replace(step, author=author)
                 parts: list[StatementPart] = []
                 for hook in hooks:
-                    settled = await hook.settle(conn, step)
+                    settled = hook.settle(step)
                     if settled is None:
                         return UNSETTLED
                     parts.extend(settled)

@@ -14,9 +14,7 @@ targets' rows of the inner parameters, and every subscription's inner clause
 is judged on them in memory by ``app.search.memory``, which interprets the
 very SQL condition the compiler builds, so the meaning cannot drift. A write
 whose references reach no target of a chain's type needs no statement at
-all. The read runs in the write's transaction, or on PostgreSQL on the
-connection of the write's single statement just before it (what is
-committed then is what the statement's own condition would have read).
+all.
 
 Index rows exist only for live resources (a delete removes them), so a
 target's rows of the inner parameter are the whole question, exactly as the

@@ -30,9 +30,8 @@ after the commit the local dispatcher is woken. For a plain create or
 update on PostgreSQL, ``settle`` hands the numbering and the event rows to
 the write gate as CTEs of the write's own single statement
 (``app.subscriptions.settled``), instead of a transaction of some ten
-statements: what memory and the targets' rows (read just before, on the
-write's connection) matched is numbered outright, and a subscription left
-with other chains or ``_has`` on the condition that the stored resources
+statements: what memory matched is numbered outright, and a subscription
+left with chains or ``_has`` on the condition that the stored resources
 they reach match. A written Subscription is
 announced to the other processes after the commit (``ActiveSubscriptions``).
 """
@@ -91,16 +90,12 @@ class SubscriptionOutbox:
         """Writes of a watched type (whether one matches is ``settle``'s or the call's to find)."""
         return self.active.concerns(resource_type)
 
-    async def settle(self, conn: AsyncConnection, change: Change) -> Sequence[StatementPart] | None:
-        """The events of a create or update, as CTEs of the statement storing it (none when nothing
-        matches): what memory matches, chains judged on their targets' rows read on ``conn`` before
-        the statement (``app.subscriptions.chains``; on PostgreSQL the database's CPU is the one all
-        server processes share, and a statement holding a condition per chained subscription cost it
-        three times this read), and other chains and ``_has`` judged by that statement on the
-        resources already stored (``app.subscriptions.settled``). None when the write needs a
-        transaction: a Subscription written (its bookkeeping), the view of subscriptions stale, a
-        deletion (matched on the removed version), or an owner's gate or a clause only the stored
-        resource can judge."""
+    def settle(self, change: Change) -> Sequence[StatementPart] | None:
+        """The events of a create or update that memory alone matches, as CTEs of the statement storing
+        it (none when nothing matches), chains and ``_has`` judged by that statement on the resources
+        already stored (``app.subscriptions.settled``); None when the write needs a transaction: a
+        Subscription written (its bookkeeping), the view of subscriptions stale, a deletion (matched on
+        the removed version), or an owner's gate or a clause only the stored resource can judge."""
         stored = change.stored
         if stored.resource_type == "Subscription" or stored.deleted or self.active.stale:
             return None
@@ -112,7 +107,6 @@ class SubscriptionOutbox:
         matched, undecided = _judge_in_memory(change, change.rows, candidates)
         if any(not subscription.owner.open for subscription, _ in undecided):
             return None
-        matched, undecided = await _judge_on_targets(conn, change.rows, matched, undecided)
         if not matched and not undecided:
             return ()
         part = events_part(stored, change.rows, matched, undecided, self._woken_by)
@@ -161,7 +155,12 @@ class SubscriptionOutbox:
         matched, undecided = _judge_in_memory(change, rows, candidates)
         if not undecided:
             return matched
-        matched, undecided = await _judge_on_targets(conn, rows, matched, undecided)
+        on_targets = [(s.id, s.chains) for s, clauses in undecided if s.chains is not None and _only_chains(s, clauses)]
+        if on_targets:
+            chained, unsure = await judge_chains(conn, rows, on_targets)
+            matched += chained
+            judged = {subscription_id for subscription_id, _ in on_targets}.difference(unsure)
+            undecided = [(s, clauses) for s, clauses in undecided if s.id not in judged]
         if undecided:
             stored = change.stored
             matched += await _ask_database(conn, stored.resource_type, stored.id, undecided, self._checks)
@@ -246,20 +245,6 @@ def _judge_in_memory(
         else:
             matched.append(subscription.id)
     return matched, undecided
-
-
-async def _judge_on_targets(
-    conn: AsyncConnection, rows: IndexRows, matched: list[str], undecided: Undecided
-) -> tuple[list[str], Undecided]:
-    """``matched`` and ``undecided`` after judging the undecided subscriptions whose remaining clauses
-    are chains on their targets' rows (``app.subscriptions.chains``): those that hold join ``matched``,
-    those that do not are dropped, the rest stay undecided."""
-    on_targets = [(s.id, s.chains) for s, clauses in undecided if s.chains is not None and _only_chains(s, clauses)]
-    if not on_targets:
-        return matched, undecided
-    chained, unsure = await judge_chains(conn, rows, on_targets)
-    judged = {subscription_id for subscription_id, _ in on_targets}.difference(unsure)
-    return matched + chained, [(s, clauses) for s, clauses in undecided if s.id not in judged]
 
 
 def _only_chains(subscription: SubscriptionDefinition, clauses: tuple[AnyClause, ...]) -> bool:

@@ -6,8 +6,7 @@ event numbers and event rows are written by the write's own statement
 (``app.storage.single_statement.StatementPart``): the state row of each
 matched active subscription is counted up and an event row inserted, only
 when the write happened. A subscription whose criteria keep chains or
-``_has`` after the judgement in memory and on the targets' rows
-(``app.subscriptions.chains``) is numbered in the same statement on
+``_has`` after the in-memory judgement is numbered in the same statement on
 condition: the chain's targets are the written resource's own references
 (known in memory), the resources they must match are already stored, so the
 condition is a query on committed rows (``app.subscriptions.matching.prewrite_condition``).

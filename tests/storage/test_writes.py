@@ -45,7 +45,7 @@ class Recorder:
     def concerns(self, resource_type: str) -> bool:
         return True
 
-    async def settle(self, conn: AsyncConnection, change: Change) -> None:
+    def settle(self, change: Change) -> None:
         return None  # this hook reads the row: it asks for the write's transaction
 
     async def __call__(self, conn: AsyncConnection, change: Change) -> None:
