@@ -28,7 +28,7 @@ from app.search.types.token import TokenSearch
 from app.storage.gate import ReadGate
 from app.storage.index_tables import IndexRows, indexed_text
 from app.storage.tables import resources
-from app.subscriptions.chains import chain_checks, references_of
+from app.subscriptions.chains import References, chain_checks
 from app.subscriptions.definition import SubscriptionDefinition
 
 Key = tuple[object, ...]
@@ -120,14 +120,14 @@ def with_database_check(definition: SubscriptionDefinition) -> SubscriptionDefin
     return replace(definition, database_check=check, chains=chains)
 
 
-def prewrite_values(clauses: Iterable[AnyClause], rows: IndexRows, prefix: str, into: dict[str, object]) -> bool:
-    """Add to ``into`` what ``prewrite_condition`` binds for a resource about to be written whose index
-    rows are ``rows``: per chain parameter and target type, the resource's own references through it
+def prewrite_values(clauses: Iterable[AnyClause], references: References, prefix: str, into: dict[str, object]) -> bool:
+    """Add to ``into`` what ``prewrite_condition`` binds for a resource about to be written whose
+    references are ``references`` (``chains.references_of`` its index rows, filed once for all its
+    subscriptions): per chain parameter and target type, the resource's own references through it
     (named under ``prefix``: every subscription chaining through one parameter shares the one value,
     so a write sends it once however many such subscriptions it meets). False when a clause cannot be
     judged before the write: it needs the resource's own stored rows (composites, ``:missing``,
     ``:not`` ...)."""
-    references = references_of(rows)
     for clause in clauses:
         if isinstance(clause, ChainClause):
             param = clause.param

@@ -36,6 +36,7 @@ from app.search.request import AnyClause
 from app.storage.index_tables import IndexRows
 from app.storage.repository import StoredVersion
 from app.storage.single_statement import StatementPart
+from app.subscriptions.chains import references_of
 from app.subscriptions.definition import SubscriptionDefinition
 from app.subscriptions.matching import prewrite_condition, prewrite_values
 from app.subscriptions.tables import subscription_events, subscription_state
@@ -63,9 +64,10 @@ def events_part(
     # in the order of their ids, so that concurrent writes lock the subscriptions' rows in one order
     chosen: list[tuple[str, tuple[AnyClause, ...] | None]] = [(subscription_id, None) for subscription_id in matched]
     chosen = sorted(chosen + [(s.id, clauses) for s, clauses in undecided], key=lambda entry: entry[0])
+    references = references_of(rows) if undecided else {}
     for position, (subscription_id, clauses) in enumerate(chosen):
         values[f"outbox.s{position}"] = subscription_id
-        if clauses is not None and not prewrite_values(clauses, rows, "outbox", values):
+        if clauses is not None and not prewrite_values(clauses, references, "outbox", values):
             return None
     resource_type = stored.resource_type
     # every id is a value; equal clauses build the same SQL with the same values bound inside it

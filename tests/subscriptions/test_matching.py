@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from app.search.memory import ClauseCheck, clauses_hold
 from app.search.request import parse_search
+from app.subscriptions.chains import references_of
 from app.subscriptions.definition import SubscriptionDefinition
 from app.subscriptions.matching import TypeIndex, anchor, prewrite_values
 from tests.search.test_memory import REGISTRY, rows_of
@@ -61,13 +62,13 @@ def test_before_the_write_chains_take_their_targets_from_the_rows_and_other_clau
     task = {"resourceType": "Task", "status": "requested", "intent": "order", "owner": {"reference": "Practitioner/n7"}}
     chained = parse_search("Task", [("owner:Practitioner.name", "osei")], REGISTRY, 1, 1).clauses
     values: dict[str, object] = {}
-    assert prewrite_values(chained, rows_of(task), "s", values)
+    assert prewrite_values(chained, references_of(rows_of(task)), "s", values)
     assert values == {"s.via.owner.Practitioner": ["n7"]}
     has = parse_search("Task", [("_has:Task:part-of:status", "ready")], REGISTRY, 1, 1).clauses
-    assert prewrite_values(has, rows_of(task), "s", values)  # _has needs only the written id
+    assert prewrite_values(has, references_of(rows_of(task)), "s", values)  # _has needs only the written id
     assert values == {"s.via.owner.Practitioner": ["n7"]}
     missing = parse_search("Task", [("owner:missing", "true")], REGISTRY, 1, 1).clauses
-    assert not prewrite_values(missing, rows_of(task), "s", {})  # the resource's own stored rows decide
+    assert not prewrite_values(missing, references_of(rows_of(task)), "s", {})  # the resource's own stored rows decide
 
 
 def test_subscriptions_chaining_through_one_parameter_share_its_targets() -> None:
@@ -76,7 +77,7 @@ def test_subscriptions_chaining_through_one_parameter_share_its_targets() -> Non
     values: dict[str, object] = {}
     for n in range(5):
         chained = parse_search("Task", [("owner.name", f"nobody-{n}")], REGISTRY, 1, 1).clauses
-        assert prewrite_values(chained, rows_of(task), "s", values)
+        assert prewrite_values(chained, references_of(rows_of(task)), "s", values)
     assert values == {  # the types that have a ``name`` parameter, each bound once
         "s.via.owner.Practitioner": ["n7"],
         "s.via.owner.Organization": [],
