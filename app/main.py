@@ -146,7 +146,12 @@ def install_subscriptions(holder: ContextHolder, rules: SubscriptionRules, setti
 def freeze_startup_heap() -> None:
     """Take what start-up built (models, definitions, registry, tables: most of the heap) out of the
     cyclic collector's sight. Otherwise every full collection walks it all and frees nothing, stalling
-    every request in flight (docs.python.org/3/library/gc.html#gc.freeze)."""
+    every request in flight (docs.python.org/3/library/gc.html#gc.freeze).
+
+    Once per process: a server process starts one app. A process that starts app after app (the
+    tests) would otherwise freeze each one's garbage for good as the next one starts."""
+    if gc.get_freeze_count():
+        return
     gc.collect()
     gc.freeze()
 
