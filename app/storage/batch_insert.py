@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Table, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.storage.driver import driver_under
 
 # Below this many rows COPY's own set-up round trip costs more than it saves.
 COPY_MIN_ROWS = 64
@@ -25,11 +27,7 @@ async def insert_rows(conn: AsyncConnection, table: Table, rows: list[dict[str, 
     if conn.dialect.name != "postgresql" or len(rows) < COPY_MIN_ROWS:
         await conn.execute(insert(table), rows)
         return
-    driver = (await conn.get_raw_connection()).driver_connection
-    assert driver is not None
-    if not driver.is_in_transaction():
-        # SQLAlchemy opens the transaction on its first statement; COPY must not run before it
-        await conn.execute(select(1))
+    driver = await driver_under(conn)  # in the caller's transaction: a rollback removes the copied rows
     columns = list(rows[0])
     await driver.copy_records_to_table(
         table.name, records=[tuple(row[c] for c in columns) for row in rows], columns=columns

@@ -13,6 +13,10 @@ conversion by SQLAlchemy's types (text and integers): values go to the
 driver as given and rows come back as the driver returns them. A statement
 holding a list spread at execution (``IN`` with an expanding parameter)
 has no fixed SQL; it is run through SQLAlchemy instead.
+
+These are reads for the server's own decisions (index rows), never
+resources for a caller: what leaves the server is selected through the read
+gate (``app.storage.gate``).
 """
 
 from __future__ import annotations
@@ -20,12 +24,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app.storage.driver import SPREAD_AT_EXECUTION, driver_under
 from app.storage.single_statement import compile_for_asyncpg
-
-_SPREAD_AT_EXECUTION = "__[POSTCOMPILE_"
 
 
 class DriverSelect:
@@ -49,12 +52,8 @@ class DriverSelect:
             return [tuple(row) for row in await conn.execute(self.statement, dict(values))]
         sql, names = compiled
         arguments = [values[name] for name in names]
-        driver = (await conn.get_raw_connection()).driver_connection
-        assert driver is not None
+        driver = await driver_under(conn)
         if dialect == "postgresql":
-            if not driver.is_in_transaction() and conn.in_transaction():
-                # SQLAlchemy opens the transaction on its first statement: the read must not run before it
-                await conn.execute(select(1))
             records: Sequence[Sequence[Any]] = await driver.fetch(sql, *arguments)
             return records
         cursor = await driver.execute(sql, arguments)
@@ -71,4 +70,4 @@ class DriverSelect:
         else:
             compiled = self.statement.compile(dialect=conn.dialect)
             sql, names = compiled.string, tuple(compiled.positiontup or ())
-        return None if _SPREAD_AT_EXECUTION in sql else (sql, names)
+        return None if SPREAD_AT_EXECUTION in sql else (sql, names)

@@ -56,6 +56,7 @@ from sqlalchemy.sql.elements import BindParameter
 from sqlalchemy.sql.selectable import CTE
 from sqlalchemy.types import TypeEngine
 
+from app.storage.driver import SPREAD_AT_EXECUTION
 from app.storage.index_tables import INDEX_TABLES, IndexRows
 from app.storage.repository import AlreadyExists, StoredVersion
 from app.storage.row_keys import RowKeys
@@ -142,7 +143,6 @@ class NotOneStatement(Exception):
 
 _COMPILED: dict[Hashable, Compiled | None] = {}
 _MOST_SHAPES = 512  # then the cache starts again: shapes come from index tables and hooks' parts
-_SPREAD_AT_EXECUTION = "__[POSTCOMPILE_"
 
 
 def _compiled(key: Hashable, make: Callable[[], Select[Any]]) -> Compiled:
@@ -153,7 +153,7 @@ def _compiled(key: Hashable, make: Callable[[], Select[Any]]) -> Compiled:
         if len(_COMPILED) >= _MOST_SHAPES:
             _COMPILED.clear()
         found = compile_for_asyncpg(make())
-        if _SPREAD_AT_EXECUTION in found.sql:
+        if SPREAD_AT_EXECUTION in found.sql:
             found = None
         _COMPILED[key] = found
     if found is None:

@@ -3,8 +3,6 @@ transaction, on SQLite (inline and threaded aiosqlite) and PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 from sqlalchemy import bindparam, insert, select
 
@@ -14,15 +12,6 @@ from app.storage.index_tables import INDEX_TABLES
 
 STRINGS = INDEX_TABLES["string"]
 C = STRINGS.c
-
-
-@pytest.fixture(params=["inline", "threaded"])
-async def db(database_url: str, request: pytest.FixtureRequest) -> AsyncIterator[Database]:
-    if request.param == "inline" and not database_url.startswith("sqlite"):
-        pytest.skip("only SQLite runs its calls inline")
-    database = Database.from_url(database_url, sqlite_inline=request.param == "inline")
-    yield database
-    await database.dispose()
 
 
 def row(resource_id: str, value: str, param_hash: int = 7) -> dict[str, object]:

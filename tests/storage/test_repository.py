@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -23,16 +22,6 @@ from app.storage.repository import (
     replace_version,
 )
 from app.storage.row_keys import NO_KEYS
-
-
-@pytest.fixture(params=["threaded", "inline"])
-async def db(database_url: str, request: pytest.FixtureRequest) -> AsyncIterator[Database]:
-    """On SQLite both connection modes: aiosqlite's worker thread and inline calls."""
-    if request.param == "inline" and not database_url.startswith("sqlite"):
-        pytest.skip("inline mode exists only for SQLite")
-    database = Database.from_url(database_url, sqlite_inline=request.param == "inline")
-    yield database
-    await database.dispose()
 
 
 def version(n: int, body: bytes | None = b"{}", rid: str = "t1") -> StoredVersion:

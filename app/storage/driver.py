@@ -1,0 +1,23 @@
+"""The driver connection (aiosqlite or asyncpg) under a SQLAlchemy one, for the few statements that run
+on it directly: COPY, the single-statement writes, small reads inside every watched write."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+# in SQL compiled from a construct: a list SQLAlchemy spreads into parameters only as it executes, so the
+# SQL cannot be run as it is
+SPREAD_AT_EXECUTION = "__[POSTCOMPILE_"
+
+
+async def driver_under(conn: AsyncConnection) -> Any:
+    """The driver connection under ``conn``, inside ``conn``'s transaction when it has one: SQLAlchemy
+    begins it on PostgreSQL only with its first statement, so one is run first if none has been."""
+    driver = (await conn.get_raw_connection()).driver_connection
+    assert driver is not None
+    if conn.dialect.name == "postgresql" and conn.in_transaction() and not driver.is_in_transaction():
+        await conn.execute(select(1))
+    return driver
