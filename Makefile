@@ -21,9 +21,14 @@ run: $(STAMP) migrate
 migrate: $(STAMP)
 	$(BIN)/fhir-server migrate
 
-## test: install what is missing and run the suite on SQLite and PostgreSQL
+## test: install what is missing and run the suite on SQLite and PostgreSQL: on one worker per core
+## (at most four; each file's tests on one worker), then the tests that time themselves (marked
+## `alone`) with nothing beside them. Exit status 5 is pytest's "no test selected" (a narrow PYTEST_ARGS).
+PYTEST_WORKERS ?= -n auto --maxprocesses 4 --dist loadfile
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	rm -f .pytest-postgres-count
+	$(BIN)/python -m pytest $(PYTEST_WORKERS) -m "not alone" $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	$(BIN)/python -m pytest -m alone $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 ## lint: ruff check and format the code
 lint: $(STAMP)

@@ -4,8 +4,10 @@ PostgreSQL comes from ``FHIR_TEST_POSTGRES_URL`` (a server URL; each test
 session creates its own database there) or from a throw-away cluster started
 here. When neither is possible the PostgreSQL tests are skipped with a loud
 warning, except under ``CI=true``, where that is an error. The number of
-PostgreSQL tests that ran is written to ``.pytest-postgres-count`` so
-``.ci/run`` can refuse a run in which that leg silently did not happen.
+PostgreSQL tests that ran is added to ``.pytest-postgres-count`` so
+``.ci/run`` can refuse a run in which that leg silently did not happen
+(``make test`` removes the file, then runs the parallel part and the
+tests marked ``alone``, each adding its count).
 """
 
 from __future__ import annotations
@@ -37,6 +39,15 @@ BACKENDS = ["sqlite", "postgresql"]
 TEST_BASE_URL = "http://testserver/fhir"
 PG_COUNT_FILE = ROOT / ".pytest-postgres-count"
 _pg_passed = 0
+
+
+def _pg_count_so_far() -> int:
+    """The count an earlier session of the same ``make test`` wrote (it runs pytest twice and removes
+    the file first)."""
+    try:
+        return int(PG_COUNT_FILE.read_text().strip() or 0)
+    except (OSError, ValueError):
+        return 0
 
 
 def in_ci() -> bool:
@@ -191,6 +202,8 @@ def pytest_runtest_logreport(report: Any) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    PG_COUNT_FILE.write_text(f"{_pg_passed}\n")
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return  # a worker of ``-n``: the controlling process receives every report and writes the count
+    PG_COUNT_FILE.write_text(f"{_pg_count_so_far() + _pg_passed}\n")
     if _pg_passed == 0 and session.testscollected:
         print("\n!!! No PostgreSQL test ran in this session !!!")

@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.conftest import FHIR_JSON_HEADERS
 
@@ -51,6 +52,7 @@ async def test_patterns_re2_cannot_run_are_refused(client: httpx.AsyncClient) ->
     assert "not supported" in response.json()["issue"][0]["diagnostics"]
 
 
+@pytest.mark.alone
 async def test_a_catastrophic_pattern_costs_nothing_on_writes(client: httpx.AsyncClient) -> None:
     redos = search_parameter(code="redos", expression="Patient.name.family.where(matches('^(a+)+$'))")
     assert (await client.post("/fhir/SearchParameter", json=redos, headers=FHIR_JSON_HEADERS)).status_code == 201

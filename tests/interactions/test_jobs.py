@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import orjson
+import pytest
 from fastapi import FastAPI
 from sqlalchemy import insert, select
 
@@ -317,6 +318,7 @@ async def test_shutdown_leaves_the_job_resumable(app: FastAPI, client: httpx.Asy
     assert await titled_ids(client, "heart") == ids
 
 
+@pytest.mark.alone
 async def test_health_answers_while_a_system_reindex_runs(app: FastAPI, client: httpx.AsyncClient) -> None:
     bodies = [load("careplan-example.json"), load("patient-example.json"), load("careplan-example-f201-renal.json")]
     for body in bodies:

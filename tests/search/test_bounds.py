@@ -56,6 +56,7 @@ async def tasks(client: httpx.AsyncClient) -> httpx.AsyncClient:
     return client
 
 
+@pytest.mark.alone
 async def test_parameter_count(tasks: httpx.AsyncClient) -> None:
     at_limit = "&".join(["status=requested"] * bounds.MAX_PARAMETERS)
     assert ids(await search(tasks, f"Task?{at_limit}")) == ["t0"]

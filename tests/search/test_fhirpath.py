@@ -9,6 +9,7 @@ import pytest
 from app.search.fhirpath import FhirPathError, compile_fhirpath, explain, split_top_level, split_union
 
 
+@pytest.mark.alone
 def test_catastrophic_patterns_run_in_linear_time() -> None:
     matches = compile_fhirpath("Patient.name.family.where(matches('^(a+)+$'))")
     patient = {"resourceType": "Patient", "name": [{"family": "a" * 28 + "!"}]}

@@ -31,7 +31,7 @@ import pytest
 from tests.conftest import BACKENDS, truncate
 from tests.server.process import RunningServer, start_server, stop_server
 
-pytestmark = pytest.mark.server
+pytestmark = [pytest.mark.server, pytest.mark.alone]
 
 FHIR = {"Content-Type": "application/fhir+json"}
 JSON_PATCH = {"Content-Type": "application/json-patch+json"}
