@@ -14,10 +14,17 @@ SPREAD_AT_EXECUTION = "__[POSTCOMPILE_"
 
 
 async def driver_under(conn: AsyncConnection) -> Any:
-    """The driver connection under ``conn``, inside ``conn``'s transaction when it has one: SQLAlchemy
-    begins it on PostgreSQL only with its first statement, so one is run first if none has been."""
+    """The driver connection under ``conn``, inside ``conn``'s transaction unless ``conn`` is in
+    autocommit mode (``Database.read``, ``statement_write``): on PostgreSQL SQLAlchemy begins a
+    transaction (explicitly or not) only with its first statement, so one is run first when the driver
+    is not in a transaction yet. Otherwise a COPY would commit on its own and ``conn``'s rollback would
+    not remove its rows."""
     driver = (await conn.get_raw_connection()).driver_connection
-    assert driver is not None
-    if conn.dialect.name == "postgresql" and conn.in_transaction() and not driver.is_in_transaction():
+    assert driver is not None and conn.sync_connection is not None
+    if (
+        conn.dialect.name == "postgresql"
+        and not driver.is_in_transaction()
+        and conn.sync_connection.get_execution_options().get("isolation_level") != "AUTOCOMMIT"
+    ):
         await conn.execute(select(1))
     return driver
