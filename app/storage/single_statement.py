@@ -45,6 +45,9 @@ from sqlalchemy import (
     false,
     func,
     insert,
+    literal,
+    not_,
+    or_,
     select,
     true,
     update,
@@ -95,13 +98,25 @@ class StatementPart:
     ``method``). ``committed`` runs once the statement succeeded (it commits
     by itself), with the number of rows the part's first CTE returned: what
     the part did (the outbox wakes its dispatcher only when it numbered an
-    event), so that CTE must return a row per thing done.
+    event), so that CTE must return a row per thing done; a part with
+    nothing to add returns no CTE (its count is 0).
+
+    ``veto`` builds a condition on stored rows under which the write must
+    not be stored by this statement: the statement then writes nothing and
+    the writer raises ``NotOneStatement`` (the write takes a transaction,
+    where the hook does what the condition stands for). It is for what a
+    hook rarely needs and could only do in the statement at a cost on every
+    write, such as numbering events on a condition for each of many
+    subscriptions (``app.subscriptions.settled``): a condition is one
+    filter of the write's row, where each conditional data-modifying CTE
+    is a node of the plan that starts at every execution.
     """
 
     shape: Hashable
     build: Callable[[CTE], Sequence[CTE]]
     values: Mapping[str, object]
     committed: Callable[[int], None] | None = None
+    veto: Callable[[], ColumnElement[bool]] | None = None
 
 
 class _IntegersInline(asyncpg.PGCompiler_asyncpg):
@@ -136,9 +151,9 @@ def compile_for_asyncpg(statement: Select[Any]) -> Compiled:
 
 
 class NotOneStatement(Exception):
-    """The parts given cannot run as SQL compiled once: they hold a list SQLAlchemy spreads into
-    parameters only when it executes a statement itself (an ``IN`` of several values). The write
-    then takes a transaction."""
+    """Nothing was written, and the write takes a transaction: the parts given cannot run as SQL
+    compiled once (they hold a list SQLAlchemy spreads into parameters only when it executes a
+    statement itself, an ``IN`` of several values), or a part's veto held (``StatementPart.veto``)."""
 
 
 _COMPILED: dict[Hashable, Compiled | None] = {}
@@ -200,8 +215,26 @@ def _counts(cur: CTE, parts: Sequence[StatementPart], *written: CTE) -> Select[A
     for each part the rows its first CTE returned, with every CTE of the write (``written``) and of the
     parts attached."""
     added = [list(part.build(cur)) for part in parts]
-    counts = [select(func.count()).select_from(cte).scalar_subquery() for cte in (cur, *(ctes[0] for ctes in added))]
+    counts: list[ColumnElement[Any]] = [_count(cur), *(_count(ctes[0]) if ctes else literal(0) for ctes in added)]
     return select(*counts).add_cte(*written, *(cte for ctes in added for cte in ctes))
+
+
+def _count(cte: CTE) -> ColumnElement[int]:
+    return select(func.count()).select_from(cte).scalar_subquery()
+
+
+def _vetoes(parts: Sequence[StatementPart]) -> ColumnElement[bool] | None:
+    """The parts' vetoes, any of which stops the write (``StatementPart.veto``); None without any."""
+    conditions = [part.veto() for part in parts if part.veto is not None]
+    return or_(*conditions) if conditions else None
+
+
+def _vetoed(parts: Sequence[StatementPart]) -> NotOneStatement | None:
+    """What a write that stored nothing raises when a part had a veto: the veto may be why (an id taken
+    or a lost race is then found again by the transaction the write takes instead)."""
+    if any(part.veto is not None for part in parts):
+        return NotOneStatement("a write hook's condition held: the write takes a transaction")
+    return None
 
 
 def create_statement(tables: tuple[str, ...], parts: Sequence[StatementPart] = ()) -> Compiled:
@@ -212,22 +245,23 @@ def create_statement(tables: tuple[str, ...], parts: Sequence[StatementPart] = (
 
 
 def _create(tables: tuple[str, ...], parts: Sequence[StatementPart]) -> Select[Any]:
-    cur = (
-        postgresql_insert(resources)
-        .values(
-            resource_type=bindparam("rt"),
-            id=bindparam("rid"),
-            version_id=bindparam("vid"),
-            last_updated=bindparam("updated"),
-            deleted=false(),
-            body=bindparam("payload"),
-            subject_ref=bindparam("subject_ref", type_=_r.subject_ref.type),
-            status_code=bindparam("status_code", type_=_r.status_code.type),
-        )
-        .on_conflict_do_nothing(index_elements=["resource_type", "id"])
-        .returning(_r.version_id)
-        .cte("cur")
-    )
+    row = {
+        "resource_type": bindparam("rt", type_=_r.resource_type.type),
+        "id": bindparam("rid", type_=_r.id.type),
+        "version_id": bindparam("vid", type_=_r.version_id.type),
+        "last_updated": bindparam("updated", type_=_r.last_updated.type),
+        "deleted": false(),
+        "body": bindparam("payload", type_=_r.body.type),
+        "subject_ref": bindparam("subject_ref", type_=_r.subject_ref.type),
+        "status_code": bindparam("status_code", type_=_r.status_code.type),
+    }
+    vetoes = _vetoes(parts)
+    inserted = postgresql_insert(resources)
+    if vetoes is None:
+        inserted = inserted.values(row)
+    else:  # the row only when no veto holds
+        inserted = inserted.from_select(list(row), select(*row.values()).where(not_(vetoes)))
+    cur = inserted.on_conflict_do_nothing(index_elements=["resource_type", "id"]).returning(_r.version_id).cte("cur")
     return _counts(cur, parts, _history(cur, false()), *_index_inserts(tables, cur))
 
 
@@ -242,11 +276,22 @@ def replace_statement(
     return _compiled(key, lambda: _replace(deletes, inserts, parts))
 
 
+def _optional(
+    wrap: Callable[[ColumnElement[bool]], ColumnElement[bool]], condition: ColumnElement[bool] | None
+) -> list[ColumnElement[bool]]:
+    return [] if condition is None else [wrap(condition)]
+
+
 def _replace(deletes: tuple[str, ...], inserts: tuple[str, ...], parts: Sequence[StatementPart]) -> Select[Any]:
     payload = bindparam("payload", type_=resources.c.body.type)
     cur = (
         update(resources)
-        .where(_r.resource_type == bindparam("rt"), _r.id == bindparam("rid"), _r.version_id == bindparam("expected"))
+        .where(
+            _r.resource_type == bindparam("rt"),
+            _r.id == bindparam("rid"),
+            _r.version_id == bindparam("expected"),
+            *_optional(not_, _vetoes(parts)),
+        )
         .values(
             version_id=bindparam("vid"),
             last_updated=bindparam("updated"),
@@ -331,13 +376,14 @@ async def create_in_one_statement(
     outside any explicit transaction.
 
     ``conn`` must not be in a transaction: the statement commits by itself.
-    Raises AlreadyExists when the id is taken (nothing is written then).
+    Raises AlreadyExists when the id is taken, NotOneStatement when a part's
+    veto may have held (nothing is written either way).
     """
     tables = _written_tables(rows)
     statement = create_statement(tables, parts)
     written, *done = await _fetch_counts(conn, statement, _values(version, rows, tables, parts, keys))
     if written != 1:
-        raise AlreadyExists(f"{version.resource_type}/{version.id}")
+        raise _vetoed(parts) or AlreadyExists(f"{version.resource_type}/{version.id}")
     _committed(parts, done)
 
 
@@ -352,13 +398,17 @@ async def replace_in_one_statement(
 ) -> bool:
     """Move the current row from ``expected_version`` to ``version`` (with its row ``keys``) and
     replace its index rows in ``tables`` by ``rows`` (and do what ``parts`` add); False (nothing
-    written) when another writer moved it first."""
+    written) when another writer moved it first. Raises NotOneStatement when nothing was written and a
+    part's veto may be why."""
     inserts = _written_tables(rows)
     values = _values(version, rows, inserts, parts, keys)
     values["expected"] = expected_version
     statement = replace_statement(tuple(sorted(tables)), inserts, parts)
     written, *done = await _fetch_counts(conn, statement, values)
     if written != 1:
+        vetoed = _vetoed(parts)
+        if vetoed is not None:
+            raise vetoed
         return False
     _committed(parts, done)
     return True

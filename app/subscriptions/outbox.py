@@ -30,9 +30,10 @@ after the commit the local dispatcher is woken. For a plain create or
 update on PostgreSQL, ``settle`` hands the numbering and the event rows to
 the write gate as CTEs of the write's own single statement
 (``app.subscriptions.settled``), instead of a transaction of some ten
-statements: what memory matched is numbered outright, and a subscription
-left with chains or ``_has`` on the condition that the stored resources
-they reach match. A written Subscription is
+statements: what memory matched is numbered outright, and the statement
+stores nothing (the write then takes a transaction) when a subscription
+left with chains or ``_has`` may match, judged on the stored resources they
+reach. A written Subscription is
 announced to the other processes after the commit (``ActiveSubscriptions``).
 """
 
@@ -92,7 +93,7 @@ class SubscriptionOutbox:
 
     def settle(self, change: Change) -> Sequence[StatementPart] | None:
         """The events of a create or update that memory alone matches, as CTEs of the statement storing
-        it (none when nothing matches), chains and ``_has`` judged by that statement on the resources
+        it (none when nothing matches), chains and ``_has`` the statement's veto, judged on the resources
         already stored (``app.subscriptions.settled``); None when the write needs a transaction: a
         Subscription written (its bookkeeping), the view of subscriptions stale, a deletion (matched on
         the removed version), or an owner's gate or a clause only the stored resource can judge."""

@@ -5,13 +5,20 @@ subscriptions it matches (``app.subscriptions.outbox``, ``settle``), their
 event numbers and event rows are written by the write's own statement
 (``app.storage.single_statement.StatementPart``): the state row of each
 matched active subscription is counted up and an event row inserted, only
-when the write happened. A subscription whose criteria keep chains or
-``_has`` after the in-memory judgement is numbered in the same statement on
-condition: the chain's targets are the written resource's own references
-(known in memory), the resources they must match are already stored, so the
-condition is a query on committed rows (``app.subscriptions.matching.prewrite_condition``).
-The numbered rows stay locked until the statement commits, as in a
-transaction, so numbers follow commit order and never skip.
+when the write happened. The numbered rows stay locked until the statement
+commits, as in a transaction, so numbers follow commit order and never skip.
+
+A subscription whose criteria keep chains or ``_has`` after the in-memory
+judgement becomes the part's veto (``StatementPart.veto``): the chain's
+targets are the written resource's own references (known in memory) and the
+resources they must match are already stored, so whether it may match is a
+condition on committed rows (``app.subscriptions.matching.prewrite_condition``).
+When none does, which is nearly every write, the statement stores the write
+and numbers what memory matched; when one does, the statement stores
+nothing and the write takes a transaction, where the outbox judges and
+numbers them all. Numbering each such subscription in the statement on its
+condition instead cost every write a data-modifying CTE per subscription
+(BENCHMARKS.md, "Subscriptions: chains as the statement's veto").
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from sqlalchemy import (
     false,
     insert,
     null,
+    or_,
     select,
     union_all,
     update,
@@ -52,8 +60,9 @@ def events_part(
     undecided: Sequence[tuple[SubscriptionDefinition, tuple[AnyClause, ...]]],
     committed: Callable[[int], None],
 ) -> StatementPart | None:
-    """The part numbering ``matched`` and those of ``undecided`` whose remaining clauses hold; None when
-    a remaining clause cannot be judged before the write (the write then needs a transaction).
+    """The part numbering ``matched``, with a veto when one of ``undecided`` may match: then the write
+    takes a transaction, which judges them and numbers those that do (``outbox``'s ``after``). None when
+    a remaining clause cannot be judged before the write (the write then needs a transaction too).
     ``committed`` gets the number of events the statement stored."""
     values: dict[str, object] = {
         "outbox.rt": stored.resource_type,
@@ -62,30 +71,30 @@ def events_part(
         "outbox.occurred": stored.last_updated,
     }
     # in the order of their ids, so that concurrent writes lock the subscriptions' rows in one order
-    chosen: list[tuple[str, tuple[AnyClause, ...] | None]] = [(subscription_id, None) for subscription_id in matched]
-    chosen = sorted(chosen + [(s.id, clauses) for s, clauses in undecided], key=lambda entry: entry[0])
-    references = references_of(rows) if undecided else {}
-    for position, (subscription_id, clauses) in enumerate(chosen):
+    for position, subscription_id in enumerate(sorted(matched)):
         values[f"outbox.s{position}"] = subscription_id
-        if clauses is not None and not prewrite_values(clauses, references, "outbox", values):
+    references = references_of(rows) if undecided else {}
+    for _, clauses in undecided:
+        if not prewrite_values(clauses, references, "outbox", values):
             return None
     resource_type = stored.resource_type
     # every id is a value; equal clauses build the same SQL with the same values bound inside it
-    layout = tuple(clauses for _, clauses in chosen)
-    shape = ("outbox", resource_type, layout)
+    layout = tuple(clauses for _, clauses in undecided)
+    shape = ("outbox", resource_type, len(matched), layout)
+    count = len(matched)
 
     def build(cur: CTE) -> Sequence[CTE]:  # only when this shape is first compiled
-        conditions = [
-            None if clauses is None else prewrite_condition(clauses, resource_type, "outbox") for clauses in layout
-        ]
-        return _numbered_events(cur, conditions)
+        return _numbered_events(cur, count) if count else ()
 
-    return StatementPart(shape, build, values, committed)
+    def veto() -> ColumnElement[bool]:
+        return or_(*(prewrite_condition(clauses, resource_type, "outbox") for clauses in layout))
+
+    return StatementPart(shape, build, values, committed, veto if layout else None)
 
 
-def _numbered_events(cur: CTE, conditions: Sequence[ColumnElement[bool] | None]) -> list[CTE]:
-    """The next number of each subscription named by ``outbox.s<position>`` that is active and whose
-    condition (if any) holds, and its event row, only when the write happened (``cur`` has its row).
+def _numbered_events(cur: CTE, count: int) -> list[CTE]:
+    """The next number of each of ``count`` subscriptions (named by ``outbox.s<position>``) that is
+    active, and its event row, only when the write happened (``cur`` has its row).
 
     One UPDATE per subscription, each by its primary key: one UPDATE of all of them by a list of ids
     (or by ORed conditions) was planned as a scan of every subscription's row at every write once
@@ -93,12 +102,11 @@ def _numbered_events(cur: CTE, conditions: Sequence[ColumnElement[bool] | None])
     count)."""
     written = exists(select(cur.c.version_id))
     counted = []
-    for position, condition in enumerate(conditions):
+    for position in range(count):
         key = S.subscription_id == bindparam(f"outbox.s{position}", type_=String())
-        where = [key, S.active.is_(True), written] + ([] if condition is None else [condition])
         counted.append(
             update(subscription_state)
-            .where(*where)
+            .where(key, S.active.is_(True), written)
             .values(events_assigned=S.events_assigned + 1)
             .returning(S.subscription_id, S.events_assigned)
             .cte(f"outbox_n{position}")

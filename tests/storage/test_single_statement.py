@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from sqlalchemy import exists, func, select
+from sqlalchemy import ColumnElement, String, bindparam, exists, func, select
 from sqlalchemy.sql.selectable import CTE
 
 from app.interactions.context import FhirContext, utc_now
@@ -17,12 +17,13 @@ from app.storage.database import Database
 from app.storage.index_tables import INDEX_TABLES
 from app.storage.repository import AlreadyExists, StoredVersion, read_current
 from app.storage.single_statement import (
+    NotOneStatement,
     StatementPart,
     create_in_one_statement,
     create_statement,
     replace_in_one_statement,
 )
-from app.storage.tables import resource_history
+from app.storage.tables import resource_history, resources
 
 PLAN = {
     "resourceType": "CarePlan",
@@ -136,3 +137,60 @@ def test_integers_bound_in_a_part_are_written_into_the_sql_and_strings_stay_para
     assert "DROP" not in compiled.sql
     assert "it's; DROP TABLE resources --" in compiled.defaults.values()
     assert -4569586023388075431 not in compiled.defaults.values()
+
+
+def veto_part(marker: str) -> StatementPart:
+    """A part adding nothing, whose veto holds when a resource with the id ``marker`` is stored."""
+
+    def veto() -> ColumnElement[bool]:
+        return exists(select(resources.c.id).where(resources.c.id == bindparam("test.marker", type_=String())))
+
+    return StatementPart(("test", "veto"), lambda cur: (), {"test.marker": marker}, None, veto)
+
+
+async def test_a_part_whose_veto_holds_stops_the_write_which_then_takes_a_transaction(ctx: FhirContext) -> None:
+    """``StatementPart.veto``: when its condition holds the statement writes nothing (no current,
+    history or index row) and the writer is told to take a transaction; when it does not, the write is
+    stored as usual and the part's count is 0."""
+    marker = (await create(ctx, RequestContext(), "CarePlan", dict(PLAN))).stored.id
+    now = utc_now()
+    for resource_id, label, stored in (("vetoed", marker, False), ("allowed", "no-such-id", True)):
+        version = StoredVersion("CarePlan", resource_id, 1, now, False, stamp(PLAN, resource_id, 1, now), "POST")
+        rows = ctx.index_rows("CarePlan", resource_id, PLAN)
+        counts: list[int] = []
+        part = veto_part(label)
+        part = StatementPart(part.shape, part.build, part.values, counts.append, part.veto)
+        async with ctx.db.single_statement() as conn:
+            if stored:
+                await create_in_one_statement(conn, version, rows, [part], ctx.row_keys("CarePlan", rows))
+                assert counts == [0]
+            else:
+                with pytest.raises(NotOneStatement):
+                    await create_in_one_statement(conn, version, rows, [part], ctx.row_keys("CarePlan", rows))
+                assert counts == []
+        async with ctx.db.read() as conn:
+            assert (await read_current(conn, "CarePlan", resource_id) is not None) is stored
+            history = select(func.count()).where(resource_history.c.id == resource_id)
+            assert (await conn.execute(history)).scalar_one() == (1 if stored else 0)
+        assert await index_row_count(ctx, resource_id) == (sum(len(r) for r in rows.values()) if stored else 0)
+
+
+async def test_an_update_whose_veto_holds_keeps_the_current_version(ctx: FhirContext) -> None:
+    created = await create(ctx, RequestContext(), "CarePlan", dict(PLAN))
+    rid = created.stored.id
+    changed = {**PLAN, "id": rid, "status": "completed"}
+    now = utc_now()
+    version = StoredVersion("CarePlan", rid, 2, now, False, stamp(changed, rid, 2, now), "PUT")
+    rows = ctx.index_rows("CarePlan", rid, changed)
+    tables = ctx.extractor.tables_for("CarePlan")
+    keys = ctx.row_keys("CarePlan", rows)
+    async with ctx.db.single_statement() as conn:
+        with pytest.raises(NotOneStatement):
+            await replace_in_one_statement(conn, 1, version, rows, tables, [veto_part(rid)], keys)
+        async with ctx.db.read() as reader:
+            current = await read_current(reader, "CarePlan", rid)
+        assert current is not None and current.version_id == 1
+        assert await replace_in_one_statement(conn, 1, version, rows, tables, [veto_part("no-such-id")], keys)
+    async with ctx.db.read() as conn:
+        current = await read_current(conn, "CarePlan", rid)
+    assert current is not None and current.version_id == 2
