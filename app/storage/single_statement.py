@@ -223,10 +223,11 @@ def _count(cte: CTE) -> ColumnElement[int]:
     return select(func.count()).select_from(cte).scalar_subquery()
 
 
-def _vetoes(parts: Sequence[StatementPart]) -> ColumnElement[bool] | None:
-    """The parts' vetoes, any of which stops the write (``StatementPart.veto``); None without any."""
+def _unvetoed(parts: Sequence[StatementPart]) -> list[ColumnElement[bool]]:
+    """The condition on which the write is stored: that none of the parts' vetoes holds
+    (``StatementPart.veto``); no condition when no part has one."""
     conditions = [part.veto() for part in parts if part.veto is not None]
-    return or_(*conditions) if conditions else None
+    return [not_(or_(*conditions))] if conditions else []
 
 
 def _vetoed(parts: Sequence[StatementPart]) -> NotOneStatement | None:
@@ -255,12 +256,12 @@ def _create(tables: tuple[str, ...], parts: Sequence[StatementPart]) -> Select[A
         "subject_ref": bindparam("subject_ref", type_=_r.subject_ref.type),
         "status_code": bindparam("status_code", type_=_r.status_code.type),
     }
-    vetoes = _vetoes(parts)
+    unvetoed = _unvetoed(parts)
     inserted = postgresql_insert(resources)
-    if vetoes is None:
+    if unvetoed:  # the row only when no veto holds
+        inserted = inserted.from_select(list(row), select(*row.values()).where(*unvetoed))
+    else:
         inserted = inserted.values(row)
-    else:  # the row only when no veto holds
-        inserted = inserted.from_select(list(row), select(*row.values()).where(not_(vetoes)))
     cur = inserted.on_conflict_do_nothing(index_elements=["resource_type", "id"]).returning(_r.version_id).cte("cur")
     return _counts(cur, parts, _history(cur, false()), *_index_inserts(tables, cur))
 
@@ -276,12 +277,6 @@ def replace_statement(
     return _compiled(key, lambda: _replace(deletes, inserts, parts))
 
 
-def _optional(
-    wrap: Callable[[ColumnElement[bool]], ColumnElement[bool]], condition: ColumnElement[bool] | None
-) -> list[ColumnElement[bool]]:
-    return [] if condition is None else [wrap(condition)]
-
-
 def _replace(deletes: tuple[str, ...], inserts: tuple[str, ...], parts: Sequence[StatementPart]) -> Select[Any]:
     payload = bindparam("payload", type_=resources.c.body.type)
     cur = (
@@ -290,7 +285,7 @@ def _replace(deletes: tuple[str, ...], inserts: tuple[str, ...], parts: Sequence
             _r.resource_type == bindparam("rt"),
             _r.id == bindparam("rid"),
             _r.version_id == bindparam("expected"),
-            *_optional(not_, _vetoes(parts)),
+            *_unvetoed(parts),
         )
         .values(
             version_id=bindparam("vid"),
