@@ -14,11 +14,11 @@ left). References are preferred as anchors: they are the selective ones.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, String, Text, and_, bindparam, exists, literal, select
+from sqlalchemy import ColumnElement, Select, String, Text, and_, bindparam, exists, literal, or_, select
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from app.search.compiler import chain_reaches, one_resource_condition, referenced_by_matches
@@ -162,3 +162,58 @@ def prewrite_condition(clauses: Iterable[AnyClause], resource_type: str, prefix:
         elif isinstance(clause, HasClause):
             conditions.append(referenced_by_matches(clause, resource_type, bindparam("outbox.rid", type_=String())))
     return and_(*conditions)
+
+
+def prewrite_veto(
+    conjunctions: Sequence[tuple[AnyClause, ...]], resource_type: str, prefix: str
+) -> ColumnElement[bool]:
+    """Whether one of ``conjunctions`` (each what memory leaves of one subscription's criteria) may hold
+    for a resource about to be written: the OR of their ``prewrite_condition``s, with the lone chains
+    that differ only in their inner values merged first (``merge_chains``), so that ten subscriptions
+    ``CarePlan?subject.family=...`` probe the written resource's targets once, not ten times."""
+    return or_(*(prewrite_condition(clauses, resource_type, prefix) for clauses in merge_chains(conjunctions)))
+
+
+def merge_chains(conjunctions: Sequence[tuple[AnyClause, ...]]) -> list[tuple[AnyClause, ...]]:
+    """``conjunctions``, ORed, with those that are one chain through the same parameter to the same
+    inner parameters (and modifiers) merged into one chain whose inner clauses carry all their values:
+    values of one clause are ORed (search.html#combining), so ``a.b=x`` or ``a.b=y`` is ``a.b=x,y``.
+    Inner clauses under ``:not`` or ``:missing`` are kept apart, as are conjunctions of several
+    clauses; the order of first appearance is kept (it is part of the statement's shape)."""
+    merged: dict[Key, int] = {}
+    result: list[tuple[AnyClause, ...]] = []
+    for clauses in conjunctions:
+        family = _chain_family(clauses)
+        if family is None or family not in merged:
+            if family is not None:
+                merged[family] = len(result)
+            result.append(clauses)
+            continue
+        position = merged[family]
+        known, chain = result[position][0], clauses[0]
+        assert isinstance(known, ChainClause) and isinstance(chain, ChainClause)
+        result[position] = (_with_values_of(known, chain),)
+    return result
+
+
+def _chain_family(clauses: tuple[AnyClause, ...]) -> Key | None:
+    """What lone chains must share to be merged (``merge_chains``); None when ``clauses`` are not one."""
+    if len(clauses) != 1 or not isinstance(clauses[0], ChainClause):
+        return None
+    chain = clauses[0]
+    family: list[object] = [chain.param.resource_type, chain.param.code]
+    for target_type, inner in chain.alternatives:
+        if not isinstance(inner, Clause) or inner.modifier in ("not", "missing"):
+            return None
+        family += [target_type, inner.param.resource_type, inner.param.code, inner.modifier]
+    return tuple(family)
+
+
+def _with_values_of(chain: ChainClause, other: ChainClause) -> ChainClause:
+    """``chain`` whose inner clauses also hold the values of ``other``'s (of the same family)."""
+    alternatives: list[tuple[str, AnyClause]] = []
+    for (target_type, inner), (_, more) in zip(chain.alternatives, other.alternatives, strict=True):
+        assert isinstance(inner, Clause) and isinstance(more, Clause)
+        values, raw = inner.values + more.values, f"{inner.raw},{more.raw}"
+        alternatives.append((target_type, replace(inner, values=values, raw=raw)))
+    return replace(chain, alternatives=tuple(alternatives), raw=f"{chain.raw},{other.raw}")

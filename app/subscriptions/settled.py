@@ -33,7 +33,6 @@ from sqlalchemy import (
     false,
     insert,
     null,
-    or_,
     select,
     union_all,
     update,
@@ -46,7 +45,7 @@ from app.storage.repository import StoredVersion
 from app.storage.single_statement import StatementPart
 from app.subscriptions.chains import references_of
 from app.subscriptions.definition import SubscriptionDefinition
-from app.subscriptions.matching import prewrite_condition, prewrite_values
+from app.subscriptions.matching import prewrite_values, prewrite_veto
 from app.subscriptions.tables import subscription_events, subscription_state
 
 S = subscription_state.c
@@ -87,7 +86,7 @@ def events_part(
         return _numbered_events(cur, count) if count else ()
 
     def veto() -> ColumnElement[bool]:
-        return or_(*(prewrite_condition(clauses, resource_type, "outbox") for clauses in layout))
+        return prewrite_veto(layout, resource_type, "outbox")
 
     return StatementPart(shape, build, values, committed, veto if layout else None)
 

@@ -74,7 +74,9 @@ JUDGED_ON_TARGETS = [
     "patient.general-practitioner=Practitioner/g1",
     "patient.gender=male&status=requested",
     "patient.family=doe,roe",
+    "patient.family=roe",  # with the other lone family chains, one condition of a plain create's veto
     "owner.name=osei",
+    "owner.name=nobody",
 ]
 LEFT_TO_THE_DATABASE = ["patient.birthdate:missing=true", "patient.gender:not=male", "patient.birthdate=1970"]
 

@@ -11,7 +11,7 @@ from app.search.memory import ClauseCheck, clauses_hold
 from app.search.request import parse_search
 from app.subscriptions.chains import references_of
 from app.subscriptions.definition import SubscriptionDefinition
-from app.subscriptions.matching import TypeIndex, anchor, prewrite_values
+from app.subscriptions.matching import TypeIndex, anchor, merge_chains, prewrite_values
 from tests.search.test_memory import REGISTRY, rows_of
 from tests.search.test_oracle import clauses, tasks
 
@@ -85,3 +85,28 @@ def test_subscriptions_chaining_through_one_parameter_share_its_targets() -> Non
         "s.via.owner.HealthcareService": [],
         "s.via.owner.RelatedPerson": [],
     }
+
+
+def test_lone_chains_of_one_family_are_merged_into_one_chain_of_all_their_values() -> None:
+    """A veto probes the written resource's targets once for all subscriptions ``Task?owner.name=...``:
+    values of one clause are ORed (search.html#combining)."""
+
+    def clauses(*pairs: tuple[str, str]) -> tuple[Any, ...]:
+        return parse_search("Task", list(pairs), REGISTRY, 1, 1).clauses
+
+    conjunctions = [
+        clauses(("patient.family", "doe")),
+        clauses(("patient.family:exact", "Roe")),  # another modifier: another family
+        clauses(("patient.family", "roe,poe")),
+        clauses(("patient.gender:not", "male")),  # a negation is not an OR of values
+        clauses(("patient.family", "doe"), ("status", "ready")),  # not a lone chain
+        clauses(("patient.family", "moe")),
+    ]
+    assert [" ".join(c.sexp() for c in merged) for merged in merge_chains(conjunctions)] == [
+        "(chain Task.patient (Patient (or (string Patient.family doe) (string Patient.family roe)"
+        " (string Patient.family poe) (string Patient.family moe))))",
+        "(chain Task.patient (Patient (string:exact Patient.family Roe)))",
+        "(chain Task.patient (Patient (token:not Patient.gender male)))",
+        "(chain Task.patient (Patient (string Patient.family doe))) (token Task.status ready)",
+    ]
+    assert merge_chains(conjunctions[:1]) == conjunctions[:1]  # alone, unchanged
