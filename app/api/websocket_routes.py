@@ -52,7 +52,8 @@ async def subscription_websocket(
         while True:
             if session.caller is None and not session.bound:  # no token yet: bind-with-token soon, or go
                 try:
-                    message = await asyncio.wait_for(websocket.receive_text(), UNBOUND_SECONDS)
+                    async with asyncio.timeout(UNBOUND_SECONDS):  # not wait_for: see Dispatcher.run
+                        message = await websocket.receive_text()
                 except TimeoutError:
                     await websocket.close(code=1008, reason="bind-with-token was not sent in time")
                     return

@@ -48,7 +48,8 @@ class Broadcast:
             return
         self._watch = asyncio.create_task(self._stay_connected())
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.listening.wait(), timeout=10)
+            async with asyncio.timeout(10):  # not wait_for, which can lose a cancellation on Python 3.11
+                await self.listening.wait()
 
     async def publish(self, message: str) -> None:
         if len(message.encode()) > MAX_PAYLOAD_BYTES:

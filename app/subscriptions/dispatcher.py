@@ -156,8 +156,12 @@ class Dispatcher:
                 await self.start_due()
             except Exception:
                 LOG.exception("the subscription dispatcher could not claim work")
+            # asyncio.timeout, not wait_for: on Python 3.11, wait_for returns the result when it is
+            # cancelled after its awaitable finished (a wake() up to three loop passes before the
+            # cancel), so the cancellation is lost, this loop never ends and close() waits for it forever
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.settings.poll_seconds)
+                async with asyncio.timeout(self.settings.poll_seconds):
+                    await self._wake.wait()
 
     async def start_due(self) -> None:
         """One round: (at most once per poll interval) pick up Subscriptions changed elsewhere and turn

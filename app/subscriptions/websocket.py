@@ -197,7 +197,10 @@ class WebSocketHub:
         """Build and send the notification Bundles of topic sessions, in event order; heartbeats."""
         while True:
             try:
-                subscription_id, number = await asyncio.wait_for(self._bundles.get(), HEARTBEAT_CHECK_SECONDS)
+                # not wait_for, which on Python 3.11 loses a cancellation arriving as an item is put
+                # (the worker would then never end: see Dispatcher.run)
+                async with asyncio.timeout(HEARTBEAT_CHECK_SECONDS):
+                    subscription_id, number = await self._bundles.get()
             except TimeoutError:
                 self._heartbeats()
                 continue

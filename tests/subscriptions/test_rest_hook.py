@@ -403,19 +403,21 @@ async def test_a_subscription_passed_over_while_its_task_finished_is_delivered_w
     dispatcher = make_dispatcher(app, receiver, poll_seconds=60.0)
     subscription_id = await subscribe(client, "Task?owner=Practitioner/p1")
     finishing: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    delivered = asyncio.Event()
     deliver_all = dispatcher._deliver_all
 
     async def slow_to_end(subscription: str) -> None:
         await deliver_all(subscription)  # delivers, records, gives the lease back
+        delivered.set()
         await finishing  # ... and the task has not ended yet when the next event's wake-up comes
 
     monkeypatch.setattr(dispatcher, "_deliver_all", slow_to_end)
     await post(client, task())
     running = asyncio.create_task(dispatcher.run())
-    for _ in range(40):
-        if receiver.event_ids:
-            break
-        await asyncio.sleep(0.05)
+    # until the task has given the lease back, not only sent event 1: an event committed before the
+    # task recorded the first would still be its to deliver (it keeps a lease while events wait)
+    async with asyncio.timeout(2):
+        await delivered.wait()
     assert receiver.event_ids == [f"{subscription_id}/1"]
     await post(client, task())
     dispatcher.wake()
@@ -429,6 +431,33 @@ async def test_a_subscription_passed_over_while_its_task_finished_is_delivered_w
     assert receiver.event_ids == [f"{subscription_id}/1", f"{subscription_id}/2"]  # not a minute later
     running.cancel()
     await asyncio.gather(running, return_exceptions=True)
+    await dispatcher.close()
+
+
+@pytest.mark.parametrize("passes", [0, 1, 2, 3])
+async def test_the_dispatcher_stops_when_cancelled_just_after_a_wake_up(
+    app: FastAPI, monkeypatch: pytest.MonkeyPatch, passes: int
+) -> None:
+    """A write's wake-up a few loop passes before shutdown cancels the dispatcher: the cancellation is
+    not lost (``asyncio.wait_for`` on Python 3.11 returned the finished wait instead, and the loop went
+    on, so ``Subscriptions.close`` waited for it forever)."""
+    dispatcher = make_dispatcher(app, Receiver(), poll_seconds=60.0)
+    looked = asyncio.Event()
+    start_due = dispatcher.start_due
+
+    async def look_then_tell() -> None:
+        await start_due()
+        looked.set()  # the loop now waits for a wake-up, with nothing in between
+
+    monkeypatch.setattr(dispatcher, "start_due", look_then_tell)
+    running = asyncio.create_task(dispatcher.run())
+    await looked.wait()
+    dispatcher.wake()
+    for _ in range(passes):
+        await asyncio.sleep(0)
+    running.cancel()
+    done, _ = await asyncio.wait({running}, timeout=5)
+    assert done == {running} and running.cancelled()
     await dispatcher.close()
 
 
