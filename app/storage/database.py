@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -175,6 +175,59 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
             conn.exec_driver_sql("BEGIN")
 
 
+async def _to_the_end(cleanup: Coroutine[Any, Any, None]) -> None:
+    """Run ``cleanup`` to its end even when the caller is cancelled meanwhile, then raise that
+    cancellation (SQLAlchemy's ``async with`` exit does the same for every close).
+
+    A rollback cut short by a cancellation would make SQLAlchemy throw the connection away (it takes
+    the interruption for a lost connection), and the pool, which resets nothing on return
+    (``pool_reset_on_return=None``), relies on every transaction having been ended. A caller may be
+    cancelled more than once: anyio, under Starlette, cancels a task again at every await until it
+    leaves the cancelled scope.
+    """
+    task = asyncio.ensure_future(cleanup)
+    cancelled: asyncio.CancelledError | None = None
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError as error:
+            if task.done() and task.cancelled():
+                raise
+            cancelled = error
+    if cancelled is not None:
+        raise cancelled
+    task.result()
+
+
+@asynccontextmanager
+async def _connection(engine: AsyncEngine, transaction: bool, **options: Any) -> AsyncIterator[AsyncConnection]:
+    """A pooled connection (in a transaction: committed when the block ends, else rolled back), given
+    back to the pool when the block ends.
+
+    Not ``async with engine.connect()`` / ``engine.begin()``: their exit closes the connection in a
+    task of its own (``_run_to_completion``), two more event-loop passes for every request. Here a
+    block that ended normally commits and closes in the caller's task, with no pass but the
+    driver's; a block that raised or was cancelled rolls back and closes through ``_to_the_end``,
+    which no further cancellation interrupts. The normal close sends nothing on PostgreSQL or after a
+    write (the transaction has ended); where it does call the driver (a SQLite read's rollback) and
+    is cancelled there, SQLAlchemy discards that connection and frees its place in the pool.
+    """
+    conn = await engine.connect()
+    try:
+        if options:
+            await conn.execution_options(**options)
+        if transaction:
+            begun = await conn.begin()
+            yield conn
+            await begun.commit()
+        else:
+            yield conn
+    except BaseException:
+        await _to_the_end(conn.close())  # closing rolls back the transaction still open
+        raise
+    await conn.close()
+
+
 class Database:
     """The engine plus read and write transaction scopes."""
 
@@ -198,15 +251,17 @@ class Database:
         SQLite, go before the writers already waiting (``app.storage.writer_queue``)."""
         committed: list[Callable[[], None]] = []
         if self._sqlite_writer is None:
-            async with self.engine.begin() as conn:
+            async with _connection(self.engine, transaction=True) as conn:
                 conn.info[AFTER_COMMIT] = committed
                 yield conn
         else:
-            async with self._sqlite_writer.hold(urgent), self.engine.connect() as conn:
-                await conn.execution_options(**{WRITE_OPTION: True})
+            # WRITE_OPTION before the transaction begins: its BEGIN is then BEGIN IMMEDIATE
+            async with (
+                self._sqlite_writer.hold(urgent),
+                _connection(self.engine, transaction=True, **{WRITE_OPTION: True}) as conn,
+            ):
                 conn.info[AFTER_COMMIT] = committed
-                async with conn.begin():
-                    yield conn
+                yield conn
             if self.checkpoints is not None:
                 self.checkpoints.after_write()
         for callback in committed:
@@ -225,11 +280,8 @@ class Database:
         Reads are single statements, or tolerate a commit landing between two
         of their statements, so they need no transaction of their own.
         """
-        async with self.engine.connect() as conn:
-            if self.dialect == "postgresql":
-                await conn.execution_options(isolation_level="AUTOCOMMIT")
-            else:
-                await conn.execution_options(**{AUTOCOMMIT_OPTION: True})
+        options = {"isolation_level": "AUTOCOMMIT"} if self.dialect == "postgresql" else {AUTOCOMMIT_OPTION: True}
+        async with _connection(self.engine, transaction=False, **options) as conn:
             yield conn
 
     @property
@@ -252,11 +304,11 @@ class Database:
     @asynccontextmanager
     async def single_statement(self) -> AsyncIterator[AsyncConnection]:
         """A pooled connection outside any transaction, for one self-contained statement (PostgreSQL)."""
-        async with self.engine.connect() as conn:
+        async with _connection(self.engine, transaction=False) as conn:
             yield conn
 
     async def ping(self) -> bool:
-        async with self.engine.connect() as conn:
+        async with _connection(self.engine, transaction=False) as conn:
             return (await conn.execute(select(1))).scalar() == 1
 
     async def lock_key(self, conn: AsyncConnection, key: str) -> None:

@@ -11,9 +11,12 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
 
 import asyncpg
 import pytest
+from sqlalchemy import event, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -215,3 +218,118 @@ async def test_a_cancelled_request_cancels_its_statement_in_postgresql(database_
             assert (await conn.execute(select(1))).scalar() == 1
     finally:
         await database.dispose()
+
+
+# The scopes: a block that ends normally gives its connection back in the caller's own task, with no
+# event-loop pass of its own (SQLAlchemy's ``async with`` exit closes in a new task: two passes more
+# per request); a block cancelled, even again and again while it cleans up, is rolled back and its
+# connection goes back to the pool, unharmed.
+
+
+@pytest.fixture(params=["threaded", "inline"])
+async def each_mode(database_url: str, request: pytest.FixtureRequest) -> AsyncIterator[Database]:
+    """On SQLite both connection modes (aiosqlite's worker thread, inline calls); PostgreSQL once."""
+    if request.param == "inline" and not database_url.startswith("sqlite"):
+        pytest.skip("inline mode exists only for SQLite")
+    database = Database.from_url(database_url, sqlite_inline=request.param == "inline")
+    yield database
+    await database.dispose()
+
+
+class LoopPasses:
+    """Counts the event loop's passes: a callback that schedules itself again runs once per pass."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._handle: asyncio.Handle | None = None
+
+    def _tick(self) -> None:
+        self.count += 1
+        self._handle = asyncio.get_running_loop().call_soon(self._tick)
+
+    def __enter__(self) -> LoopPasses:
+        self._handle = asyncio.get_running_loop().call_soon(self._tick)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+
+
+SCOPES: dict[str, Callable[[Database], AbstractAsyncContextManager[AsyncConnection]]] = {
+    "read": lambda db: db.read(),
+    "write": lambda db: db.write(),
+    "statement_write": lambda db: db.statement_write(),
+    "single_statement": lambda db: db.single_statement(),
+}
+
+
+@pytest.mark.parametrize("scope", list(SCOPES))
+async def test_a_scope_that_ends_normally_returns_its_connection_in_its_own_task_at_once(
+    each_mode: Database, scope: str
+) -> None:
+    """The connection goes back to the pool from the task that used it (no task started to close it),
+    and the scope ends in that same loop pass: no pass beyond what the driver's own calls need."""
+    db = each_mode
+    me = asyncio.current_task()
+    checked_in: list[tuple[asyncio.Task[Any] | None, set[asyncio.Task[Any]], int]] = []
+    with LoopPasses() as passes:
+
+        def on_checkin(*_: object) -> None:
+            checked_in.append((asyncio.current_task(), asyncio.all_tasks(), passes.count))
+
+        event.listen(db.engine.sync_engine.pool, "checkin", on_checkin)
+        await stored_ids(db, ["warm"])  # a pooled connection exists (a first connect is the driver's time)
+        checked_in.clear()
+        before = asyncio.all_tasks()
+        async with SCOPES[scope](db) as conn:
+            assert (await conn.execute(select(1))).scalar() == 1
+        ended = passes.count
+    assert len(checked_in) == 1 and db.engine.pool.checkedout() == 0
+    closer, tasks, checked_in_at = checked_in[0]
+    assert closer is me and tasks <= before  # closed by this task; no task was started for it
+    assert ended == checked_in_at  # the scope ended in the pass that gave the connection back
+
+
+async def test_a_cancelled_write_is_rolled_back_and_its_connection_pooled_again(each_mode: Database) -> None:
+    """Cancelled inside the transaction and then again at every await of its clean-up (as anyio's
+    cancel scopes do under Starlette): the rollback still runs to its end, the connection is back in
+    the pool, not thrown away, and the next write on it commits only its own row."""
+    db = each_mode
+    pool = db.engine.sync_engine.pool
+    discarded: list[object] = []
+    event.listen(pool, "invalidate", lambda *args: discarded.append(args))
+    event.listen(pool, "soft_invalidate", lambda *args: discarded.append(args))
+    inside = asyncio.Event()
+
+    async def write() -> None:
+        async with db.write() as conn:
+            await insert_first(conn, version("cancelled"), NO_KEYS)
+            inside.set()
+            await asyncio.sleep(60)
+
+    writer = asyncio.create_task(write())
+    async with asyncio.timeout(10):
+        await inside.wait()
+        cancels = 0
+        while not writer.done():
+            writer.cancel()
+            cancels += 1
+            await asyncio.sleep(0)
+    assert writer.cancelled() and cancels > 1
+    assert pool.checkedout() == 0 and discarded == []
+    async with asyncio.timeout(10):  # on SQLite the writer's turn and its lock were given back too
+        async with db.write() as conn:
+            await insert_first(conn, version("next"), NO_KEYS)
+    assert await stored_ids(db, ["cancelled", "next"]) == {"next"}
+    assert pool.checkedout() == 0 and discarded == []
+
+
+async def test_a_failed_write_is_rolled_back_and_its_connection_pooled_again(each_mode: Database) -> None:
+    db = each_mode
+    with pytest.raises(RuntimeError, match="a bug"):
+        async with db.write() as conn:
+            await insert_first(conn, version("failed"), NO_KEYS)
+            raise RuntimeError("a bug")
+    assert db.engine.pool.checkedout() == 0
+    assert await stored_ids(db, ["failed"]) == set()
