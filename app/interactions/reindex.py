@@ -51,7 +51,9 @@ _COUNT = select(func.count()).select_from(resources).where(_R.resource_type == b
 async def _reindex_rows(
     ctx: FhirContext, conn: AsyncConnection, resource_type: str, statement: Select[Any], params: dict[str, Any]
 ) -> list[str]:
-    """Re-extract the rows ``statement`` locks, in the caller's transaction; the ids done."""
+    """Re-extract the rows ``statement`` locks, in the caller's transaction; the ids done. A batch
+    rewrites thousands of index rows: on inline SQLite its statements run in a worker thread."""
+    await ctx.db.run_off_loop(conn)
     rows = list(await conn.execute(statement, params))
     if not rows:
         return []

@@ -34,7 +34,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from app.errors import FhirError, StatementTimeout, VersionConflict
 from app.storage.sqlite_checkpoints import WAL_BACKSTOP_PRAGMA, WalCheckpoints
-from app.storage.sqlite_inline import connect_inline
+from app.storage.sqlite_closing import RollbackOnClose
+from app.storage.sqlite_inline import InlineConnection, connect_inline
 from app.storage.writer_queue import WriterQueue
 
 WRITE_OPTION = "fhir_write"
@@ -107,7 +108,7 @@ def create_engine(
     """
     if url.startswith("sqlite"):
         _ensure_sqlite_directory(url)
-        connect_args: dict[str, Any] = {"timeout": 30}
+        connect_args: dict[str, Any] = {"timeout": 30, "factory": RollbackOnClose}
         if sqlite_inline:
             connect_args["async_creator_fn"] = connect_inline
         # LIFO: the connection used last is used next. SQLite keeps a page cache per connection and
@@ -266,6 +267,18 @@ class Database:
                 self.checkpoints.after_write()
         for callback in committed:
             callback()
+
+    @staticmethod
+    async def run_off_loop(conn: AsyncConnection) -> None:
+        """Run the rest of ``conn``'s write transaction, its commit included, in a worker thread, when
+        its SQLite calls would otherwise run on the event loop (``app.storage.sqlite_inline``): for a
+        write too large to hold every other request up for (megabytes of body, thousands of index
+        rows). Elsewhere the driver already waits off the loop, and this does nothing."""
+        if conn.dialect.name != "sqlite":
+            return
+        driver = (await conn.get_raw_connection()).driver_connection
+        if isinstance(driver, InlineConnection):
+            driver.run_off_loop()
 
     @staticmethod
     def after_commit(conn: AsyncConnection, callback: Callable[[], None]) -> None:

@@ -11,12 +11,20 @@ Only safe when nothing else holds SQLite's write lock for long: one server
 process, whose writers already queue on an asyncio lock (see
 ``Database.write``). With several worker processes the server uses plain
 aiosqlite, so a busy wait never blocks the event loop.
+
+A few transactions are too large to run inline: a 9 MB resource's insert,
+index rows and commit, or its deletion, take SQLite most of a second, during
+which the loop would answer no one. ``run_off_loop`` hands the rest of such a
+transaction's calls to a worker thread (``sqlite3`` releases the GIL while
+SQLite works), until its commit or rollback.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Callable, Generator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -48,11 +56,30 @@ class InlineConnection(aiosqlite.Connection):
     def __init__(self, connector: Callable[[], sqlite3.Connection], iter_chunk_size: int) -> None:
         super().__init__(connector, iter_chunk_size)
         self._tx = _InlineQueue()  # type: ignore[assignment]
+        self.off_loop = False  # the open transaction's calls run in a worker thread until it ends
+
+    def run_off_loop(self) -> None:
+        """Run this connection's calls in a worker thread until its transaction commits or rolls back."""
+        self.off_loop = True
 
     async def _execute(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if not self._running or not self._connection:
             raise ValueError("Connection closed")
+        if self.off_loop:
+            return await _in_worker_thread(partial(fn, *args, **kwargs))
         return fn(*args, **kwargs)
+
+    async def commit(self) -> None:
+        try:
+            await super().commit()
+        finally:
+            self.off_loop = False
+
+    async def rollback(self) -> None:
+        try:
+            await super().rollback()
+        finally:
+            self.off_loop = False
 
     async def _connect(self) -> InlineConnection:
         if self._connection is None:
@@ -63,6 +90,7 @@ class InlineConnection(aiosqlite.Connection):
         return self._connect().__await__()
 
     def stop(self) -> None:
+        self.off_loop = False
         self._running = False
         if self._connection is not None:
             self._connection.close()
@@ -70,6 +98,21 @@ class InlineConnection(aiosqlite.Connection):
 
     async def close(self) -> None:
         self.stop()
+
+
+async def _in_worker_thread(call: Callable[[], Any]) -> Any:
+    """``call()`` in the default executor, awaited to its end even when the caller is cancelled: the
+    connection must not be used (a rollback on cancellation) while the thread still runs on it."""
+    future = asyncio.get_running_loop().run_in_executor(None, call)
+    cancelled: asyncio.CancelledError | None = None
+    while not future.done():
+        try:
+            await asyncio.wait((future,))
+        except asyncio.CancelledError as error:
+            cancelled = error
+    if cancelled is not None:
+        raise cancelled
+    return future.result()
 
 
 def connect_inline(database: str | Path, **kwargs: Any) -> InlineConnection:

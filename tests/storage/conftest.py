@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -18,3 +19,14 @@ async def db(database_url: str, request: pytest.FixtureRequest) -> AsyncIterator
     database = Database.from_url(database_url, sqlite_inline=request.param == "inline")
     yield database
     await database.dispose()
+
+
+async def cancel_until_done(task: asyncio.Task[object], pause: float = 0.0) -> int:
+    """Cancel ``task`` again at every pass (``pause`` seconds apart) until it ends, as anyio's cancel
+    scopes do under Starlette; how many cancellations it took."""
+    cancels = 0
+    while not task.done():
+        task.cancel()
+        cancels += 1
+        await asyncio.sleep(pause)
+    return cancels

@@ -25,6 +25,7 @@ from app.interactions.context import utc_now
 from app.storage.database import WRITE_ATTEMPTS, Database, is_retryable
 from app.storage.repository import StoredVersion, insert_first, read_current
 from app.storage.row_keys import NO_KEYS
+from tests.storage.conftest import cancel_until_done
 
 
 @pytest.fixture
@@ -311,11 +312,7 @@ async def test_a_cancelled_write_is_rolled_back_and_its_connection_pooled_again(
     writer = asyncio.create_task(write())
     async with asyncio.timeout(10):
         await inside.wait()
-        cancels = 0
-        while not writer.done():
-            writer.cancel()
-            cancels += 1
-            await asyncio.sleep(0)
+        cancels = await cancel_until_done(writer)
     assert writer.cancelled() and cancels > 1
     assert pool.checkedout() == 0 and discarded == []
     async with asyncio.timeout(10):  # on SQLite the writer's turn and its lock were given back too

@@ -24,10 +24,11 @@ from app import fhirjson
 from app.errors import Unprocessable
 from app.interactions.bulk import prepare_create, store_creates
 from app.interactions.context import ContextHolder, FhirContext
+from app.storage.database import Database
 from app.storage.gate import OPEN
 from app.storage.index_writer import CHUNK_ROWS
 from app.storage.repository import AlreadyExists, read_current
-from app.storage.writes import ABSENT, Change, NewVersion
+from app.storage.writes import ABSENT, LARGE_WRITE, Change, NewVersion
 from tests.conftest import FHIR_JSON_HEADERS
 
 JSON_PATCH_HEADERS = {"Content-Type": "application/json-patch+json"}
@@ -256,3 +257,51 @@ async def test_a_version_with_thousands_of_index_rows_is_written_chunk_by_chunk(
     assert [entry["resource"]["id"] for entry in found.json()["entry"]] == [response.json()["id"]]
     one_statement = holder.current.db.dialect == "postgresql"
     assert alone == (["Patient"] if one_statement else [])  # the small one alone; SQLite: transactions
+
+
+async def test_writes_that_store_or_replace_megabytes_leave_the_event_loop(
+    client: httpx.AsyncClient, app: FastAPI, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write whose body, index rows or replaced body weigh more than ``LARGE_WRITE`` runs the rest
+    of its transaction through ``Database.run_off_loop`` (on a single server process SQLite's calls
+    otherwise run on the event loop: a 9 MB Patient's insert and commit held every other client for
+    most of a second); a small one does not. On PostgreSQL a plain write with few index rows is one
+    statement, whose driver already waits off the loop, and never asks."""
+    asked: list[str] = []
+    original = Database.run_off_loop
+
+    async def recording(conn: AsyncConnection) -> None:
+        asked.append("asked")
+        await original(conn)
+
+    monkeypatch.setattr(Database, "run_off_loop", staticmethod(recording))
+
+    async def asks(method: str, url: str, body: dict[str, Any] | None = None) -> bool:
+        before = len(asked)
+        response = await client.request(method, url, json=body, headers=FHIR_JSON_HEADERS)
+        assert response.status_code in (200, 201, 204), response.text[:500]
+        return len(asked) > before
+
+    text = "x" * (LARGE_WRITE + 1)
+    big = {
+        "resourceType": "Patient",
+        "text": {"status": "generated", "div": f'<div xmlns="http://www.w3.org/1999/xhtml">{text}</div>'},
+    }
+    many_rows = {"resourceType": "Patient", "name": [{"family": f"F{n}", "given": [f"G{n}"]} for n in range(3000)]}
+    small = {"resourceType": "Patient", "name": [{"family": "Small"}]}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [{"resource": big, "request": {"method": "POST", "url": "Patient"}}],
+    }
+    inline = backend == "sqlite"
+    assert await asks("PUT", "/fhir/Patient/small", {**small, "id": "small"}) is False
+    assert await asks("PUT", "/fhir/Patient/big", {**big, "id": "big"}) is inline
+    assert await asks("PUT", "/fhir/Patient/big", {**small, "id": "big"}) is inline  # replaces the large body
+    assert await asks("PUT", "/fhir/Patient/big", {**big, "id": "big"}) is inline
+    assert await asks("DELETE", "/fhir/Patient/big") is inline  # removes it
+    assert await asks("POST", "/fhir/Patient", many_rows) is True  # too many rows for one statement
+    assert await asks("POST", "/fhir", bundle) is True  # a transaction's own connection, either backend
+    assert await asks("PUT", "/fhir/Patient/small", {**small, "id": "small", "active": True}) is False
+    found = await client.get("/fhir/Patient", params={"family": "F2999", "_summary": "count"})
+    assert found.json()["total"] == 1

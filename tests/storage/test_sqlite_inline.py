@@ -1,0 +1,173 @@
+"""Inline SQLite connections, and the large writes they hand to a worker thread.
+
+A single server process runs SQLite's calls on the event loop thread
+(``app.storage.sqlite_inline``); a write that ``Database.run_off_loop`` marks
+runs the rest of its transaction, its commit included, in a worker thread, so
+a megabyte write does not hold every other request up. The statements' thread
+is observed with SQLite's own trace callback, which runs in the thread that
+executes the statement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import event, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.interactions.context import utc_now
+from app.storage.database import Database
+from app.storage.repository import StoredVersion, insert_first, read_current
+from app.storage.row_keys import NO_KEYS
+from app.storage.sqlite_inline import InlineConnection
+from tests.storage.conftest import cancel_until_done
+
+
+@pytest.fixture
+async def inline(database_url: str, backend: str) -> AsyncIterator[Database]:
+    if backend != "sqlite":
+        pytest.skip("inline mode exists only for SQLite")
+    database = Database.from_url(database_url, sqlite_inline=True)
+    yield database
+    await database.dispose()
+
+
+def version(resource_id: str) -> StoredVersion:
+    return StoredVersion("Task", resource_id, 1, utc_now(), False, b"{}", "PUT")
+
+
+async def stored_ids(db: Database, candidates: list[str]) -> set[str]:
+    async with db.read() as conn:
+        return {rid for rid in candidates if await read_current(conn, "Task", rid) is not None}
+
+
+async def sqlite_driver(conn: AsyncConnection) -> InlineConnection:
+    driver = (await conn.get_raw_connection()).driver_connection
+    assert isinstance(driver, InlineConnection)
+    return driver
+
+
+class StatementThreads:
+    """Which thread ran each SQL statement (``BEGIN``, ``INSERT``, ``COMMIT``...) on a connection."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, bool]] = []  # (first word, ran on the event loop's thread)
+        self.loop_thread = threading.get_ident()
+
+    def trace(self, sql: str) -> None:
+        self.seen.append((sql.split()[0].upper(), threading.get_ident() == self.loop_thread))
+
+    async def watch(self, conn: AsyncConnection) -> None:
+        driver = await sqlite_driver(conn)
+        assert driver._connection is not None
+        driver._connection.set_trace_callback(self.trace)
+
+
+async def test_run_off_loop_moves_the_rest_of_the_transaction_and_its_commit_to_a_worker_thread(
+    inline: Database,
+) -> None:
+    threads = StatementThreads()
+    async with inline.write() as conn:
+        await threads.watch(conn)
+        await insert_first(conn, version("before"), NO_KEYS)
+        await inline.run_off_loop(conn)
+        await insert_first(conn, version("after"), NO_KEYS)
+    async with inline.write() as conn:  # the same pooled connection: back on the loop
+        await insert_first(conn, version("next"), NO_KEYS)
+    on_loop = [(word, loop) for word, loop in threads.seen if word in {"INSERT", "COMMIT"}]
+    assert on_loop == [
+        *[("INSERT", True)] * 2,  # before run_off_loop: inline (the current row, the history row)
+        *[("INSERT", False)] * 2,
+        ("COMMIT", False),
+        *[("INSERT", True)] * 2,  # the next transaction is inline again
+        ("COMMIT", True),
+    ]
+    assert await stored_ids(inline, ["before", "after", "next"]) == {"before", "after", "next"}
+
+
+async def test_a_rolled_back_transaction_off_the_loop_leaves_its_connection_inline(inline: Database) -> None:
+    threads = StatementThreads()
+    with pytest.raises(RuntimeError, match="refused"):
+        async with inline.write() as conn:
+            await threads.watch(conn)
+            await inline.run_off_loop(conn)
+            await insert_first(conn, version("rolled-back"), NO_KEYS)
+            raise RuntimeError("refused")
+    async with inline.read() as conn:
+        assert (await conn.execute(select(1))).scalar() == 1
+    assert [pair for pair in threads.seen if pair[0] in {"INSERT", "ROLLBACK", "SELECT"}] == [
+        *[("INSERT", False)] * 2,
+        ("ROLLBACK", False),
+        ("SELECT", True),
+    ]
+    assert await stored_ids(inline, ["rolled-back"]) == set()
+
+
+async def test_run_off_loop_changes_nothing_but_the_thread(db: Database) -> None:
+    """With aiosqlite's own thread and on PostgreSQL the driver already waits off the loop: the write
+    commits as any other (``db``: SQLite in both modes, PostgreSQL)."""
+    async with db.write() as conn:
+        await db.run_off_loop(conn)
+        await insert_first(conn, version("marked"), NO_KEYS)
+    assert await stored_ids(db, ["marked"]) == {"marked"}
+
+
+@pytest.fixture
+def sqlite_mode(db: Database, backend: str) -> Database:
+    """SQLite in each connection mode (the ``db`` fixture's)."""
+    if backend != "sqlite":
+        pytest.skip("SQLite's connection modes")
+    return db
+
+
+async def test_a_write_cancelled_during_a_statement_leaves_nothing_and_holds_no_lock(sqlite_mode: Database) -> None:
+    """Cancelled again and again while a statement runs (off the loop when inline, in aiosqlite's
+    thread otherwise): SQLAlchemy discards the connection, as it does whenever a cancellation
+    interrupts a statement it awaited, and nothing of the write stays. The discarded connection's
+    write lock is released at once (``app.storage.sqlite_closing``), so the next write does not wait
+    out the 30 s busy timeout. Inline, the connection is not touched again until the worker thread's
+    statement has ended."""
+    db = sqlite_mode
+    pool = db.engine.sync_engine.pool
+    order: list[str] = []
+    event.listen(pool, "invalidate", lambda *_: order.append("connection let go"))
+    started = threading.Event()
+
+    def slow() -> int:
+        started.set()
+        time.sleep(0.3)
+        order.append("statement ended")
+        return 1
+
+    async def slow_write() -> None:
+        async with db.write() as conn:
+            driver = (await conn.get_raw_connection()).driver_connection
+            await driver.create_function("slow", 0, slow)
+            await insert_first(conn, version("cancelled"), NO_KEYS)
+            await db.run_off_loop(conn)
+            await conn.exec_driver_sql("SELECT slow()")
+
+    writer = asyncio.create_task(slow_write())
+    async with asyncio.timeout(10):
+        while not started.is_set():
+            await asyncio.sleep(0.005)
+        assert await cancel_until_done(writer, 0.01) > 1 and writer.cancelled()
+        while "statement ended" not in order:  # aiosqlite's thread may still be running it
+            await asyncio.sleep(0.01)
+    assert sorted(order) == ["connection let go", "statement ended"]
+    if isinstance((await _pooled_driver(db)), InlineConnection):
+        assert order == ["statement ended", "connection let go"]
+    assert pool.checkedout() == 0
+    async with asyncio.timeout(10):
+        async with db.write() as conn:
+            await insert_first(conn, version("next"), NO_KEYS)
+    assert await stored_ids(db, ["cancelled", "next"]) == {"next"}
+
+
+async def _pooled_driver(db: Database) -> object:
+    async with db.read() as conn:
+        return (await conn.get_raw_connection()).driver_connection
