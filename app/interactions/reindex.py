@@ -52,7 +52,9 @@ async def _reindex_rows(
     ctx: FhirContext, conn: AsyncConnection, resource_type: str, statement: Select[Any], params: dict[str, Any]
 ) -> list[str]:
     """Re-extract the rows ``statement`` locks, in the caller's transaction; the ids done. A batch
-    rewrites thousands of index rows: on inline SQLite its statements run in a worker thread."""
+    rewrites thousands of index rows: on inline SQLite its statements and commit run in a worker thread
+    (``Database.run_off_loop``), where the disk's stalls (a commit or a read taking a few hundred
+    milliseconds on a busy disk) do not hold up every other request."""
     await ctx.db.run_off_loop(conn)
     rows = list(await conn.execute(statement, params))
     if not rows:

@@ -8,10 +8,11 @@ cursor and the counts match the index rows committed; nothing is counted
 twice and nothing is skipped.
 
 A batch is sized by time, not by count: extracting a Patient costs several
-times a CarePlan (some of its expressions run on fhirpathpy), and with
-SQLite on the event loop thread a batch holds the loop for all of its
-duration. Each batch's size is what the last one's pace fits in
-``TARGET_BATCH_SECONDS``, up to the runner's batch size.
+times a CarePlan (some of its expressions run on fhirpathpy), and what a
+batch does on the event loop (reading its rows, preparing its index rows'
+inserts) grows with it. Each batch's size is what the last one's pace fits
+in ``TARGET_BATCH_SECONDS``, between ``FIRST_BATCH`` and the runner's batch
+size.
 """
 
 from __future__ import annotations
@@ -31,10 +32,13 @@ FIRST_BATCH = 20
 
 
 def next_batch_size(done: int, seconds: float, limit: int) -> int:
-    """How many resources fit in the target time at the pace of the last batch (``done`` in ``seconds``)."""
+    """How many resources fit in the target time at the pace of the last batch (``done`` in ``seconds``),
+    at least ``FIRST_BATCH``: a batch's statements run in a worker thread on inline SQLite, each handed
+    back to a loop that may be busy, and a batch much smaller than that would spend its time on the
+    hand-offs (``app.interactions.reindex``)."""
     if done <= 0 or seconds <= 0:
         return limit
-    return max(1, min(limit, int(done * TARGET_BATCH_SECONDS / seconds)))
+    return max(min(FIRST_BATCH, limit), min(limit, int(done * TARGET_BATCH_SECONDS / seconds)))
 
 
 def reindex_parameters(resource_type: str | None) -> dict[str, Any]:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import bindparam, delete, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.storage.batch_insert import insert_rows
+from app.storage.batch_insert import insert_in_chunks, insert_rows
 from app.storage.index_tables import INDEX_TABLES
 
 _DELETES = {
@@ -17,9 +16,6 @@ _DELETES = {
     for name, table in INDEX_TABLES.items()
 }
 _INSERTS = {name: insert(table) for name, table in INDEX_TABLES.items()}
-# Rows per insert statement: preparing and inserting tens of thousands at once (a Patient with 10,000
-# names) holds the event loop for a second on SQLite, whose calls run on the loop thread.
-CHUNK_ROWS = 2000
 
 
 async def replace_index_rows(
@@ -38,10 +34,7 @@ async def replace_index_rows(
         for name in tables:
             await conn.execute(_DELETES[name], {"rt": resource_type, "rid": resource_id})
     for name, table_rows in rows.items():
-        for start in range(0, len(table_rows), CHUNK_ROWS):
-            if start:  # a very large resource: let the event loop serve others between chunks
-                await asyncio.sleep(0)
-            await conn.execute(_INSERTS[name], table_rows[start : start + CHUNK_ROWS])
+        await insert_in_chunks(conn, _INSERTS[name], table_rows)
 
 
 async def insert_index_rows(conn: AsyncConnection, rows: dict[str, list[dict[str, Any]]]) -> None:

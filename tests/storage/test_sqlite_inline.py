@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import event, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.interactions.context import utc_now
@@ -24,6 +24,7 @@ from app.storage.database import Database
 from app.storage.repository import StoredVersion, insert_first, read_current
 from app.storage.row_keys import NO_KEYS
 from app.storage.sqlite_inline import InlineConnection
+from app.storage.tables import resources
 from tests.storage.conftest import cancel_until_done
 
 
@@ -70,23 +71,41 @@ class StatementThreads:
 async def test_run_off_loop_moves_the_rest_of_the_transaction_and_its_commit_to_a_worker_thread(
     inline: Database,
 ) -> None:
+    """Statements (their first step) and the commit; an ``executemany`` stays on the loop, as fetches do:
+    each of its rows is a step of its own that gives up the GIL, which a worker thread would then wait
+    for while the loop is busy, row after row (``OFF_LOOP_CALLS``)."""
     threads = StatementThreads()
     async with inline.write() as conn:
         await threads.watch(conn)
         await insert_first(conn, version("before"), NO_KEYS)
         await inline.run_off_loop(conn)
         await insert_first(conn, version("after"), NO_KEYS)
+        await conn.execute(insert(resources), [row("many-1"), row("many-2")])
     async with inline.write() as conn:  # the same pooled connection: back on the loop
         await insert_first(conn, version("next"), NO_KEYS)
     on_loop = [(word, loop) for word, loop in threads.seen if word in {"INSERT", "COMMIT"}]
     assert on_loop == [
         *[("INSERT", True)] * 2,  # before run_off_loop: inline (the current row, the history row)
         *[("INSERT", False)] * 2,
+        *[("INSERT", True)] * 2,  # the executemany, a row at a time
         ("COMMIT", False),
         *[("INSERT", True)] * 2,  # the next transaction is inline again
         ("COMMIT", True),
     ]
-    assert await stored_ids(inline, ["before", "after", "next"]) == {"before", "after", "next"}
+    stored = ["before", "after", "many-1", "many-2", "next"]
+    assert await stored_ids(inline, stored) == set(stored)
+
+
+def row(resource_id: str) -> dict[str, object]:
+    """A current row of ``resources`` for an ``executemany``."""
+    return {
+        "resource_type": "Task",
+        "id": resource_id,
+        "version_id": 1,
+        "last_updated": utc_now(),
+        "deleted": False,
+        "body": b"{}",
+    }
 
 
 async def test_a_rolled_back_transaction_off_the_loop_leaves_its_connection_inline(inline: Database) -> None:

@@ -24,9 +24,9 @@ from app import fhirjson
 from app.errors import Unprocessable
 from app.interactions.bulk import prepare_create, store_creates
 from app.interactions.context import ContextHolder, FhirContext
+from app.storage.batch_insert import CHUNK_ROWS
 from app.storage.database import Database
 from app.storage.gate import OPEN
-from app.storage.index_writer import CHUNK_ROWS
 from app.storage.repository import AlreadyExists, read_current
 from app.storage.writes import ABSENT, LARGE_WRITE, Change, NewVersion
 from tests.conftest import FHIR_JSON_HEADERS
