@@ -24,10 +24,11 @@ migrate: $(STAMP)
 ## test: install what is missing and run the suite on SQLite and PostgreSQL: on one worker per core
 ## (at most four; each file's tests on one worker), then the tests that time themselves (marked
 ## `alone`) with nothing beside them. Exit status 5 is pytest's "no test selected" (a narrow PYTEST_ARGS).
+## The parallel part lists its twenty slowest tests, to keep the suite's time in sight.
 PYTEST_WORKERS ?= -n auto --maxprocesses 4 --dist loadfile
 test: $(STAMP)
 	rm -f .pytest-postgres-count
-	$(BIN)/python -m pytest $(PYTEST_WORKERS) -m "not alone" $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	$(BIN)/python -m pytest $(PYTEST_WORKERS) -m "not alone" --durations=20 $(PYTEST_ARGS) || [ $$? -eq 5 ]
 	$(BIN)/python -m pytest -m alone $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 ## lint: ruff check and format the code
