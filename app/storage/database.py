@@ -273,8 +273,9 @@ class Database:
         """Run the rest of ``conn``'s write transaction, its commit included, in a worker thread, when
         its SQLite calls would otherwise run on the event loop (``app.storage.sqlite_inline``): for a
         write too large to hold every other request up for (megabytes of body, thousands of index
-        rows). Elsewhere the driver already waits off the loop, and this does nothing."""
-        if conn.dialect.name != "sqlite":
+        rows). Elsewhere the driver already waits off the loop, and this does nothing; so it does outside
+        a transaction, whose commit or rollback would never bring the connection back onto the loop."""
+        if conn.dialect.name != "sqlite" or not conn.in_transaction():
             return
         driver = (await conn.get_raw_connection()).driver_connection
         if isinstance(driver, InlineConnection):

@@ -65,16 +65,16 @@ class InlineConnection(aiosqlite.Connection):
     def __init__(self, connector: Callable[[], sqlite3.Connection], iter_chunk_size: int) -> None:
         super().__init__(connector, iter_chunk_size)
         self._tx = _InlineQueue()  # type: ignore[assignment]
-        self.off_loop = False  # the open transaction's calls run in a worker thread until it ends
+        self._off_loop = False  # the open transaction's calls run in a worker thread until it ends
 
     def run_off_loop(self) -> None:
         """Run this connection's calls in a worker thread until its transaction commits or rolls back."""
-        self.off_loop = True
+        self._off_loop = True
 
     async def _execute(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if not self._running or not self._connection:
             raise ValueError("Connection closed")
-        if self.off_loop and getattr(fn, "__name__", None) in OFF_LOOP_CALLS:
+        if self._off_loop and getattr(fn, "__name__", None) in OFF_LOOP_CALLS:
             return await _in_worker_thread(partial(fn, *args, **kwargs))
         return fn(*args, **kwargs)
 
@@ -82,13 +82,13 @@ class InlineConnection(aiosqlite.Connection):
         try:
             await super().commit()
         finally:
-            self.off_loop = False
+            self._off_loop = False
 
     async def rollback(self) -> None:
         try:
             await super().rollback()
         finally:
-            self.off_loop = False
+            self._off_loop = False
 
     async def _connect(self) -> InlineConnection:
         if self._connection is None:
@@ -99,7 +99,7 @@ class InlineConnection(aiosqlite.Connection):
         return self._connect().__await__()
 
     def stop(self) -> None:
-        self.off_loop = False
+        self._off_loop = False
         self._running = False
         if self._connection is not None:
             self._connection.close()

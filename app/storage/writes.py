@@ -91,7 +91,7 @@ ABSENT: Final = _Absent()
 Expect = int | _Any | _Absent
 
 
-# Weight (``write_weight``) above which a write's SQLite calls leave the event loop. Inline, a 512 KB body
+# Weight (``_weight``) above which a write's SQLite calls leave the event loop. Inline, a 512 KB body
 # (stored twice: current and history rows) costs SQLite 4 ms of the loop on this kind of machine, 2 MB
 # 15 ms, a 9 MB Patient with its 40,000 index rows most of a second; a thread hand-off costs a fifth
 # of a millisecond per call.
@@ -223,7 +223,7 @@ class ResourceWriter:
         if not gate.open:
             for version, rows, _ in versions:
                 gate.admits(version.resource_type, version.id, rows, "c")
-        if sum(write_weight(len(version.body or b""), rows) for version, rows, _ in versions) > LARGE_WRITE:
+        if sum(_weight(len(version.body or b""), rows) for version, rows, _ in versions) > LARGE_WRITE:
             await self.db.run_off_loop(conn)
         await insert_new_many(conn, [version for version, _, _ in versions], [keys for _, _, keys in versions])
         await insert_index_rows(conn, merge_rows([rows for _, rows, _ in versions]))
@@ -314,7 +314,7 @@ class ResourceWriter:
                 await hook(conn, change)
 
 
-def write_weight(body_bytes: int, rows: IndexRows) -> int:
+def _weight(body_bytes: int, rows: IndexRows) -> int:
     """What writing a body and its index rows costs the database, in bytes of body: a hundred apiece for
     the rows (about what one costs SQLite to insert or delete, against a byte of body). Above
     ``LARGE_WRITE`` the write's statements and commit leave the loop on inline SQLite
@@ -327,7 +327,7 @@ def _large(change: Change) -> bool:
     its statements and commit run in a worker thread on inline SQLite."""
     previous = change.previous
     replaced = 0 if previous is None else len(previous.body or b"")
-    return max(write_weight(len(change.stored.body or b""), change.rows), replaced) > LARGE_WRITE
+    return max(_weight(len(change.stored.body or b""), change.rows), replaced) > LARGE_WRITE
 
 
 def _fits_one_statement(rows: IndexRows) -> bool:

@@ -126,6 +126,18 @@ async def test_a_rolled_back_transaction_off_the_loop_leaves_its_connection_inli
     assert await stored_ids(inline, ["rolled-back"]) == set()
 
 
+async def test_run_off_loop_outside_a_transaction_leaves_the_connection_inline(inline: Database) -> None:
+    """A read scope (autocommit) never commits: marked, its pooled connection would stay off the loop."""
+    threads = StatementThreads()
+    async with inline.read() as conn:
+        await threads.watch(conn)
+        await inline.run_off_loop(conn)
+        assert (await conn.execute(select(1))).scalar() == 1
+    async with inline.read() as conn:
+        assert (await conn.execute(select(2))).scalar() == 2
+    assert [pair for pair in threads.seen if pair[0] == "SELECT"] == [("SELECT", True), ("SELECT", True)]
+
+
 async def test_run_off_loop_changes_nothing_but_the_thread(db: Database) -> None:
     """With aiosqlite's own thread and on PostgreSQL the driver already waits off the loop: the write
     commits as any other (``db``: SQLite in both modes, PostgreSQL)."""
