@@ -13,10 +13,13 @@ starts first, from pair to pair), each chunk's
 notifications awaited before the next (their delivery counts in the CPU
 figures, the wait not in the rates). This machine's speed drifts by a fifth
 within a minute; run one after the other, the two halves of a pair measured
-the drift as much as the Subscriptions. Before the measured creates, as many clients each write four Patients
-(watched by no Subscription), so that the server's connection pool has
-grown to the load's size: a new PostgreSQL backend costs milliseconds of
-start-up that are not a create's. The Subscriptions are mixed as a care-coordination
+the drift as much as the Subscriptions. Before the measured creates, as many clients each write eight
+CarePlans of patients no Subscription follows, so that the server's
+connection pool has grown to the load's size and each connection has
+prepared the creates' statements: a new PostgreSQL backend costs
+milliseconds of start-up, and the driver's first look-up of a statement's
+types on a connection (``typeinfo_tree``) some 30 ms of planning, neither
+of them a create's cost. The Subscriptions are mixed as a care-coordination
 deployment would have them, most not matching these writes: criteria on
 other types (Task owners, Communication recipients, ServiceRequest
 performers, Encounters), CarePlans of other patients and
@@ -83,6 +86,7 @@ http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Receiver).serve
 
 
 TOPICS = "http://care-plan-repository.org/SubscriptionTopic/"
+WARM_UP_INDEX = 40_000  # ``care_plan(i)``'s patient is p<i>: the measured creates' patients are the first ones
 BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
 # topic, filter: care-coordination topic subscriptions that these CarePlan writes never match
 TOPIC_KINDS = [
@@ -165,12 +169,16 @@ class Run:
     creates_per_second: float
     latencies_ms: list[float]
     events: int
-    server_cpu_ms: float  # per create: the worker and its delivery process
+    worker_cpu_ms: float  # per create: the server's worker
+    delivery_cpu_ms: float  # per create: its delivery process (PostgreSQL; on SQLite the worker delivers)
     database_cpu_ms: float  # per create: every PostgreSQL process
 
     @property
     def cpu_ms(self) -> float:
-        return self.server_cpu_ms + self.database_cpu_ms
+        return self.worker_cpu_ms + self.delivery_cpu_ms + self.database_cpu_ms
+
+    def split(self) -> str:
+        return f"{self.cpu_ms:.2f} ({self.worker_cpu_ms:.2f} + {self.delivery_cpu_ms:.2f} + {self.database_cpu_ms:.2f})"
 
 
 async def handshakes_due(url: str) -> int:
@@ -200,9 +208,10 @@ async def occurred(url: str) -> dict[str, float]:
         await conn.close()
 
 
-def _cpu(server: int, postmaster: int | None) -> tuple[float, float]:
-    """CPU seconds so far of the server process and its children, and of PostgreSQL's processes."""
-    return process_cpu(server) + children_cpu(server), children_cpu(postmaster) if postmaster else 0.0
+def _cpu(server: int, postmaster: int | None) -> tuple[float, float, float]:
+    """CPU seconds so far of the server process, of its children (the delivery process), and of
+    PostgreSQL's processes."""
+    return process_cpu(server), children_cpu(server), children_cpu(postmaster) if postmaster else 0.0
 
 
 @dataclass
@@ -217,7 +226,8 @@ class Deployment:
     postmaster: int | None
     creates: int = 0
     seconds: float = 0.0
-    server_cpu: float = 0.0
+    worker_cpu: float = 0.0
+    delivery_cpu: float = 0.0
     database_cpu: float = 0.0
 
     async def prepare(self, args: argparse.Namespace, receiver_port: int) -> None:
@@ -231,27 +241,29 @@ class Deployment:
         deadline = time.monotonic() + 120  # the handshakes of new topic Subscriptions go out first
         while time.monotonic() < deadline and await handshakes_due(self.url):
             await asyncio.sleep(0.2)
-        # the pool opens as many database connections as there are clients (each a new PostgreSQL
-        # backend that looks up the driver's types) before the measured creates, with Patients, which
-        # no Subscription watches: pool growth is start-up, not a create's cost
-        warm = orjson.dumps({"resourceType": "Patient", "name": [{"family": "Warm"}]})
-        await run_phase("warm-up", self.port, args.clients, [("POST", "/fhir/Patient", warm)] * args.clients * 4, 201)
+        # the pool opens as many database connections as there are clients, and each prepares the
+        # creates' statements (the driver looking up their types), before the measured creates: with
+        # CarePlans of patients far from the measured ones', which no Subscription follows
+        rng = random.Random(7)
+        warm = [orjson.dumps(care_plan(WARM_UP_INDEX + n, rng)) for n in range(args.clients * 8)]
+        await run_phase("warm-up", self.port, args.clients, [("POST", "/fhir/CarePlan", body) for body in warm], 201)
 
     async def create(self, bodies: list[bytes], clients: int) -> None:
         """POST ``bodies``, then wait for their notifications to arrive: the creates' wall time counts,
         the CPU of both (the server's, its delivery process's, PostgreSQL's) too."""
         server = server_pid(self.port)
-        server_before, database_before = _cpu(server, self.postmaster)
+        before = _cpu(server, self.postmaster)
         result, _ = await run_phase("create", self.port, clients, [("POST", "/fhir/CarePlan", b) for b in bodies], 201)
         events = len(await occurred(self.url))
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and _lines(self.arrivals) < events:
             await asyncio.sleep(0.05)
-        server_after, database_after = _cpu(server, self.postmaster)
+        after = _cpu(server, self.postmaster)
         self.creates += len(bodies)
         self.seconds += result.seconds
-        self.server_cpu += server_after - server_before
-        self.database_cpu += database_after - database_before
+        self.worker_cpu += after[0] - before[0]
+        self.delivery_cpu += after[1] - before[1]
+        self.database_cpu += after[2] - before[2]
 
     async def result(self) -> Run:
         times = await occurred(self.url)
@@ -266,7 +278,8 @@ class Deployment:
             self.creates / self.seconds,
             sorted(latencies),
             len(times),
-            self.server_cpu * per_create,
+            self.worker_cpu * per_create,
+            self.delivery_cpu * per_create,
             self.database_cpu * per_create,
         )
 
@@ -323,7 +336,7 @@ async def main_async(args: argparse.Namespace) -> None:
             print(f"\n### {backend}\n")
             print(
                 "| pair | creates/s without | creates/s with | with / without | events | p50 ms | p95 ms | max ms "
-                "| CPU ms/create without (server + database) | with | with / without |"
+                "| CPU ms/create without (worker + delivery + database) | with | with / without |"
             )
             print("|---|---|---|---|---|---|---|---|---|---|---|")
             for pair in range(args.pairs):
@@ -344,8 +357,7 @@ async def main_async(args: argparse.Namespace) -> None:
                     f"| {with_.creates_per_second / without.creates_per_second:.2f} | {with_.events:,} "
                     f"({len(lat):,} arrived) | {percentile(lat, 0.5):.0f} | {percentile(lat, 0.95):.0f} "
                     f"| {lat[-1] if lat else float('nan'):.0f} "
-                    f"| {without.cpu_ms:.2f} ({without.server_cpu_ms:.2f} + {without.database_cpu_ms:.2f}) "
-                    f"| {with_.cpu_ms:.2f} ({with_.server_cpu_ms:.2f} + {with_.database_cpu_ms:.2f}) "
+                    f"| {without.split()} | {with_.split()} "
                     f"| {with_.cpu_ms / without.cpu_ms:.2f} |"
                 )
     finally:

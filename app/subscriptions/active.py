@@ -12,7 +12,11 @@ held in memory and kept current three ways:
   milliseconds;
 - as a safety net for a missed announcement, ``poll`` (every
   ``FHIR_SUBSCRIPTION_POLL_SECONDS``) re-reads Subscriptions whose
-  ``lastUpdated`` is recent, a few seconds back so a slow commit is not missed;
+  ``lastUpdated`` is recent: stamped after the previous poll began, less
+  ``POLL_OVERLAP`` so that a slow commit (or a writer's clock a little behind)
+  is not missed. The window moves with the polls, not with the newest
+  Subscription: a thousand Subscriptions written in one minute are not
+  read again at every poll until the next one is written;
 - a new search registry (a SearchParameter was added) re-parses every
   criteria.
 
@@ -23,7 +27,7 @@ SearchParameter that was removed) is left out and logged.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import datetime, timedelta
 
@@ -32,7 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app import fhirjson
 from app.errors import FhirError
-from app.interactions.context import ContextHolder
+from app.interactions.context import ContextHolder, utc_now
 from app.search.registry import SearchRegistry
 from app.storage.index_tables import IndexRows
 from app.storage.tables import resources
@@ -57,8 +61,16 @@ _SUBSCRIPTIONS = (
 class ActiveSubscriptions:
     """Active Subscriptions by the type they watch; see the module docstring for how it stays current."""
 
-    def __init__(self, holder: ContextHolder, rules: SubscriptionRules) -> None:
+    def __init__(
+        self,
+        holder: ContextHolder,
+        rules: SubscriptionRules,
+        overlap: timedelta = POLL_OVERLAP,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
         self._holder = holder
+        self._overlap = overlap
+        self._clock = clock
         self.rules = rules
         self._versions: dict[str, int] = {}  # every Subscription seen: id -> version read
         self._active: dict[str, SubscriptionDefinition] = {}
@@ -66,7 +78,8 @@ class ActiveSubscriptions:
         self._stale: set[str] = set()
         self._touched: set[str] = set()  # types whose subscriptions changed since the last ``_index``
         self._registry: SearchRegistry | None = None
-        self._newest: datetime | None = None
+        self._newest: datetime | None = None  # the newest lastUpdated read
+        self._polled: datetime | None = None  # when the last load or poll began
 
     def concerns(self, resource_type: str) -> bool:
         """Writes of this type need the outbox: Subscriptions themselves, and watched types."""
@@ -110,6 +123,7 @@ class ActiveSubscriptions:
 
     async def load(self, conn: AsyncConnection) -> None:
         """Read every Subscription (at start-up)."""
+        self._polled = self._clock()
         self._versions.clear()
         self._active.clear()
         self._registry = self._holder.current.registry
@@ -129,19 +143,25 @@ class ActiveSubscriptions:
         self._take(await conn.execute(_SUBSCRIPTIONS.where(R.id.in_(ids))))
         self._index()
 
-    async def poll(self, conn: AsyncConnection) -> None:
-        """Pick up Subscriptions written through other processes."""
-        if self._registry is not self._holder.current.registry or self._newest is None:
+    async def poll(self, conn: AsyncConnection) -> int:
+        """Pick up Subscriptions written through other processes. Returns how many recent versions it
+        looked at (see the module docstring for which)."""
+        if self._registry is not self._holder.current.registry or self._newest is None or self._polled is None:
             await self.load(conn)
-            return
-        since = self._newest - POLL_OVERLAP
-        recent = await conn.execute(
-            select(R.id, R.version_id).where(R.resource_type == "Subscription", R.last_updated > since)
-        )
+            return len(self._versions)
+        started = self._clock()
+        since = max(self._newest, self._polled) - self._overlap
+        recent = (
+            await conn.execute(
+                select(R.id, R.version_id).where(R.resource_type == "Subscription", R.last_updated > since)
+            )
+        ).all()
         changed = [row.id for row in recent if self._versions.get(row.id) != row.version_id]
         if changed:
             self._take(await conn.execute(_SUBSCRIPTIONS.where(R.id.in_(changed))))
             self._index()
+        self._polled = started
+        return len(recent)
 
     def _take(self, rows: Iterable[tuple[str, int, datetime, bool, bytes | None, str | None]]) -> None:
         ctx = self._holder.current
