@@ -32,7 +32,7 @@ from app.errors import FhirError, InvalidResource
 from app.search.dates import parse_date_range
 from app.search.memory import ClauseCheck
 from app.search.registry import SearchRegistry
-from app.search.request import INCLUDE_PARAMS, RESULT_PARAMS, SearchRequest, parse_search
+from app.search.request import INCLUDE_PARAMS, RESULT_PARAMS, AnyClause, SearchRequest, parse_search
 from app.storage.gate import OPEN, ReadGate
 from app.subscriptions.backport import Content, TopicChoice, is_topic_based, read_topic_choice
 from app.subscriptions.chains import ChainCheck
@@ -73,6 +73,12 @@ class SubscriptionDefinition:
     # the same, when it is only chains the outbox can judge on the targets' index rows
     # (``app.subscriptions.chains``) and the owner's gate is open: no statement of its own
     chains: tuple[ChainCheck, ...] | None = None
+    # every clause of the criteria, when memory can judge none of them (``CarePlan?subject.family=x``):
+    # what memory leaves of them at every write, known without judging
+    unjudged: tuple[AnyClause, ...] | None = None
+    # and what a write's statement binds to judge them before the write, when it can
+    # (``app.subscriptions.matching.prewrite_binds``, under the outbox's names)
+    prewrite: tuple[tuple[str, tuple[int, str], str], ...] | None = None
     # topic-based (Backport IG): the topic, how much of a resource a notification carries, the seconds
     # between heartbeats, the longest wait for the endpoint, the most events in one notification
     topic: Topic | None = None

@@ -14,7 +14,7 @@ left). References are preferred as anchors: they are the selective ones.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -49,17 +49,21 @@ def anchor(clause: AnyClause) -> Key | None:
     return None
 
 
-def row_keys(rows: IndexRows) -> set[Key]:
-    """Every anchor key the rows of one resource satisfy."""
+def row_keys(rows: IndexRows, params: Container[object] | None = None) -> set[Key]:
+    """Every anchor key the rows of one resource satisfy; with ``params``, only those of the parameters
+    (by hash) that some subscription is anchored on (a resource has dozens of rows, a type's
+    subscriptions few anchoring parameters)."""
     keys: set[Key] = set()
     for row in rows.get("reference", ()):
-        if row["target_id"] is not None:
-            keys.add(("reference", row["param_hash"], None, row["target_id"]))
-            keys.add(("reference", row["param_hash"], row["target_type"], row["target_id"]))
+        param = row["param_hash"]
+        if row["target_id"] is not None and (params is None or param in params):
+            keys.add(("reference", param, None, row["target_id"]))
+            keys.add(("reference", param, row["target_type"], row["target_id"]))
     for row in rows.get("token", ()):
-        if row["code"] is not None:
-            keys.add(("token", row["param_hash"], None, row["code"]))
-            keys.add(("token", row["param_hash"], row["system"] if row["system"] is not None else "", row["code"]))
+        param = row["param_hash"]
+        if row["code"] is not None and (params is None or param in params):
+            keys.add(("token", param, None, row["code"]))
+            keys.add(("token", param, row["system"] if row["system"] is not None else "", row["code"]))
     return keys
 
 
@@ -78,11 +82,12 @@ class TypeIndex:
                 self.unanchored.append(definition)
             else:
                 self.anchored.setdefault(key, []).append(definition)
+        self.params: frozenset[object] = frozenset(key[1] for key in self.anchored)  # anchoring parameters' hashes
 
     def candidates(self, rows: IndexRows) -> list[SubscriptionDefinition]:
         found = list(self.unanchored)
         if self.anchored:
-            for key in row_keys(rows):
+            for key in row_keys(rows, self.params):
                 found += self.anchored.get(key, ())
         return found
 
@@ -117,26 +122,49 @@ def with_database_check(definition: SubscriptionDefinition) -> SubscriptionDefin
         return definition
     check = database_check(definition.id, definition.resource_type, residual, definition.owner)
     chains = chain_checks(residual) if definition.owner.open else None
-    return replace(definition, database_check=check, chains=chains)
+    unjudged = tuple(residual) if len(residual) == len(definition.checks) else None
+    binds = prewrite_binds(unjudged, OUTBOX) if unjudged is not None else None
+    return replace(definition, database_check=check, chains=chains, unjudged=unjudged, prewrite=binds)
+
+
+# what a write's statement names the values of its veto under (``app.subscriptions.settled``)
+OUTBOX = "outbox"
+# what ``prewrite_condition`` binds: (bind name, the chain parameter's (hash, type), target type)
+Binds = tuple[tuple[str, tuple[int, str], str], ...]
+
+
+def prewrite_binds(clauses: Iterable[AnyClause], prefix: str) -> Binds | None:
+    """The values ``prewrite_condition`` binds for ``clauses``: per chain parameter and target type, the
+    written resource's own references through it (named under ``prefix``: every subscription chaining
+    through one parameter shares the one value, so a write sends it once however many such
+    subscriptions it meets). None when a clause cannot be judged before the write: it needs the
+    resource's own stored rows (composites, ``:missing``, ``:not`` ...)."""
+    binds: list[tuple[str, tuple[int, str], str]] = []
+    for clause in clauses:
+        if isinstance(clause, ChainClause):
+            via = (clause.param.hash, clause.param.resource_type)
+            for target_type, _ in clause.alternatives:
+                binds.append((_targets_name(prefix, clause, target_type), via, target_type))
+        elif not isinstance(clause, HasClause):
+            return None
+    return tuple(binds)
+
+
+def bind_references(binds: Binds, references: References, into: dict[str, object]) -> None:
+    """Add to ``into`` the values of ``binds`` for a resource about to be written whose references are
+    ``references`` (``chains.references_of`` its index rows, filed once for all its subscriptions)."""
+    for name, key, target_type in binds:
+        if name not in into:
+            into[name] = sorted(references.get(key, {}).get(target_type, ()))
 
 
 def prewrite_values(clauses: Iterable[AnyClause], references: References, prefix: str, into: dict[str, object]) -> bool:
-    """Add to ``into`` what ``prewrite_condition`` binds for a resource about to be written whose
-    references are ``references`` (``chains.references_of`` its index rows, filed once for all its
-    subscriptions): per chain parameter and target type, the resource's own references through it
-    (named under ``prefix``: every subscription chaining through one parameter shares the one value,
-    so a write sends it once however many such subscriptions it meets). False when a clause cannot be
-    judged before the write: it needs the resource's own stored rows (composites, ``:missing``,
-    ``:not`` ...)."""
-    for clause in clauses:
-        if isinstance(clause, ChainClause):
-            param = clause.param
-            for target_type, _ in clause.alternatives:
-                name = _targets_name(prefix, clause, target_type)
-                if name not in into:
-                    into[name] = sorted(references.get((param.hash, param.resource_type), {}).get(target_type, ()))
-        elif not isinstance(clause, HasClause):
-            return False
+    """``bind_references`` of the ``prewrite_binds`` of ``clauses``; False when they cannot be judged
+    before the write."""
+    binds = prewrite_binds(clauses, prefix)
+    if binds is None:
+        return False
+    bind_references(binds, references, into)
     return True
 
 

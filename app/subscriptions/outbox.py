@@ -235,7 +235,10 @@ def _judge_in_memory(
     undecided: Undecided = []
     versions = _Versions(change)
     for subscription in candidates:
-        holds, rest = clauses_hold(subscription.checks, rows)
+        if subscription.unjudged is not None:
+            holds, rest = True, subscription.unjudged
+        else:
+            holds, rest = clauses_hold(subscription.checks, rows)
         if not holds or (subscription.topic is not None and not versions.fire(subscription.topic)):
             continue
         if stored.deleted:

@@ -45,7 +45,7 @@ from app.storage.repository import StoredVersion
 from app.storage.single_statement import StatementPart
 from app.subscriptions.chains import references_of
 from app.subscriptions.definition import SubscriptionDefinition
-from app.subscriptions.matching import prewrite_values, prewrite_veto
+from app.subscriptions.matching import OUTBOX, bind_references, prewrite_values, prewrite_veto
 from app.subscriptions.tables import subscription_events, subscription_state
 
 S = subscription_state.c
@@ -73,8 +73,10 @@ def events_part(
     for position, subscription_id in enumerate(sorted(matched)):
         values[f"outbox.s{position}"] = subscription_id
     references = references_of(rows) if undecided else {}
-    for _, clauses in undecided:
-        if not prewrite_values(clauses, references, "outbox", values):
+    for definition, clauses in undecided:
+        if clauses is definition.unjudged and definition.prewrite is not None:  # known at parse time
+            bind_references(definition.prewrite, references, values)
+        elif not prewrite_values(clauses, references, OUTBOX, values):
             return None
     resource_type = stored.resource_type
     # every id is a value; equal clauses build the same SQL with the same values bound inside it
@@ -86,7 +88,7 @@ def events_part(
         return _numbered_events(cur, count) if count else ()
 
     def veto() -> ColumnElement[bool]:
-        return prewrite_veto(layout, resource_type, "outbox")
+        return prewrite_veto(layout, resource_type, OUTBOX)
 
     return StatementPart(shape, build, values, committed, veto if layout else None)
 

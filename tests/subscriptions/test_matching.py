@@ -11,7 +11,15 @@ from app.search.memory import ClauseCheck, clauses_hold
 from app.search.request import parse_search
 from app.subscriptions.chains import references_of
 from app.subscriptions.definition import SubscriptionDefinition
-from app.subscriptions.matching import TypeIndex, anchor, merge_chains, prewrite_values
+from app.subscriptions.matching import (
+    OUTBOX,
+    TypeIndex,
+    anchor,
+    bind_references,
+    merge_chains,
+    prewrite_values,
+    with_database_check,
+)
 from tests.search.test_memory import REGISTRY, rows_of
 from tests.search.test_oracle import clauses, tasks
 
@@ -110,3 +118,21 @@ def test_lone_chains_of_one_family_are_merged_into_one_chain_of_all_their_values
         "(chain Task.patient (Patient (string Patient.family doe))) (token Task.status ready)",
     ]
     assert merge_chains(conjunctions[:1]) == conjunctions[:1]  # alone, unchanged
+
+
+def test_what_memory_leaves_of_criteria_it_cannot_judge_at_all_is_known_before_any_write() -> None:
+    """A subscription none of whose clauses memory can judge (``owner.name=osei``) carries, from parsing,
+    what every write leaves of it and what its veto binds: the same as judging and binding it per write."""
+    task = {"resourceType": "Task", "status": "requested", "intent": "order", "owner": {"reference": "Practitioner/n7"}}
+    rows = rows_of(task)
+    chained = with_database_check(definition(1, [("owner.name", "osei"), ("_has:Task:part-of:status", "ready")]))
+    assert chained.unjudged is not None and chained.prewrite is not None
+    assert clauses_hold(chained.checks, rows) == (True, chained.unjudged)
+    per_write: dict[str, object] = {}
+    assert prewrite_values(chained.unjudged, references_of(rows), OUTBOX, per_write)
+    known: dict[str, object] = {}
+    bind_references(chained.prewrite, references_of(rows), known)
+    assert known == per_write and known["outbox.via.owner.Practitioner"] == ["n7"]
+
+    mixed = with_database_check(definition(2, [("owner.name", "osei"), ("status", "requested")]))
+    assert mixed.unjudged is None  # the status is judged at each write
