@@ -34,11 +34,11 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Literal
 from urllib.parse import urlsplit
 
 import httpx
-from sqlalchemy import Select, Update, and_, bindparam, delete, insert, or_, select, update
+from sqlalchemy import Update, delete, insert, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app import fhirjson
@@ -51,6 +51,15 @@ from app.storage.repository import read_current, read_version
 from app.storage.tables import resources
 from app.subscriptions.active import ActiveSubscriptions
 from app.subscriptions.definition import SubscriptionDefinition, read_definition
+from app.subscriptions.delivery_statements import (
+    CLAIM,
+    DUE,
+    EVENTS,
+    LEASE_OWNER,
+    RELEASE,
+    RELEASE_IF_DONE,
+    STATE_AND_SUBSCRIPTION,
+)
 from app.subscriptions.endpoints import EndpointPolicy
 from app.subscriptions.records import DeliveredBatch, delivered_state, record_delivered
 from app.subscriptions.rest_hook import Event, Item, Notice, Outcome, notification, send, topic_notification
@@ -62,23 +71,8 @@ S = subscription_state.c
 E = subscription_events.c
 R = resources.c
 MAX_RETRY_DELAY = 600.0
-BATCH = 50  # events read, sent in order, and recorded together
 PRUNE_SECONDS = 600.0  # how often old attempt records are deleted
 DATABASE_TURNS = 4  # delivery tasks using a database connection at once (one each, never two)
-
-# a subscription's delivery state and the current version of its Subscription resource, in one read
-_STATE_AND_SUBSCRIPTION: Select[Any] = (
-    select(
-        subscription_state,
-        R.version_id.label("subscription_version"),
-        R.deleted.label("subscription_deleted"),
-        R.body.label("subscription_body"),
-    )
-    .select_from(
-        subscription_state.outerjoin(resources, and_(R.resource_type == "Subscription", R.id == S.subscription_id))
-    )
-    .where(S.subscription_id == bindparam("sid"))
-)
 
 
 def retry_delay(attempts: int) -> float:
@@ -217,35 +211,22 @@ class Dispatcher:
         if room <= 0:
             return []
         now = utc_now()
-        due = (
-            select(S.subscription_id)
-            .where(
-                S.active.is_(True),
-                or_(S.delivered_through < S.events_assigned, S.handshake_due.is_(True), S.heartbeat_at <= now),
-                or_(S.retry_at.is_(None), S.retry_at <= now),
-                or_(S.lease_until.is_(None), S.lease_until < now),
-            )
-            .order_by(S.subscription_id)
-            .limit(room)
-        )
         db = self._holder.current.db
         async with db.read() as conn:
-            found = [row[0] for row in await conn.execute(due)]
+            found = [row[0] for row in await conn.execute(DUE, {"now": now, "room": room})]
         if not found:
             return []
         if self._running:
             self._passed_over.update(i for i in found if i in self._running)
-            due = due.where(S.subscription_id.not_in(list(self._running)))
-        # one statement takes the leases: the rows it selects are locked until it ends, and those another
-        # dispatcher has locked meanwhile are skipped (PostgreSQL; SQLite has one writer)
-        claim = (
-            update(subscription_state)
-            .where(S.subscription_id.in_(due.with_for_update(skip_locked=True)))
-            .values(lease_owner=self.owner, lease_until=now + timedelta(seconds=self.settings.lease_seconds))
-            .returning(S.subscription_id)
-        )
+        values = {
+            "now": now,
+            "room": room,
+            "running": list(self._running),
+            "holder": self.owner,
+            "lease_end": now + timedelta(seconds=self.settings.lease_seconds),
+        }
         async with db.statement_write(urgent=True) as conn:
-            return sorted(row[0] for row in await conn.execute(claim))
+            return sorted(row[0] for row in await conn.execute(CLAIM, values))
 
     async def _deliver_all(self, subscription_id: str) -> None:
         """Deliver this subscription's events in order until none is left, one fails, or the lease is lost;
@@ -288,7 +269,7 @@ class Dispatcher:
         event; a heartbeat only when no event is waiting."""
         now = utc_now()
         async with self._database_turn, self._holder.current.db.read() as conn:
-            state = (await conn.execute(_STATE_AND_SUBSCRIPTION, {"sid": subscription_id})).first()
+            state = (await conn.execute(STATE_AND_SUBSCRIPTION, {"sid": subscription_id})).first()
             if state is None or state.lease_owner != self.owner:
                 return None, None
             waiting = state.delivered_through < state.events_assigned
@@ -324,12 +305,7 @@ class Dispatcher:
         self, conn: AsyncConnection, definition: SubscriptionDefinition, subscription_id: str, after: int
     ) -> list[tuple[Item, bytes | None]]:
         """The next events after number ``after``, in order, with each version's body when it travels."""
-        rows = await conn.execute(
-            select(subscription_events)
-            .where(E.subscription_id == subscription_id, E.event_number > after)
-            .order_by(E.event_number)
-            .limit(BATCH)
-        )
+        rows = await conn.execute(EVENTS, {"sid": subscription_id, "after": after})
         carries = definition.payload or definition.content == "full-resource"
         events: list[tuple[Item, bytes | None]] = []
         for row in rows:
@@ -505,19 +481,13 @@ class Dispatcher:
     async def _release(self, subscription_id: str, only_if_done: bool = False) -> bool:
         """Give the lease back; with ``only_if_done``, only when every event was delivered or the
         subscription is no longer active (False: events are waiting, the lease is kept)."""
-        mine = (S.subscription_id == subscription_id) & (S.lease_owner == self.owner)
-        if only_if_done:
-            mine = mine & ((S.delivered_through >= S.events_assigned) | S.active.is_(False))
+        mine = {"sid": subscription_id, "holder": self.owner}
         async with self._database_turn, self._holder.current.db.write(urgent=True) as conn:
-            result = await conn.execute(
-                update(subscription_state).where(mine).values(lease_owner=None, lease_until=None)
-            )
+            result = await conn.execute(RELEASE_IF_DONE if only_if_done else RELEASE, mine)
         if only_if_done and result.rowcount == 0:
             async with self._holder.current.db.read() as conn:
-                still_mine = (
-                    await conn.execute(select(S.lease_owner).where(S.subscription_id == subscription_id))
-                ).scalar_one_or_none() == self.owner
-            return not still_mine
+                holder = (await conn.execute(LEASE_OWNER, {"sid": subscription_id})).scalar_one_or_none()
+            return bool(holder != self.owner)
         return True
 
     async def _end_past_subscriptions(self) -> None:
