@@ -201,9 +201,11 @@ async def _to_the_end(cleanup: Coroutine[Any, Any, None]) -> None:
 
 
 @asynccontextmanager
-async def _connection(engine: AsyncEngine, transaction: bool, **options: Any) -> AsyncIterator[AsyncConnection]:
+async def _connection(
+    engine: AsyncEngine, transaction: bool, pause: bool = False, **options: Any
+) -> AsyncIterator[AsyncConnection]:
     """A pooled connection (in a transaction: committed when the block ends, else rolled back), given
-    back to the pool when the block ends.
+    back to the pool when the block ends; with ``pause``, then one pass of the event loop.
 
     Not ``async with engine.connect()`` / ``engine.begin()``: their exit closes the connection in a
     task of its own (``_run_to_completion``), two more event-loop passes for every request. Here a
@@ -212,6 +214,15 @@ async def _connection(engine: AsyncEngine, transaction: bool, **options: Any) ->
     which no further cancellation interrupts. The normal close sends nothing on PostgreSQL or after a
     write (the transaction has ended); where it does call the driver (a SQLite read's rollback) and
     is cancelled there, SQLAlchemy discards that connection and frees its place in the pool.
+
+    ``pause`` is for inline SQLite (``app.storage.sqlite_inline``), where no driver call gives the
+    loop a pass: without it a request runs from its body to its response in one piece and a write
+    never holds the writer's lock across a pass, so the Subscriptions dispatcher, inline in that
+    process, gets one step per round of every client's whole request, and its urgent writes never
+    find a queue to go to the front of (``app.storage.writer_queue``). A delivery takes some twenty
+    steps: under sixteen writing clients a notification took 1.2 to 1.5 s from commit to arrival
+    instead of 50 to 80 ms (BENCHMARKS.md, "Subscriptions: the poll, the outbox, the dispatcher,
+    inline SQLite's passes"). The pass comes after the commit, inside the writer's lock.
     """
     conn = await engine.connect()
     try:
@@ -227,13 +238,17 @@ async def _connection(engine: AsyncEngine, transaction: bool, **options: Any) ->
         await _to_the_end(conn.close())  # closing rolls back the transaction still open
         raise
     await conn.close()
+    if pause:
+        await asyncio.sleep(0)
 
 
 class Database:
     """The engine plus read and write transaction scopes."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, inline: bool = False) -> None:
         self.engine = engine
+        # read and write scopes end with one pass of the event loop (inline SQLite; see ``_connection``)
+        self.pauses = inline and engine.dialect.name == "sqlite"
         self.dialect = engine.dialect.name
         self._sqlite_writer = WriterQueue() if self.dialect == "sqlite" else None
         database = engine.url.database if self.dialect == "sqlite" else None
@@ -243,7 +258,7 @@ class Database:
     def from_url(
         cls, url: str, pool_size: int = 20, sqlite_inline: bool = False, statement_timeout: float | None = None
     ) -> Database:
-        return cls(create_engine(url, pool_size, sqlite_inline, statement_timeout))
+        return cls(create_engine(url, pool_size, sqlite_inline, statement_timeout), sqlite_inline)
 
     @asynccontextmanager
     async def write(self, urgent: bool = False) -> AsyncIterator[AsyncConnection]:
@@ -259,7 +274,7 @@ class Database:
             # WRITE_OPTION before the transaction begins: its BEGIN is then BEGIN IMMEDIATE
             async with (
                 self._sqlite_writer.hold(urgent),
-                _connection(self.engine, transaction=True, **{WRITE_OPTION: True}) as conn,
+                _connection(self.engine, transaction=True, pause=self.pauses, **{WRITE_OPTION: True}) as conn,
             ):
                 conn.info[AFTER_COMMIT] = committed
                 yield conn
@@ -295,7 +310,7 @@ class Database:
         of their statements, so they need no transaction of their own.
         """
         options = {"isolation_level": "AUTOCOMMIT"} if self.dialect == "postgresql" else {AUTOCOMMIT_OPTION: True}
-        async with _connection(self.engine, transaction=False, **options) as conn:
+        async with _connection(self.engine, transaction=False, pause=self.pauses, **options) as conn:
             yield conn
 
     @property

@@ -270,7 +270,8 @@ async def test_a_scope_that_ends_normally_returns_its_connection_in_its_own_task
     each_mode: Database, scope: str
 ) -> None:
     """The connection goes back to the pool from the task that used it (no task started to close it),
-    and the scope ends in that same loop pass: no pass beyond what the driver's own calls need."""
+    and the scope ends in that same loop pass: no pass beyond what the driver's own calls need, but
+    the one a read or write scope on inline SQLite gives the other tasks."""
     db = each_mode
     me = asyncio.current_task()
     checked_in: list[tuple[asyncio.Task[Any] | None, set[asyncio.Task[Any]], int]] = []
@@ -289,7 +290,8 @@ async def test_a_scope_that_ends_normally_returns_its_connection_in_its_own_task
     assert len(checked_in) == 1 and db.engine.pool.checkedout() == 0
     closer, tasks, checked_in_at = checked_in[0]
     assert closer is me and tasks <= before  # closed by this task; no task was started for it
-    assert ended == checked_in_at  # the scope ended in the pass that gave the connection back
+    paused = db.pauses and scope != "single_statement"
+    assert ended == checked_in_at + (1 if paused else 0)  # the scope ended in the pass that gave it back
 
 
 async def test_a_cancelled_write_is_rolled_back_and_its_connection_pooled_again(each_mode: Database) -> None:
