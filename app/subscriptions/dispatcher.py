@@ -125,6 +125,7 @@ class Dispatcher:
         self.settings = settings
         self.owner = uuid.uuid4().hex
         self._wake = asyncio.Event()
+        self._woken = False  # this round follows a wake-up: something committed events
         self._running: dict[str, asyncio.Task[None]] = {}
         # due subscriptions a round passed over because their delivery task here was still finishing
         self._passed_over: set[str] = set()
@@ -145,6 +146,7 @@ class Dispatcher:
     async def run(self) -> None:
         """Claim and deliver until cancelled; a database hiccup is logged and retried at the next poll."""
         while True:
+            self._woken = self._wake.is_set()
             self._wake.clear()
             try:
                 await self.start_due()
@@ -206,18 +208,21 @@ class Dispatcher:
 
     async def _claim(self) -> list[str]:
         """Lease due subscriptions not being delivered here; a cheap read first, so an idle server takes no
-        write lock."""
+        write lock. After a wake-up with no delivery in flight here, the claim goes first: a write has
+        just committed events, so one is due (unless another dispatcher took it), and there is no
+        delivery task here the round could pass over (what the read is also for)."""
         room = self.settings.concurrent - len(self._running)
         if room <= 0:
             return []
         now = utc_now()
         db = self._holder.current.db
-        async with db.read() as conn:
-            found = [row[0] for row in await conn.execute(DUE, {"now": now, "room": room})]
-        if not found:
-            return []
-        if self._running:
-            self._passed_over.update(i for i in found if i in self._running)
+        if not (self._woken and not self._running):
+            async with db.read() as conn:
+                found = [row[0] for row in await conn.execute(DUE, {"now": now, "room": room})]
+            if not found:
+                return []
+            if self._running:
+                self._passed_over.update(i for i in found if i in self._running)
         values = {
             "now": now,
             "room": room,

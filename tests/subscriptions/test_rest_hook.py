@@ -11,9 +11,10 @@ from datetime import timedelta
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, select, update
 
 from app.interactions.context import ContextHolder, utc_now
+from app.subscriptions.delivery_statements import CLAIM, DUE
 from app.subscriptions.tables import subscription_attempts, subscription_events, subscription_state
 from tests.conftest import FHIR_JSON_HEADERS
 from tests.subscriptions.conftest import (
@@ -432,6 +433,55 @@ async def test_a_subscription_passed_over_while_its_task_finished_is_delivered_w
     running.cancel()
     await asyncio.gather(running, return_exceptions=True)
     await dispatcher.close()
+
+
+async def test_a_wake_up_with_nothing_in_flight_claims_at_once_and_a_poll_reads_first(
+    client: httpx.AsyncClient, app: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wake-up follows a write that committed events: with no delivery task in flight here the round
+    claims without the read of what is due (one statement less per notification); a round of the poll,
+    not woken, reads first (an idle server takes no write lock)."""
+    receiver = Receiver()
+    dispatcher = make_dispatcher(app, receiver, poll_seconds=60.0)
+    subscription_id = await subscribe(client, "Task?owner=Practitioner/p1")
+    engine = app.state.fhir.current.db.engine
+    due = " ".join(str(DUE.compile(dialect=engine.dialect)).split())
+    claim = " ".join(str(CLAIM.compile(dialect=engine.dialect)).split()).split("__[POSTCOMPILE")[0]
+    executed: list[str] = []
+
+    def claimed(statements: list[str]) -> bool:  # (the claim's list of subscriptions in flight varies)
+        return any(statement.startswith(claim) for statement in statements)
+
+    def record(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        executed.append(" ".join(statement.split()))
+
+    rounds: asyncio.Queue[None] = asyncio.Queue()
+    start_due = dispatcher.start_due
+
+    async def round_then_tell() -> None:
+        await start_due()
+        await dispatcher.drain()
+        rounds.put_nowait(None)
+
+    monkeypatch.setattr(dispatcher, "start_due", round_then_tell)
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        running = asyncio.create_task(dispatcher.run())
+        async with asyncio.timeout(5):
+            await rounds.get()  # the first round: not woken
+        assert due in executed and not claimed(executed)  # nothing was due: read, no lock taken
+        await post(client, task())
+        executed.clear()
+        dispatcher.wake()
+        async with asyncio.timeout(5):
+            await rounds.get()
+        assert receiver.event_ids == [f"{subscription_id}/1"]
+        assert claimed(executed) and due not in executed
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", record)
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        await dispatcher.close()
 
 
 @pytest.mark.parametrize("passes", [0, 1, 2, 3])
