@@ -43,7 +43,7 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import CompoundSelect, Select, insert, select, union_all, update
+from sqlalchemy import CompoundSelect, Select, insert, union_all, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app import fhirjson
@@ -62,9 +62,10 @@ from app.subscriptions.backport import is_topic_based
 from app.subscriptions.chains import judge_chains
 from app.subscriptions.definition import SubscriptionDefinition, read_definition, watched_type
 from app.subscriptions.matching import database_check
+from app.subscriptions.numbering import append_events
 from app.subscriptions.owners import author_gate, owner_text, saw_removed
 from app.subscriptions.settled import events_part
-from app.subscriptions.tables import subscription_events, subscription_state
+from app.subscriptions.tables import subscription_state
 from app.subscriptions.topics import Interaction, Topic
 
 R = resources.c
@@ -134,7 +135,7 @@ class SubscriptionOutbox:
             return
         matched = await self._matching(conn, change, rows, candidates)
         if matched:
-            await _append_events(conn, matched, change)
+            await append_events(conn, matched, change)
             Database.after_commit(conn, self._wake)
 
     def _rows(self, change: Change) -> IndexRows:
@@ -342,40 +343,3 @@ def _was_active(change: Change) -> bool:
     return (
         previous is not None and previous.body is not None and fhirjson.loads(previous.body).get("status") == "active"
     )
-
-
-async def _append_events(conn: AsyncConnection, subscription_ids: list[str], change: Change) -> None:
-    """The next event number of each subscription, and its event row.
-
-    The state rows are locked in the order of their ids (``FOR UPDATE`` over a sorted select, on
-    PostgreSQL), as the single-statement writes lock them (``app.subscriptions.settled``): rows locked
-    in whatever order a scan meets them could deadlock two writes that notify the same subscriptions,
-    and PostgreSQL breaks a deadlock only after a second."""
-    stored = change.stored
-    locked = (
-        select(S.subscription_id)
-        .where(S.subscription_id.in_(sorted(subscription_ids)), S.active.is_(True))
-        .order_by(S.subscription_id)
-        .with_for_update()
-    )
-    numbered = await conn.execute(
-        update(subscription_state)
-        .where(S.subscription_id.in_(locked))
-        .values(events_assigned=S.events_assigned + 1)
-        .returning(S.subscription_id, S.events_assigned)
-    )
-    rows = [
-        {
-            "subscription_id": subscription_id,
-            "event_number": number,
-            "resource_type": stored.resource_type,
-            "resource_id": stored.id,
-            "version_id": stored.version_id,
-            "deleted": stored.deleted,
-            "occurred": stored.last_updated,
-            "delivered": None,
-        }
-        for subscription_id, number in numbered
-    ]
-    if rows:
-        await conn.execute(insert(subscription_events), rows)
