@@ -38,7 +38,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 import httpx
-from sqlalchemy import Update, delete, insert, update
+from sqlalchemy import Update, delete
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app import fhirjson
@@ -48,7 +48,6 @@ from app.interactions.request_context import RequestContext
 from app.interactions.update import update as update_resource
 from app.storage.database import Database
 from app.storage.repository import read_current, read_version
-from app.storage.tables import resources
 from app.subscriptions.active import ActiveSubscriptions
 from app.subscriptions.definition import SubscriptionDefinition, read_definition
 from app.subscriptions.delivery_statements import (
@@ -61,15 +60,19 @@ from app.subscriptions.delivery_statements import (
     STATE_AND_SUBSCRIPTION,
 )
 from app.subscriptions.endpoints import EndpointPolicy
-from app.subscriptions.records import DeliveredBatch, delivered_state, record_delivered
+from app.subscriptions.records import (
+    ATTEMPTS,
+    EVENTS_DELIVERED,
+    FAILED,
+    DeliveredBatch,
+    moved_in_transaction,
+    record_delivered,
+)
 from app.subscriptions.rest_hook import Event, Item, Notice, Outcome, notification, send, topic_notification
-from app.subscriptions.tables import subscription_attempts, subscription_events, subscription_state
+from app.subscriptions.tables import subscription_attempts
 from app.subscriptions.websocket import WebSocketHub
 
 LOG = logging.getLogger("fhir.subscriptions")
-S = subscription_state.c
-E = subscription_events.c
-R = resources.c
 MAX_RETRY_DELAY = 600.0
 PRUNE_SECONDS = 600.0  # how often old attempt records are deleted
 DATABASE_TURNS = 4  # delivery tasks using a database connection at once (one each, never two)
@@ -391,43 +394,32 @@ class Dispatcher:
             }
             for item, outcome in attempts
         ]
-        values = self._delivered_values(batch, delivered, failed is None, numbers, now)
-        mine = (S.subscription_id == batch.subscription_id) & (S.lease_owner == self.owner)
+        mine = {"sid": batch.subscription_id, "holder": self.owner}
         give_up = released = False
         async with self._database_turn, db.write(urgent=True) as conn:
-            await conn.execute(insert(subscription_attempts), tried)
+            await conn.execute(ATTEMPTS, tried)
             if delivered:
+                through = numbers[-1] if numbers else batch.delivered_through
                 moved = (
                     await conn.execute(
-                        update(subscription_state)
-                        .where(mine, S.delivered_through == batch.delivered_through)
-                        .values(values)
-                        .returning(S.lease_owner)
+                        *self._moved(batch, delivered, failed is None, through, now, {**mine, "through": through})
                     )
                 ).first()
                 if moved is None:
                     return "lost"
                 released = moved.lease_owner is None
                 if numbers:
-                    await conn.execute(_mark_delivered(batch, numbers[-1], now))
+                    after = {"after": batch.delivered_through, "through": through, "now": now}
+                    await conn.execute(EVENTS_DELIVERED, {**mine, **after})
             if failed is None:
                 return "released" if released else "keep"
             event, outcome = failed
             failing_since = (batch.failing_since if not delivered else None) or now
             tries = (batch.attempts if not delivered else 0) + 1
             give_up = now - failing_since >= timedelta(hours=self.settings.retry_hours)
-            await conn.execute(
-                update(subscription_state)
-                .where(mine)
-                .values(
-                    attempts=tries,
-                    retry_at=now + timedelta(seconds=retry_delay(tries)),
-                    failing_since=failing_since,
-                    last_error=outcome.detail,
-                    lease_owner=None,
-                    lease_until=None,
-                )
-            )
+            retry = now + timedelta(seconds=retry_delay(tries))
+            failure = {"tries": tries, "retry": retry, "since": failing_since, "error": outcome.detail}
+            await conn.execute(FAILED, {**mine, **failure})
         LOG.warning(
             "Subscription/%s %s not delivered (attempt %d): %s",
             event.subscription_id,
@@ -469,19 +461,28 @@ class Dispatcher:
             return "lost"
         return "released" if released else "keep"
 
-    def _delivered_values(
-        self, batch: _Batch, delivered: list[tuple[Item, Outcome]], whole: bool, numbers: list[int], now: datetime
-    ) -> dict[str, object]:
-        """The state after ``delivered`` went out, for the transaction (``records.delivered_state``)."""
+    def _moved(
+        self,
+        batch: _Batch,
+        delivered: list[tuple[Item, Outcome]],
+        whole: bool,
+        through: int,
+        now: datetime,
+        bound: dict[str, object],
+    ) -> tuple[Update, dict[str, object]]:
+        """The transaction's update of the state after ``delivered`` went out (``records.delivered_state``)
+        and its values."""
         heartbeat = batch.definition.heartbeat_seconds
-        return delivered_state(
-            numbers[-1] if numbers else batch.delivered_through,
-            now + timedelta(seconds=self.settings.lease_seconds),
-            now + timedelta(seconds=heartbeat) if heartbeat is not None else None,
-            events=bool(numbers),
-            handshake=any(isinstance(item, Notice) and item.kind == "handshake" for item, _ in delivered),
-            whole=whole,
-        )
+        handshake = any(isinstance(item, Notice) and item.kind == "handshake" for item, _ in delivered)
+        statement = moved_in_transaction(through > batch.delivered_through, handshake, heartbeat is not None, whole)
+        values = {
+            **bound,
+            "after": batch.delivered_through,
+            "lease_until": now + timedelta(seconds=self.settings.lease_seconds),
+        }
+        if heartbeat is not None:
+            values["heartbeat_at"] = now + timedelta(seconds=heartbeat)
+        return statement, values
 
     async def _release(self, subscription_id: str, only_if_done: bool = False) -> bool:
         """Give the lease back; with ``only_if_done``, only when every event was delivered or the
@@ -524,19 +525,6 @@ class Dispatcher:
             LOG.warning("Subscription/%s could not be set to %s: %s", subscription_id, status, exc.message)
             return
         LOG.warning("Subscription/%s is now %s%s", subscription_id, status, f": {error}" if error else "")
-
-
-def _mark_delivered(batch: _Batch, through: int, now: datetime) -> Update:
-    """The batch's events up to number ``through`` stamped with their delivery time."""
-    return (
-        update(subscription_events)
-        .where(
-            E.subscription_id == batch.subscription_id,
-            E.event_number > batch.delivered_through,
-            E.event_number <= through,
-        )
-        .values(delivered=now)
-    )
 
 
 def _attempt_detail(item: Item, outcome: Outcome) -> str:

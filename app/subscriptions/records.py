@@ -11,7 +11,11 @@ the state moves only while the lease is still this dispatcher's and nobody
 recorded meanwhile, and the events are stamped only when it moved. The
 statement is built once per shape, its values bound by name, so SQLAlchemy
 compiles it once. Failures and SQLite keep the transaction
-(``app.subscriptions.dispatcher``).
+(``app.subscriptions.dispatcher``), whose statements are built once too
+(``ATTEMPTS``, ``moved_in_transaction``, ``EVENTS_DELIVERED``, ``FAILED``):
+built at each record, with their cache keys derived again, they cost a
+SQLite notification more than the database's work and the HTTP request
+together.
 """
 
 from __future__ import annotations
@@ -23,10 +27,12 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Insert,
     Integer,
     Select,
     String,
     Text,
+    Update,
     and_,
     bindparam,
     case,
@@ -175,3 +181,66 @@ async def record_delivered(conn: AsyncConnection, batch: DeliveredBatch) -> tupl
     if row is None:
         return False, False
     return True, row.lease_owner is None
+
+
+WHEN = UTCDateTime()
+
+# the attempts of a batch (one row each, as values)
+ATTEMPTS: Insert = insert(subscription_attempts)
+
+
+@lru_cache(maxsize=16)
+def moved_in_transaction(events: bool, handshake: bool, heartbeat: bool, whole: bool) -> Update:
+    """The state moved on after a batch (``delivered_state``), in the transaction's own statement, only
+    while the lease is still ``holder``'s and nobody recorded meanwhile (``after``); it returns the lease
+    owner after the update (None: given back). Bound: ``sid``, ``holder``, ``after``, ``through``,
+    ``lease_until``, and ``heartbeat_at`` when ``heartbeat``."""
+    values = delivered_state(
+        bindparam("through", type_=BigInteger()),
+        bindparam("lease_until", type_=WHEN),
+        bindparam("heartbeat_at", type_=WHEN) if heartbeat else None,
+        events=events,
+        handshake=handshake,
+        whole=whole,
+    )
+    return (
+        update(subscription_state)
+        .where(
+            S.subscription_id == bindparam("sid", type_=String()),
+            S.lease_owner == bindparam("holder", type_=String()),
+            S.delivered_through == bindparam("after", type_=BigInteger()),
+        )
+        .values(values)
+        .returning(S.lease_owner)
+    )
+
+
+# a batch's events after number ``after`` up to ``through`` stamped with their delivery time ``now``
+EVENTS_DELIVERED: Update = (
+    update(subscription_events)
+    .where(
+        E.subscription_id == bindparam("sid", type_=String()),
+        E.event_number > bindparam("after", type_=BigInteger()),
+        E.event_number <= bindparam("through", type_=BigInteger()),
+    )
+    .values(delivered=bindparam("now", type_=WHEN))
+)
+
+# a failed attempt: the retry planned, the failure kept, the lease given back (bound: ``sid``, ``holder``,
+# ``tries``, ``retry``, ``since``, ``error``; not the columns' own names, which SQLAlchemy keeps for the
+# values of an UPDATE)
+FAILED: Update = (
+    update(subscription_state)
+    .where(
+        S.subscription_id == bindparam("sid", type_=String()),
+        S.lease_owner == bindparam("holder", type_=String()),
+    )
+    .values(
+        attempts=bindparam("tries", type_=Integer()),
+        retry_at=bindparam("retry", type_=WHEN),
+        failing_since=bindparam("since", type_=WHEN),
+        last_error=bindparam("error", type_=Text()),
+        lease_owner=null(),
+        lease_until=null(),
+    )
+)

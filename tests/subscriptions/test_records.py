@@ -1,5 +1,6 @@
 """The one-statement record of a batch delivered whole (PostgreSQL): what it stores, and that it moves
-nothing for a dispatcher whose lease was taken over, as the transaction it replaces."""
+nothing for a dispatcher whose lease was taken over, as the transaction it replaces; and the statements
+of that transaction (SQLite, failures), built once."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import select, update
+from sqlalchemy.dialects import sqlite
 
 from app.interactions.context import ContextHolder, utc_now
-from app.subscriptions.records import DeliveredBatch, record_delivered
+from app.subscriptions.records import EVENTS_DELIVERED, FAILED, DeliveredBatch, moved_in_transaction, record_delivered
 from app.subscriptions.tables import subscription_attempts, subscription_events, subscription_state
 from tests.subscriptions.conftest import post, subscribe, task
 
@@ -95,3 +97,27 @@ async def test_a_dispatcher_that_lost_its_lease_moves_nothing(client: httpx.Asyn
         assert (await conn.execute(select(e.delivered))).scalars().all() == [None]  # not stamped
         attempts = (await conn.execute(select(subscription_attempts.c.detail))).scalars().all()
     assert attempts == ["HTTP 200"]  # the attempt happened, and is on record, as in the transaction
+
+
+def test_the_transactions_statements_are_built_once_with_every_value_bound() -> None:
+    """The record a transaction makes (SQLite; failures): built once per shape, so a record costs the
+    statements' execution, not their construction, and nothing of a batch is written into the SQL."""
+    assert moved_in_transaction(True, False, True, True) is moved_in_transaction(True, False, True, True)
+    moved = " ".join(str(moved_in_transaction(True, False, True, True).compile(dialect=sqlite.dialect())).split())
+    assert moved.startswith("UPDATE subscription_state SET delivered_through=?,")
+    assert "heartbeat_at=?" in moved
+    assert "lease_owner=CASE WHEN (subscription_state.events_assigned <= ?" in moved
+    assert moved.endswith(
+        "WHERE subscription_state.subscription_id = ? AND subscription_state.lease_owner = ? "
+        "AND subscription_state.delivered_through = ? RETURNING lease_owner"
+    )
+    stamped = " ".join(str(EVENTS_DELIVERED.compile(dialect=sqlite.dialect())).split())
+    assert stamped == (
+        "UPDATE subscription_events SET delivered=? WHERE subscription_events.subscription_id = ? "
+        "AND subscription_events.event_number > ? AND subscription_events.event_number <= ?"
+    )
+    failed = " ".join(str(FAILED.compile(dialect=sqlite.dialect())).split())
+    assert failed == (
+        "UPDATE subscription_state SET attempts=?, retry_at=?, failing_since=?, last_error=?, lease_owner=NULL, "
+        "lease_until=NULL WHERE subscription_state.subscription_id = ? AND subscription_state.lease_owner = ?"
+    )
