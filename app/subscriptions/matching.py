@@ -49,19 +49,19 @@ def anchor(clause: AnyClause) -> Key | None:
     return None
 
 
-def row_keys(rows: IndexRows, params: Container[object] | None = None) -> set[Key]:
-    """Every anchor key the rows of one resource satisfy; with ``params``, only those of the parameters
-    (by hash) that some subscription is anchored on (a resource has dozens of rows, a type's
-    subscriptions few anchoring parameters)."""
+def row_keys(rows: IndexRows, params: Container[object]) -> set[Key]:
+    """The anchor keys the rows of one resource satisfy, of the parameters (by hash) that some
+    subscription is anchored on (a resource has dozens of rows, a type's subscriptions few anchoring
+    parameters)."""
     keys: set[Key] = set()
     for row in rows.get("reference", ()):
         param = row["param_hash"]
-        if row["target_id"] is not None and (params is None or param in params):
+        if row["target_id"] is not None and param in params:
             keys.add(("reference", param, None, row["target_id"]))
             keys.add(("reference", param, row["target_type"], row["target_id"]))
     for row in rows.get("token", ()):
         param = row["param_hash"]
-        if row["code"] is not None and (params is None or param in params):
+        if row["code"] is not None and param in params:
             keys.add(("token", param, None, row["code"]))
             keys.add(("token", param, row["system"] if row["system"] is not None else "", row["code"]))
     return keys

@@ -64,14 +64,14 @@ def events_part(
     a remaining clause cannot be judged before the write (the write then needs a transaction too).
     ``committed`` gets the number of events the statement stored."""
     values: dict[str, object] = {
-        "outbox.rt": stored.resource_type,
-        "outbox.rid": stored.id,
-        "outbox.vid": stored.version_id,
-        "outbox.occurred": stored.last_updated,
+        f"{OUTBOX}.rt": stored.resource_type,
+        f"{OUTBOX}.rid": stored.id,
+        f"{OUTBOX}.vid": stored.version_id,
+        f"{OUTBOX}.occurred": stored.last_updated,
     }
     # in the order of their ids, so that concurrent writes lock the subscriptions' rows in one order
     for position, subscription_id in enumerate(sorted(matched)):
-        values[f"outbox.s{position}"] = subscription_id
+        values[f"{OUTBOX}.s{position}"] = subscription_id
     references = references_of(rows) if undecided else {}
     for definition, clauses in undecided:
         if clauses is definition.unjudged and definition.prewrite is not None:  # known at parse time
@@ -81,7 +81,7 @@ def events_part(
     resource_type = stored.resource_type
     # every id is a value; equal clauses build the same SQL with the same values bound inside it
     layout = tuple(clauses for _, clauses in undecided)
-    shape = ("outbox", resource_type, len(matched), layout)
+    shape = (OUTBOX, resource_type, len(matched), layout)
     count = len(matched)
 
     def build(cur: CTE) -> Sequence[CTE]:  # only when this shape is first compiled
@@ -104,7 +104,7 @@ def _numbered_events(cur: CTE, count: int) -> list[CTE]:
     written = exists(select(cur.c.version_id))
     counted = []
     for position in range(count):
-        key = S.subscription_id == bindparam(f"outbox.s{position}", type_=String())
+        key = S.subscription_id == bindparam(f"{OUTBOX}.s{position}", type_=String())
         counted.append(
             update(subscription_state)
             .where(key, S.active.is_(True), written)
@@ -118,11 +118,11 @@ def _numbered_events(cur: CTE, count: int) -> list[CTE]:
     rows = select(
         numbered.c.subscription_id,
         numbered.c.events_assigned,
-        bindparam("outbox.rt", type_=String()),
-        bindparam("outbox.rid", type_=String()),
-        bindparam("outbox.vid", type_=E.version_id.type),
+        bindparam(f"{OUTBOX}.rt", type_=String()),
+        bindparam(f"{OUTBOX}.rid", type_=String()),
+        bindparam(f"{OUTBOX}.vid", type_=E.version_id.type),
         false(),
-        bindparam("outbox.occurred", type_=E.occurred.type),
+        bindparam(f"{OUTBOX}.occurred", type_=E.occurred.type),
         null(),
     )
     names = ["subscription_id", "event_number", "resource_type", "resource_id", "version_id", "deleted"]
