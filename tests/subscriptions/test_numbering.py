@@ -20,7 +20,8 @@ from app.subscriptions.tables import subscription_events, subscription_state
 def test_the_rows_are_locked_in_the_order_of_their_ids_with_the_ids_bound() -> None:
     sql = " ".join(str(_numbering(2).compile(dialect=postgresql.dialect())).split())
     assert sql.startswith(
-        "UPDATE subscription_state SET events_assigned=(subscription_state.events_assigned + %(events_assigned_1)s::BIGINT)"
+        "UPDATE subscription_state SET "
+        "events_assigned=(subscription_state.events_assigned + %(events_assigned_1)s::BIGINT)"
     )
     assert "subscription_state.subscription_id IN (%(s0)s::VARCHAR, %(s1)s::VARCHAR)" in sql
     assert "ORDER BY subscription_state.subscription_id FOR UPDATE" in sql
