@@ -138,7 +138,9 @@ def install_subscriptions(holder: ContextHolder, rules: SubscriptionRules, setti
         else:
             dispatcher.wake()
 
-    outbox = SubscriptionOutbox(holder, active, wake, broadcast.announce)
+    # with a delivery process, a write stored by one statement wakes it by a NOTIFY of that statement's
+    notice = broadcast.statement_notice(WAKE) if settings.delivery_process else None
+    outbox = SubscriptionOutbox(holder, active, wake, broadcast.announce, notice)
     holder.current = replace(holder.current, writer=holder.current.writer.with_hooks(outbox))
     return Subscriptions(active, dispatcher, hub, client, websocket_url(settings.public_base_url))
 

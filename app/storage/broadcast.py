@@ -7,6 +7,11 @@ must not be lost is in tables; a process that is not listening at the
 moment simply misses it. The listening connection is a dedicated asyncpg
 connection outside the pool (a pooled one would be handed to requests),
 re-opened when it drops.
+
+A write's own statement can carry a message too (``StatementNotice``):
+PostgreSQL sends a ``NOTIFY`` when the transaction that issued it commits
+and drops it when that rolls back, so the message goes out exactly when the
+write is stored, without a statement or a pooled connection of its own.
 """
 
 from __future__ import annotations
@@ -15,15 +20,30 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, literal, select
 
 from app.storage.database import Database
 
 LOG = logging.getLogger("fhir.storage")
 RECONNECT_SECONDS = 1.0
 MAX_PAYLOAD_BYTES = 7000  # NOTIFY payloads must stay under 8,000 bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StatementNotice:
+    """A message on ``channel`` sent by the statement that evaluates ``expression()`` once its
+    transaction commits (postgresql.org/docs/15/sql-notify.html: never for a rollback; the same
+    message issued several times in one transaction is delivered once)."""
+
+    channel: str
+    message: str
+
+    def expression(self) -> ColumnElement[Any]:
+        return func.pg_notify(literal(self.channel), literal(self.message))
 
 
 class Broadcast:
@@ -59,6 +79,11 @@ class Broadcast:
             return
         async with self.db.read() as conn:
             await conn.execute(select(func.pg_notify(self.channel, message)))
+
+    def statement_notice(self, message: str) -> StatementNotice | None:
+        """``message``, to be sent by a statement of a write (PostgreSQL); None on SQLite, where the
+        listeners are in this process and are called after the commit instead (``publish``)."""
+        return StatementNotice(self.channel, message) if self.db.dialect == "postgresql" else None
 
     def announce(self, message: str) -> None:
         """``publish`` from synchronous code (an after-commit callback): sent in the background."""

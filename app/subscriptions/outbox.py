@@ -51,6 +51,7 @@ from app.errors import FhirError, Forbidden
 from app.interactions.context import ContextHolder, utc_now
 from app.search.memory import clauses_hold
 from app.search.request import AnyClause
+from app.storage.broadcast import StatementNotice
 from app.storage.database import Database
 from app.storage.gate import Author
 from app.storage.index_tables import IndexRows
@@ -81,10 +82,15 @@ class SubscriptionOutbox:
         active: ActiveSubscriptions,
         wake: Callable[[], None],
         announce: Callable[[str], None],
+        wake_notice: StatementNotice | None = None,
     ) -> None:
+        """``wake`` after the commit of a write that stored events; or, for a write whose own
+        statement stores them, ``wake_notice`` sent by that statement (PostgreSQL with a delivery
+        process: the wake-up is the broadcast's message)."""
         self._holder = holder
         self.active = active
         self._wake = wake
+        self._wake_notice = wake_notice
         self._announce = announce
         self._checks = PreparedChecks()
 
@@ -111,7 +117,8 @@ class SubscriptionOutbox:
             return None
         if not matched and not undecided:
             return ()
-        part = events_part(stored, change.rows, matched, undecided, self._woken_by)
+        notice = self._wake_notice
+        part = events_part(stored, change.rows, matched, undecided, None if notice else self._woken_by, notice)
         return None if part is None else (part,)
 
     def _woken_by(self, events: int) -> None:

@@ -19,6 +19,11 @@ nothing and the write takes a transaction, where the outbox judges and
 numbers them all. Numbering each such subscription in the statement on its
 condition instead cost every write a data-modifying CTE per subscription
 (BENCHMARKS.md, "Subscriptions: chains as the statement's veto").
+
+Where notifications are sent by a delivery process, the statement also
+wakes it (``app.storage.broadcast.StatementNotice``: a ``NOTIFY`` of the
+statement's own, sent when it commits and only if it numbered an event),
+instead of a statement of its own after the commit.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from sqlalchemy import (
 from sqlalchemy.sql.selectable import CTE
 
 from app.search.request import AnyClause
+from app.storage.broadcast import StatementNotice
 from app.storage.index_tables import IndexRows
 from app.storage.repository import StoredVersion
 from app.storage.single_statement import StatementPart
@@ -57,12 +63,14 @@ def events_part(
     rows: IndexRows,
     matched: Sequence[str],
     undecided: Sequence[tuple[SubscriptionDefinition, tuple[AnyClause, ...]]],
-    committed: Callable[[int], None],
+    committed: Callable[[int], None] | None,
+    notice: StatementNotice | None = None,
 ) -> StatementPart | None:
     """The part numbering ``matched``, with a veto when one of ``undecided`` may match: then the write
     takes a transaction, which judges them and numbers those that do (``outbox``'s ``after``). None when
     a remaining clause cannot be judged before the write (the write then needs a transaction too).
-    ``committed`` gets the number of events the statement stored."""
+    ``committed`` gets the number of events the statement stored; ``notice`` is sent by the statement
+    when it stored one."""
     values: dict[str, object] = {
         f"{OUTBOX}.rt": stored.resource_type,
         f"{OUTBOX}.rid": stored.id,
@@ -81,11 +89,11 @@ def events_part(
     resource_type = stored.resource_type
     # every id is a value; equal clauses build the same SQL with the same values bound inside it
     layout = tuple(clauses for _, clauses in undecided)
-    shape = (OUTBOX, resource_type, len(matched), layout)
+    shape = (OUTBOX, resource_type, len(matched), layout, notice)
     count = len(matched)
 
     def build(cur: CTE) -> Sequence[CTE]:  # only when this shape is first compiled
-        return _numbered_events(cur, count) if count else ()
+        return _numbered_events(cur, count, notice) if count else ()
 
     def veto() -> ColumnElement[bool]:
         return prewrite_veto(layout, resource_type, OUTBOX)
@@ -93,14 +101,16 @@ def events_part(
     return StatementPart(shape, build, values, committed, veto if layout else None)
 
 
-def _numbered_events(cur: CTE, count: int) -> list[CTE]:
+def _numbered_events(cur: CTE, count: int, notice: StatementNotice | None) -> list[CTE]:
     """The next number of each of ``count`` subscriptions (named by ``outbox.s<position>``) that is
-    active, and its event row, only when the write happened (``cur`` has its row).
+    active, and its event row, only when the write happened (``cur`` has its row); and ``notice``
+    issued once per numbered row (delivered once: the same message in one transaction).
 
     One UPDATE per subscription, each by its primary key: one UPDATE of all of them by a list of ids
     (or by ORed conditions) was planned as a scan of every subscription's row at every write once
     there were a thousand. The first CTE returned gathers the numbered rows (``StatementPart``'s
-    count)."""
+    count): the statement's result counts its rows, so it is evaluated in full, and a CTE calling a
+    volatile function such as ``pg_notify`` is never folded into its reader."""
     written = exists(select(cur.c.version_id))
     counted = []
     for position in range(count):
@@ -127,4 +137,7 @@ def _numbered_events(cur: CTE, count: int) -> list[CTE]:
     )
     names = ["subscription_id", "event_number", "resource_type", "resource_id", "version_id", "deleted"]
     appended = insert(subscription_events).from_select([*names, "occurred", "delivered"], rows).cte("outbox_events")
-    return [numbered, *counted, appended]
+    if notice is None:
+        return [numbered, *counted, appended]
+    woken = select(numbered.c.subscription_id, notice.expression().label("woken")).cte("outbox_woken")
+    return [woken, numbered, *counted, appended]

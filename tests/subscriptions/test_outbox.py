@@ -8,6 +8,7 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -15,6 +16,7 @@ from sqlalchemy import insert, literal, select
 
 from app import fhirjson
 from app.interactions.context import ContextHolder
+from app.main import SUBSCRIPTION_EVENTS_CHANNEL
 from app.storage.repository import StoredVersion
 from app.storage.row_keys import NO_KEYS
 from app.storage.single_statement import _values, _written_tables, create_statement
@@ -130,6 +132,39 @@ async def test_only_a_write_that_stored_events_wakes_the_dispatcher(client: http
     matching = await post(client, task(**{"for": {"reference": f"Patient/{doe['id']}"}}))
     assert wakes == ["wake"]
     assert await events_of(app, subscription_id) == [(1, matching["id"], 1, False)]
+
+
+async def test_a_write_stored_by_one_statement_wakes_the_delivery_process_by_that_statements_notify(
+    client: httpx.AsyncClient, app: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a delivery process (PostgreSQL), a notifying write stored by its own statement wakes it by a
+    NOTIFY of that statement, sent when it commits: one message however many events it stored, none for
+    a write that stored none, and no statement of the worker's after the commit."""
+    holder: ContextHolder = app.state.fhir
+    if holder.current.db.dialect != "postgresql":
+        pytest.skip("SQLite has no delivery process: the worker's dispatcher is woken after the commit")
+    first = await subscribe(client, "Task?owner=Practitioner/p1&status=requested")
+    second = await subscribe(client, "Task?owner=Practitioner/p1")
+    outbox = outbox_of(app)
+    after_commit: list[str] = []
+    outbox._wake = lambda: after_commit.append("wake")
+    calls = CallsInTransaction(monkeypatch)
+    heard: list[str] = []
+    dsn = holder.current.db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    listener = await asyncpg.connect(dsn)
+    try:
+        await listener.add_listener(SUBSCRIPTION_EVENTS_CHANNEL, lambda *message: heard.append(message[3]))
+        await post(client, task(owner="Practitioner/p2"))  # matches nothing
+        matching = await post(client, task())  # matches both
+        async with asyncio.timeout(5):
+            while "wake" not in heard:
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)  # a second message would have come by now
+    finally:
+        await listener.close()
+    assert [message for message in heard if message == "wake"] == ["wake"]
+    assert after_commit == [] and calls.types == []  # stored and announced by the write's one statement
+    assert await events_of(app, first) == await events_of(app, second) == [(1, matching["id"], 1, False)]
 
 
 async def test_the_statement_finds_the_subscriptions_it_numbers_by_primary_key(
