@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Select, Update, and_, bindparam, or_, select, update
 
 from app.storage.tables import resources
-from app.subscriptions.tables import subscription_events, subscription_state
+from app.subscriptions.tables import PENDING, subscription_events, subscription_state
 
 S = subscription_state.c
 E = subscription_events.c
@@ -39,11 +39,12 @@ STATE_AND_SUBSCRIPTION: Select[Any] = (
 )
 
 # the active subscriptions with something to send (events, a handshake, a heartbeat), not waiting for a
-# retry and not leased, in id order (bound: ``now``, ``room``: how many)
+# retry and not leased, in id order (bound: ``now``, ``room``: how many); read from the index of those
+# ``PENDING`` (whose condition this one implies, and holds word for word for SQLite)
 DUE: Select[Any] = (
     select(S.subscription_id)
     .where(
-        S.active.is_(True),
+        PENDING,
         or_(S.delivered_through < S.events_assigned, S.handshake_due.is_(True), S.heartbeat_at <= bindparam("now")),
         or_(S.retry_at.is_(None), S.retry_at <= bindparam("now")),
         or_(S.lease_until.is_(None), S.lease_until < bindparam("now")),

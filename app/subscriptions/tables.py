@@ -14,7 +14,7 @@ handshake before their first event and heartbeats when idle (Backport IG).
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, Column, Index, Integer, String, Table, Text, false
+from sqlalchemy import BigInteger, Boolean, Column, Index, Integer, String, Table, Text, and_, false, or_
 
 from app.storage.tables import UTCDateTime, metadata
 
@@ -40,6 +40,18 @@ subscription_state = Table(
     Column("heartbeat_seconds", Integer, nullable=True),
     Column("heartbeat_at", UTCDateTime(), nullable=True),
 )
+
+_S = subscription_state.c
+# active and with something to send now or later (events, a handshake, heartbeats): the subscriptions a
+# dispatcher's round looks among (``app.subscriptions.delivery_statements.DUE``), under an index of their
+# own, so a round reads those rather than every subscription's row. The round's query repeats this
+# condition word for word: SQLite uses a partial index only for a query holding its condition's terms
+# (sqlite.org/partialindex.html#queries_using_partial_indexes)
+PENDING = and_(
+    _S.active.is_(True),
+    or_(_S.delivered_through < _S.events_assigned, _S.handshake_due.is_(True), _S.heartbeat_at.is_not(None)),
+)
+Index("ix_subscription_state_pending", _S.subscription_id, postgresql_where=PENDING, sqlite_where=PENDING)
 
 subscription_events = Table(
     "subscription_events",
