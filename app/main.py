@@ -55,7 +55,10 @@ FHIR_PREFIX = "/fhir"
 LOG = logging.getLogger("fhir.server")
 READ_METHODS = ["GET", "HEAD"]
 SUBSCRIPTION_EVENTS_CHANNEL = "fhir_subscription_events"
-WAKE = "wake"  # broadcast by a worker whose write stored events, to the delivery process
+# a worker whose write stored events wakes the delivery processes on a channel of their own: the workers
+# (which listen for Subscription changes and websocket events) are not woken by every notifying write
+SUBSCRIPTION_WAKE_CHANNEL = "fhir_subscription_wake"
+WAKE = "wake"
 WEBSOCKET_PATH = "/websocket"  # beside the FHIR types: [base]/websocket
 
 
@@ -130,19 +133,20 @@ def install_subscriptions(holder: ContextHolder, rules: SubscriptionRules, setti
     broadcast.listen(active.on_message)
     hub = WebSocketHub(holder, broadcast, rules, settings.public_base_url)
     dispatcher = Dispatcher(holder, active, policy, client, delivery, hub)
-    broadcast.listen(lambda message: dispatcher.wake() if message == WAKE else None)
+    wakes = Broadcast(holder.current.db, SUBSCRIPTION_WAKE_CHANNEL)  # heard only where the dispatcher runs
+    wakes.listen(lambda _: dispatcher.wake())
 
     def wake() -> None:  # after a write that stored events committed: this process's dispatcher, or the others'
         if settings.delivery_process:
-            broadcast.announce(WAKE)
+            wakes.announce(WAKE)
         else:
             dispatcher.wake()
 
     # with a delivery process, a write stored by one statement wakes it by a NOTIFY of that statement's
-    notice = broadcast.statement_notice(WAKE) if settings.delivery_process else None
+    notice = wakes.statement_notice(WAKE) if settings.delivery_process else None
     outbox = SubscriptionOutbox(holder, active, wake, broadcast.announce, notice)
     holder.current = replace(holder.current, writer=holder.current.writer.with_hooks(outbox))
-    return Subscriptions(active, dispatcher, hub, client, websocket_url(settings.public_base_url))
+    return Subscriptions(active, dispatcher, hub, client, websocket_url(settings.public_base_url), wakes)
 
 
 def freeze_startup_heap() -> None:

@@ -6,6 +6,7 @@ import asyncio
 
 import httpx
 
+from app.storage.broadcast import Broadcast
 from app.subscriptions.active import ActiveSubscriptions
 from app.subscriptions.dispatcher import Dispatcher
 from app.subscriptions.websocket import WebSocketHub
@@ -22,8 +23,12 @@ class Subscriptions:
         hub: WebSocketHub,
         client: httpx.AsyncClient,
         websocket_url: str,
+        wakes: Broadcast,
     ) -> None:
+        """``wakes``: the channel on which writes that stored events wake the dispatchers of other
+        processes (``dispatcher.wake`` listens to it); listened to only by a process that delivers."""
         self.active = active
+        self.wakes = wakes
         self.websocket_url = websocket_url  # where websocket clients connect (the CapabilityStatement says it)
         self.dispatcher = dispatcher
         self.hub = hub
@@ -38,6 +43,7 @@ class Subscriptions:
             await self.active.load(conn)
         await self.hub.start()
         if deliver:
+            await self.wakes.start()
             self._task = asyncio.create_task(self.dispatcher.run())
 
     async def close(self) -> None:
@@ -45,5 +51,6 @@ class Subscriptions:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         await self.dispatcher.close()
+        await self.wakes.close()
         await self.hub.close()
         await self._client.aclose()

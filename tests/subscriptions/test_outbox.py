@@ -16,7 +16,7 @@ from sqlalchemy import insert, literal, select
 
 from app import fhirjson
 from app.interactions.context import ContextHolder
-from app.main import SUBSCRIPTION_EVENTS_CHANNEL
+from app.main import SUBSCRIPTION_WAKE_CHANNEL
 from app.storage.repository import StoredVersion
 from app.storage.row_keys import NO_KEYS
 from app.storage.single_statement import _values, _written_tables, create_statement
@@ -153,7 +153,7 @@ async def test_a_write_stored_by_one_statement_wakes_the_delivery_process_by_tha
     dsn = holder.current.db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
     listener = await asyncpg.connect(dsn)
     try:
-        await listener.add_listener(SUBSCRIPTION_EVENTS_CHANNEL, lambda *message: heard.append(message[3]))
+        await listener.add_listener(SUBSCRIPTION_WAKE_CHANNEL, lambda *message: heard.append(message[3]))
         await post(client, task(owner="Practitioner/p2"))  # matches nothing
         matching = await post(client, task())  # matches both
         async with asyncio.timeout(5):
@@ -162,7 +162,7 @@ async def test_a_write_stored_by_one_statement_wakes_the_delivery_process_by_tha
         await asyncio.sleep(0.2)  # a second message would have come by now
     finally:
         await listener.close()
-    assert [message for message in heard if message == "wake"] == ["wake"]
+    assert heard == ["wake"]
     assert after_commit == [] and calls.types == []  # stored and announced by the write's one statement
     assert await events_of(app, first) == await events_of(app, second) == [(1, matching["id"], 1, False)]
 
