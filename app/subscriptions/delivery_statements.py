@@ -23,19 +23,37 @@ E = subscription_events.c
 R = resources.c
 BATCH = 50  # events read, sent in order, and recorded together
 
-# a subscription's delivery state and the current version of its Subscription resource, in one read
-# (bound: ``sid``)
-STATE_AND_SUBSCRIPTION: Select[Any] = (
+# a subscription's delivery state, the current version of its Subscription resource and its next events
+# (up to ``BATCH`` after ``delivered_through``, in order), in one read: a row per event, or one row with
+# no event. Events are numbered without gaps and never deleted, so the next ones are a range of numbers
+# read from the primary key (bound: ``sid``)
+STATE_AND_EVENTS: Select[Any] = (
     select(
         subscription_state,
         R.version_id.label("subscription_version"),
         R.deleted.label("subscription_deleted"),
         R.body.label("subscription_body"),
+        E.event_number,
+        E.resource_type.label("event_type"),
+        E.resource_id.label("event_resource_id"),
+        E.version_id.label("event_version"),
+        E.deleted.label("event_deleted"),
+        E.occurred.label("event_occurred"),
     )
     .select_from(
-        subscription_state.outerjoin(resources, and_(R.resource_type == "Subscription", R.id == S.subscription_id))
+        subscription_state.outerjoin(
+            resources, and_(R.resource_type == "Subscription", R.id == S.subscription_id)
+        ).outerjoin(
+            subscription_events,
+            and_(
+                E.subscription_id == S.subscription_id,
+                E.event_number > S.delivered_through,
+                E.event_number <= S.delivered_through + BATCH,
+            ),
+        )
     )
     .where(S.subscription_id == bindparam("sid"))
+    .order_by(E.event_number)
 )
 
 # the active subscriptions with something to send (events, a handshake, a heartbeat), not waiting for a
@@ -66,14 +84,6 @@ CLAIM: Update = (
     )
     .values(lease_owner=bindparam("holder"), lease_until=bindparam("lease_end"))
     .returning(S.subscription_id)
-)
-
-# the next events of a subscription after number ``after``, in order (bound: ``sid``, ``after``)
-EVENTS: Select[Any] = (
-    select(subscription_events)
-    .where(E.subscription_id == bindparam("sid"), E.event_number > bindparam("after"))
-    .order_by(E.event_number)
-    .limit(BATCH)
 )
 
 _MINE = and_(S.subscription_id == bindparam("sid"), S.lease_owner == bindparam("holder"))

@@ -32,13 +32,14 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import httpx
-from sqlalchemy import Update, delete
+from sqlalchemy import Row, Update, delete
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app import fhirjson
@@ -53,11 +54,10 @@ from app.subscriptions.definition import SubscriptionDefinition, read_definition
 from app.subscriptions.delivery_statements import (
     CLAIM,
     DUE,
-    EVENTS,
     LEASE_OWNER,
     RELEASE,
     RELEASE_IF_DONE,
-    STATE_AND_SUBSCRIPTION,
+    STATE_AND_EVENTS,
 )
 from app.subscriptions.endpoints import EndpointPolicy
 from app.subscriptions.records import (
@@ -277,7 +277,8 @@ class Dispatcher:
         event; a heartbeat only when no event is waiting."""
         now = utc_now()
         async with self._database_turn, self._holder.current.db.read() as conn:
-            state = (await conn.execute(STATE_AND_SUBSCRIPTION, {"sid": subscription_id})).first()
+            rows = (await conn.execute(STATE_AND_EVENTS, {"sid": subscription_id})).all()
+            state = rows[0] if rows else None
             if state is None or state.lease_owner != self.owner:
                 return None, None
             waiting = state.delivered_through < state.events_assigned
@@ -295,7 +296,7 @@ class Dispatcher:
                 kind: Literal["handshake", "heartbeat"] = "handshake" if state.handshake_due else "heartbeat"
                 items.append((Notice(subscription_id, kind, state.events_assigned), None))
             else:
-                items = await self._events(conn, definition, subscription_id, state.delivered_through)
+                items = await self._events(conn, definition, subscription_id, rows)
             if not items:
                 return None, "stop"
         batch = _Batch(
@@ -310,21 +311,23 @@ class Dispatcher:
         return batch, None
 
     async def _events(
-        self, conn: AsyncConnection, definition: SubscriptionDefinition, subscription_id: str, after: int
+        self, conn: AsyncConnection, definition: SubscriptionDefinition, subscription_id: str, rows: Sequence[Row[Any]]
     ) -> list[tuple[Item, bytes | None]]:
-        """The next events after number ``after``, in order, with each version's body when it travels."""
-        rows = await conn.execute(EVENTS, {"sid": subscription_id, "after": after})
+        """The events read with the state (``STATE_AND_EVENTS``), in order, with each version's body when
+        it travels."""
         carries = definition.payload or definition.content == "full-resource"
         events: list[tuple[Item, bytes | None]] = []
         for row in rows:
+            if row.event_number is None:  # the state's row without an event
+                continue
             event = Event(
                 subscription_id,
                 row.event_number,
-                row.resource_type,
-                row.resource_id,
-                row.version_id,
-                row.deleted,
-                row.occurred,
+                row.event_type,
+                row.event_resource_id,
+                row.event_version,
+                row.event_deleted,
+                row.event_occurred,
             )
             body = None
             if carries and not event.deleted:

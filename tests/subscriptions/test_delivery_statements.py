@@ -13,8 +13,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.interactions.context import ContextHolder
-from app.subscriptions.delivery_statements import CLAIM, DUE, RELEASE_IF_DONE
-from app.subscriptions.tables import subscription_state
+from app.subscriptions.delivery_statements import BATCH, CLAIM, DUE, RELEASE_IF_DONE, STATE_AND_EVENTS
+from app.subscriptions.tables import subscription_events, subscription_state
 
 
 def test_the_claim_locks_what_it_takes_and_skips_what_another_dispatcher_holds() -> None:
@@ -62,6 +62,39 @@ async def test_a_round_reads_the_subscriptions_with_something_to_send_from_their
         claim_plan = await _plan(conn, CLAIM, claim)
     assert "ix_subscription_state_pending" in plan, plan
     assert "ix_subscription_state_pending" in claim_plan, claim_plan
+
+
+async def test_the_state_and_the_next_events_of_a_subscription_come_in_one_read(app: FastAPI) -> None:
+    """One statement gives a subscription's state, its Subscription's current version and the next
+    ``BATCH`` events after those delivered, in order; a subscription with nothing waiting gives its state
+    alone, and one without a Subscription resource its state with no version."""
+    holder: ContextHolder = app.state.fhir
+    now = datetime.now(UTC)
+    state = {"active": True, "attempts": 0}
+    events = [
+        {"subscription_id": "busy", "event_number": n, "resource_type": "Task", "resource_id": f"t{n}",
+         "version_id": 1, "deleted": n == 4, "occurred": now}
+        for n in range(1, 2 + BATCH + 5)
+    ]  # fmt: skip
+    async with holder.current.db.write() as conn:
+        await conn.execute(
+            insert(subscription_state),
+            [
+                {"subscription_id": "busy", "events_assigned": len(events), "delivered_through": 2, **state},
+                {"subscription_id": "idle", "events_assigned": 0, "delivered_through": 0, **state},
+            ],
+        )
+        await conn.execute(insert(subscription_events), events)
+    async with holder.current.db.read() as conn:
+        busy = (await conn.execute(STATE_AND_EVENTS, {"sid": "busy"})).all()
+        idle = (await conn.execute(STATE_AND_EVENTS, {"sid": "idle"})).all()
+    assert [row.event_number for row in busy] == list(range(3, 3 + BATCH))
+    assert {(row.delivered_through, row.events_assigned, row.subscription_version) for row in busy} == {
+        (2, len(events), None)
+    }
+    assert (busy[1].event_type, busy[1].event_resource_id, busy[1].event_deleted) == ("Task", "t4", True)
+    assert busy[0].event_occurred == now
+    assert [(row.subscription_id, row.event_number) for row in idle] == [("idle", None)]
 
 
 async def _plan(conn: AsyncConnection, statement: Select[Any] | Update, values: dict[str, object]) -> str:
