@@ -113,13 +113,6 @@ class Settings(BaseSettings):
         "started by serve (PostgreSQL only); inline = each worker, between requests; auto = process on PostgreSQL, "
         "inline on SQLite",
     )
-    subscription_delivery_nice: int = Field(
-        default=10,
-        ge=0,
-        le=19,
-        description="How much lower the delivery process's CPU priority is than the workers' (Unix niceness it "
-        "adds): on a busy machine notifications wait a little for the cores, requests do not wait for notifications",
-    )
 
     @property
     def delivery_process(self) -> bool:

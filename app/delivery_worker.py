@@ -11,21 +11,12 @@ PostgreSQL NOTIFY, and they poll every ``FHIR_SUBSCRIPTION_POLL_SECONDS`` in
 case one is missed. ``fhir-server serve`` starts one when
 ``FHIR_SUBSCRIPTION_DELIVERY`` is ``process`` or ``auto`` on PostgreSQL, and
 stops it with itself (``app.cli``).
-
-It runs at a lower CPU priority than the workers
-(``FHIR_SUBSCRIPTION_DELIVERY_NICE``, added to its niceness): the workers'
-requests are what clients wait for, while a notification's budget is a
-second or more, and at equal priority each notifying write's delivery
-would preempt a busy worker on the cores they share (Linux's scheduler
-favours a task that has just woken over one that has been running; the
-less a task weighs, the less it preempts).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 
 from app.config import Settings
@@ -37,8 +28,6 @@ from app.subscriptions.service import Subscriptions
 
 async def deliver(settings: Settings) -> None:
     """Deliver until SIGTERM or SIGINT; undelivered events stay in the outbox for the next one."""
-    if settings.subscription_delivery_nice:
-        os.nice(settings.subscription_delivery_nice)
     app = create_app(settings)
     holder: ContextHolder = app.state.fhir
     subscriptions: Subscriptions = app.state.subscriptions
