@@ -78,7 +78,7 @@ class Broadcast:
             self._deliver(message)
             return
         async with self.db.read() as conn:
-            await conn.execute(select(func.pg_notify(self.channel, message)))
+            await conn.execute(select(StatementNotice(self.channel, message).expression()))
 
     def statement_notice(self, message: str) -> StatementNotice | None:
         """``message``, to be sent by a statement of a write (PostgreSQL); None on SQLite, where the

@@ -46,7 +46,9 @@ _S = subscription_state.c
 # dispatcher's round looks among (``app.subscriptions.delivery_statements.DUE``), under an index of their
 # own, so a round reads those rather than every subscription's row. The round's query repeats this
 # condition word for word: SQLite uses a partial index only for a query holding its condition's terms
-# (sqlite.org/partialindex.html#queries_using_partial_indexes)
+# (sqlite.org/partialindex.html#queries_using_partial_indexes). The condition reads the counters, so on
+# PostgreSQL an update of them is no longer a heap-only (HOT) update: it writes index entries too, one
+# row per subscription a notifying write matches, against a round reading every row before
 PENDING = and_(
     _S.active.is_(True),
     or_(_S.delivered_through < _S.events_assigned, _S.handshake_due.is_(True), _S.heartbeat_at.is_not(None)),
