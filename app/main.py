@@ -12,7 +12,6 @@ from dataclasses import replace
 from importlib import resources
 from typing import Any
 
-import httpx
 from fastapi import Depends, FastAPI
 
 from app.api import authorize_routes, smart_routes, subscription_routes, websocket_routes
@@ -42,6 +41,7 @@ from app.subscriptions.definition import SubscriptionRules, accept_subscription
 from app.subscriptions.dispatcher import DeliverySettings, Dispatcher
 from app.subscriptions.endpoints import EndpointPolicy
 from app.subscriptions.outbox import SubscriptionOutbox
+from app.subscriptions.sender import AiohttpSender
 from app.subscriptions.service import Subscriptions
 from app.subscriptions.topics import load_topics
 from app.subscriptions.websocket import WebSocketHub
@@ -128,11 +128,11 @@ def install_subscriptions(holder: ContextHolder, rules: SubscriptionRules, setti
         attempts_keep_days=settings.subscription_attempts_keep_days,
         base_url=settings.public_base_url,
     )
-    client = httpx.AsyncClient(timeout=delivery.timeout_seconds, follow_redirects=False, trust_env=False)
+    sender = AiohttpSender()
     broadcast = Broadcast(holder.current.db, SUBSCRIPTION_EVENTS_CHANNEL)
     broadcast.listen(active.on_message)
     hub = WebSocketHub(holder, broadcast, rules, settings.public_base_url)
-    dispatcher = Dispatcher(holder, active, policy, client, delivery, hub)
+    dispatcher = Dispatcher(holder, active, policy, sender, delivery, hub)
     wakes = Broadcast(holder.current.db, SUBSCRIPTION_WAKE_CHANNEL)  # heard only where the dispatcher runs
     wakes.listen(lambda _: dispatcher.wake())
 
@@ -146,7 +146,7 @@ def install_subscriptions(holder: ContextHolder, rules: SubscriptionRules, setti
     notice = wakes.statement_notice(WAKE) if settings.delivery_process else None
     outbox = SubscriptionOutbox(holder, active, wake, broadcast.announce, notice)
     holder.current = replace(holder.current, writer=holder.current.writer.with_hooks(outbox))
-    return Subscriptions(active, dispatcher, hub, client, websocket_url(settings.public_base_url), wakes)
+    return Subscriptions(active, dispatcher, hub, sender, websocket_url(settings.public_base_url), wakes)
 
 
 def freeze_startup_heap() -> None:

@@ -38,7 +38,6 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-import httpx
 from sqlalchemy import Row, Update, delete
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -68,7 +67,8 @@ from app.subscriptions.records import (
     moved_in_transaction,
     record_delivered,
 )
-from app.subscriptions.rest_hook import Event, Item, Notice, Outcome, notification, send, topic_notification
+from app.subscriptions.rest_hook import Event, Item, Notice, Outcome, notification, topic_notification
+from app.subscriptions.sender import Sender
 from app.subscriptions.tables import subscription_attempts
 from app.subscriptions.websocket import WebSocketHub
 
@@ -116,7 +116,7 @@ class Dispatcher:
         holder: ContextHolder,
         active: ActiveSubscriptions,
         policy: EndpointPolicy,
-        client: httpx.AsyncClient,
+        sender: Sender,
         settings: DeliverySettings,
         hub: WebSocketHub,
     ) -> None:
@@ -124,7 +124,7 @@ class Dispatcher:
         self._hub = hub
         self._active = active
         self._policy = policy
-        self._client = client
+        self._sender = sender
         self.settings = settings
         self.owner = uuid.uuid4().hex
         self._wake = asyncio.Event()
@@ -362,13 +362,13 @@ class Dispatcher:
             request = notification(definition, item, body)
         else:  # R4 criteria subscriptions have no handshake or heartbeat
             return Outcome(True, "nothing to send", 0)
+        seconds = self.settings.timeout_seconds
         if definition.timeout_seconds is not None:
-            seconds = min(float(definition.timeout_seconds), self.settings.timeout_seconds)
-            request.extensions["timeout"] = httpx.Timeout(seconds).as_dict()
+            seconds = min(float(definition.timeout_seconds), seconds)
         host = urlsplit(definition.endpoint).hostname or ""
         gate = self._hosts.setdefault(host, asyncio.Semaphore(self.settings.per_endpoint))
         async with gate:
-            return await send(self._client, request)
+            return await self._sender.send(request, seconds)
 
     async def _record(
         self, batch: _Batch, delivered: list[tuple[Item, Outcome]], failed: tuple[Item, Outcome] | None

@@ -9,15 +9,13 @@ it). Every ``channel.header`` is sent as given, and ``X-Event-Id``
 delivery is at least once, so a notification whose answer was lost is
 sent again.
 
-Any 2xx answer is a delivery. Redirects are not followed (a redirect to a
-private address would bypass ``app.subscriptions.endpoints``); like any
-other non-2xx answer they count as a failure and are retried. Header
-values are never logged or recorded: they often carry credentials.
+The requests are sent by ``app.subscriptions.sender``: any 2xx answer is a
+delivery, redirects are not followed, header values are never logged or
+recorded (they often carry credentials).
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -106,23 +104,3 @@ def topic_notification(definition: SubscriptionDefinition, base: str, item: Item
         status = SubscriptionStatus(definition.id, topic_url, definition.status, item.number)
         bundle = notification_bundle(base, status, "event-notification", [event], content)
     return httpx.Request("POST", definition.endpoint, headers=headers, content=fhirjson.dumps(bundle))
-
-
-async def send(client: httpx.AsyncClient, request: httpx.Request) -> Outcome:
-    """Send without following redirects; the client's timeout bounds the wait."""
-    started = time.monotonic()
-    try:
-        response = await client.send(request, follow_redirects=False)
-        await response.aclose()
-    except httpx.TimeoutException:
-        return Outcome(False, "timeout", _since(started))
-    except httpx.HTTPError as exc:
-        return Outcome(False, f"connection failed ({type(exc).__name__})", _since(started))
-    detail = f"HTTP {response.status_code}"
-    if response.is_redirect:
-        detail += " (redirects are not followed)"
-    return Outcome(response.is_success, detail, _since(started))
-
-
-def _since(started: float) -> int:
-    return round((time.monotonic() - started) * 1000)

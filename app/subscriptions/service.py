@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-import httpx
-
 from app.storage.broadcast import Broadcast
 from app.subscriptions.active import ActiveSubscriptions
 from app.subscriptions.dispatcher import Dispatcher
+from app.subscriptions.sender import Sender
 from app.subscriptions.websocket import WebSocketHub
 
 
@@ -21,7 +20,7 @@ class Subscriptions:
         active: ActiveSubscriptions,
         dispatcher: Dispatcher,
         hub: WebSocketHub,
-        client: httpx.AsyncClient,
+        sender: Sender,
         websocket_url: str,
         wakes: Broadcast,
     ) -> None:
@@ -32,7 +31,7 @@ class Subscriptions:
         self.websocket_url = websocket_url  # where websocket clients connect (the CapabilityStatement says it)
         self.dispatcher = dispatcher
         self.hub = hub
-        self._client = client
+        self._sender = sender
         self._task: asyncio.Task[None] | None = None
 
     async def start(self, deliver: bool = True) -> None:
@@ -53,4 +52,4 @@ class Subscriptions:
         await self.dispatcher.close()
         await self.wakes.close()
         await self.hub.close()
-        await self._client.aclose()
+        await self._sender.aclose()

@@ -1,8 +1,10 @@
-"""A receiving endpoint for rest-hooks (httpx ``MockTransport``: the network seam) and a dispatcher
-that sends to it, on the app of each test."""
+"""A receiving endpoint for rest-hooks (httpx ``MockTransport`` behind the dispatcher's ``Sender``: the
+network seam) and a dispatcher that sends to it, on the app of each test. The server's own sender is
+tested against a real HTTP server in test_sender.py."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +17,8 @@ from sqlalchemy import select
 from app.interactions.context import ContextHolder
 from app.subscriptions.dispatcher import DeliverySettings, Dispatcher
 from app.subscriptions.endpoints import EndpointPolicy
+from app.subscriptions.rest_hook import Outcome
+from app.subscriptions.sender import answered
 from app.subscriptions.service import Subscriptions
 from app.subscriptions.tables import subscription_state
 from tests.conftest import FHIR_JSON_HEADERS
@@ -44,6 +48,7 @@ class Delivery:
     app: FastAPI
     receiver: Receiver
     dispatcher: Dispatcher
+    sender: ReceiverSender
 
     async def round(self) -> None:
         """One dispatcher round, waited for: claim what is due and deliver it."""
@@ -60,21 +65,46 @@ class Delivery:
             ).one()
 
 
-def make_dispatcher(app: FastAPI, receiver: Callable[[httpx.Request], httpx.Response], **settings: Any) -> Dispatcher:
+class ReceiverSender:
+    """The dispatcher's ``Sender`` in tests: each request goes to ``receiver`` through httpx's
+    ``MockTransport``, and its answer is judged as the server's sender judges one."""
+
+    def __init__(self, receiver: Callable[[httpx.Request], httpx.Response]) -> None:
+        self._client = httpx.AsyncClient(transport=httpx.MockTransport(receiver))
+        self.timeouts: list[float] = []  # the seconds each request was given
+
+    async def send(self, request: httpx.Request, timeout: float) -> Outcome:
+        started = time.monotonic()
+        self.timeouts.append(timeout)
+        response = await self._client.send(request, follow_redirects=False)
+        return answered(response.status_code, response.headers.get("Location"), started)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+def make_dispatcher(
+    app: FastAPI,
+    receiver: Callable[[httpx.Request], httpx.Response],
+    sender: ReceiverSender | None = None,
+    **settings: Any,
+) -> Dispatcher:
     subscriptions: Subscriptions = app.state.subscriptions
-    client = httpx.AsyncClient(transport=httpx.MockTransport(receiver))
+    sender = sender or ReceiverSender(receiver)
     settings.setdefault("base_url", app.state.settings.public_base_url)
     return Dispatcher(
-        app.state.fhir, subscriptions.active, EndpointPolicy(), client, DeliverySettings(**settings), subscriptions.hub
+        app.state.fhir, subscriptions.active, EndpointPolicy(), sender, DeliverySettings(**settings), subscriptions.hub
     )
 
 
 @pytest.fixture
 async def delivery(app: FastAPI) -> AsyncIterator[Delivery]:
     receiver = Receiver()
-    dispatcher = make_dispatcher(app, receiver)
-    yield Delivery(app, receiver, dispatcher)
+    sender = ReceiverSender(receiver)
+    dispatcher = make_dispatcher(app, receiver, sender)
+    yield Delivery(app, receiver, dispatcher, sender)
     await dispatcher.close()
+    await sender.aclose()
 
 
 def subscription(criteria: str, payload: str | None = None, **channel: Any) -> dict[str, Any]:

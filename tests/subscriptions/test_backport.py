@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from sqlalchemy import update
 
 from app.interactions.context import ContextHolder, utc_now
-from app.subscriptions.backport import BACKPORT, FILTER_CRITERIA, HEARTBEAT_PERIOD, PAYLOAD_CONTENT, PROFILE
+from app.subscriptions.backport import BACKPORT, FILTER_CRITERIA, HEARTBEAT_PERIOD, PAYLOAD_CONTENT, PROFILE, TIMEOUT
 from app.subscriptions.tables import subscription_state
 from app.subscriptions.topics import load_topics
 from tests.conftest import FHIR_JSON_HEADERS, TEST_BASE_URL
@@ -377,3 +377,23 @@ async def test_a_transaction_entry_fires_a_topic(client: httpx.AsyncClient, deli
     await delivery.round()
     (notification,) = bundles(delivery)
     assert status_of(notification)["notification-event"][0]["focus"]["reference"].endswith(f"/Task/{first}")
+
+
+async def test_backport_timeout_bounds_each_attempt_under_the_servers_own_limit(
+    client: httpx.AsyncClient, delivery: Delivery
+) -> None:
+    """``backport-timeout`` is how long the server waits before failing a notification; the server's
+    own limit (``FHIR_SUBSCRIPTION_TIMEOUT_SECONDS``, 10 s here) still caps a longer one."""
+    quick = topic_subscription("task-assigned", "Task?owner=Practitioner/p1")
+    quick["channel"]["extension"] = [{"url": TIMEOUT, "valueUnsignedInt": 2}]
+    slow = topic_subscription("task-assigned", "Task?owner=Practitioner/p2")
+    slow["channel"]["extension"] = [{"url": TIMEOUT, "valueUnsignedInt": 600}]
+    for body in (quick, slow):
+        response = await client.post("/fhir/Subscription", json=body, headers=FHIR_JSON_HEADERS)
+        assert response.status_code == 201, response.text
+    await delivery.round()  # the two handshakes
+    await post(client, task(owner="Practitioner/p1"))
+    await delivery.round()
+    kinds = [status_of(json.loads(request.content))["type"] for request in delivery.receiver.requests]
+    given = list(zip(kinds, delivery.sender.timeouts, strict=True))
+    assert sorted(given) == [("event-notification", 2.0), ("handshake", 2.0), ("handshake", 10.0)]

@@ -513,7 +513,8 @@ async def test_the_dispatcher_stops_when_cancelled_just_after_a_wake_up(
 
 def test_the_http_client_finds_its_async_library_without_a_failing_import() -> None:
     """httpcore asks sniffio which async library runs at every request it sends; were sniffio missing,
-    every notification would pay a failed import (a search of sys.path) twice."""
+    every outgoing httpx request (JWKS, token assertions) would pay a failed import (a search of
+    sys.path) twice."""
     import sniffio  # a declared dependency (pyproject.toml)
 
     async def which() -> str:
