@@ -1,7 +1,7 @@
 """What 1,000 active Subscriptions cost the writes, and how soon a notification arrives.
 
     python -m bench.subscriptions --backends sqlite,postgresql --requests 3000 --subscriptions 1000 --pairs 2 \
-        [--matching patients|active] [--chunk 250]
+        [--matching patients|active] [--chunk 250] [--control]
 
 For each backend and each of ``--pairs`` pairs it runs two ``fhir-server
 serve`` processes (one uvicorn worker each) side by side on fresh databases,
@@ -46,7 +46,9 @@ p50, p95, max. Beside the rates, the CPU time per create of the server
 PostgreSQL process, from /proc, over the creates and the deliveries that
 follow them: a steadier measure than the rates on a shared machine, whose
 baselines move by a fifth between runs. PostgreSQL runs durable (fsync on)
-in a throw-away cluster.
+in a throw-away cluster. With ``--control`` both servers' Subscriptions
+are written ``off``: the pairs' ratios then show how far one pair strays
+from 1 on this machine when nothing tells the two servers apart.
 """
 
 from __future__ import annotations
@@ -243,7 +245,7 @@ class Deployment:
         # databases hold the same rows and have had the same writes before the measured creates
         endpoint = f"http://127.0.0.1:{receiver_port}/hooks"
         written = subscriptions(args.subscriptions, endpoint, args.matching, args.chained_percent, args.topic_percent)
-        if not self.subscriptions:
+        if not self.subscriptions or args.control:
             written = [body.replace(b'"status":"requested"', b'"status":"off"', 1) for body in written]
         await run_phase("subscribe", self.port, 4, [("POST", "/fhir/Subscription", body) for body in written], 201)
         deadline = time.monotonic() + 120  # the handshakes of new topic Subscriptions go out first
@@ -356,6 +358,7 @@ async def main_async(args: argparse.Namespace) -> None:
         f"# Subscriptions benchmark {time.strftime('%Y-%m-%d %H:%M')} on {platform.node()}: {os.cpu_count()} cores, "
         f"{args.requests} CarePlan creates from {args.clients} clients, {args.subscriptions} Subscriptions "
         f"(matching: {args.matching}, {args.chained_percent}% chained, {args.topic_percent}% topic-based)"
+        + (" -- control: both servers' Subscriptions off" if args.control else "")
     )
     cluster: Cluster | None = None
     try:
@@ -406,6 +409,12 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=2)
     parser.add_argument("--chunk", type=int, default=250, help="creates sent to one server before the other's turn")
     parser.add_argument("--matching", choices=["patients", "active"], default="patients")
+    parser.add_argument(
+        "--control",
+        action="store_true",
+        help="write the Subscriptions 'off' in both servers: two identical servers, whose ratio shows how far "
+        "one pair strays from 1 on this machine with nothing to tell them apart",
+    )
     parser.add_argument(
         "--chained-percent",
         type=int,
