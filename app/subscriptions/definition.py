@@ -140,8 +140,10 @@ def _headers(values: object) -> tuple[tuple[str, str], ...]:
             raise InvalidResource([("must be 'Name: value' with an HTTP header name", where)])
         if name.lower() in RESERVED_HEADERS:
             raise InvalidResource([(f"the server sets {name} itself", where)])
-        if any(c in text for c in "\r\n\0"):
-            raise InvalidResource([("a header value cannot hold line breaks", where)])
+        if not all(c == "\t" or " " <= c <= "~" for c in text):
+            # HTTP field values (RFC 9110 section 5.5): visible ASCII, spaces and tabs; a line break would
+            # start a header of the client's choosing, and no HTTP client sends the other controls
+            raise InvalidResource([("a header value holds only printable ASCII characters, spaces and tabs", where)])
         if len(str(value)) > MAX_HEADER_CHARS:
             raise InvalidResource([(f"a header of at most {MAX_HEADER_CHARS} characters", where)])
         parsed.append((name, text.strip()))

@@ -356,12 +356,15 @@ class Dispatcher:
         problem = await self._policy.problem_resolving(definition.endpoint)
         if problem is not None:
             return Outcome(False, f"refused: the endpoint {problem}", 0)
-        if definition.topic is not None:
-            request = topic_notification(definition, self.settings.base_url, item, body)
-        elif isinstance(item, Event):
-            request = notification(definition, item, body)
-        else:  # R4 criteria subscriptions have no handshake or heartbeat
-            return Outcome(True, "nothing to send", 0)
+        try:
+            if definition.topic is not None:
+                request = topic_notification(definition, self.settings.base_url, item, body)
+            elif isinstance(item, Event):
+                request = notification(definition, item, body)
+            else:  # R4 criteria subscriptions have no handshake or heartbeat
+                return Outcome(True, "nothing to send", 0)
+        except ValueError as exc:  # a header value no request can carry (stored before the rule refused it)
+            return Outcome(False, f"invalid request ({type(exc).__name__})", 0)
         seconds = self.settings.timeout_seconds
         if definition.timeout_seconds is not None:
             seconds = min(float(definition.timeout_seconds), seconds)

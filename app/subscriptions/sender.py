@@ -23,8 +23,11 @@ What an attempt comes to (``Outcome``):
 - the answer's body is read up to 64 KiB and dropped: nothing in it is
   used, and an endpoint must not make the server hold an unbounded body
   (the connection is closed rather than reused when more was sent).
-Header values are never logged or recorded (they often carry credentials);
-an outcome's detail names only the status or the kind of error.
+The session keeps no cookies: an answer's ``Set-Cookie`` never reaches
+another notification. The endpoint's URL goes out as httpx encoded it,
+not re-quoted. Header values are never logged or recorded (they often
+carry credentials); an outcome's detail names only the status or the kind
+of error.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from typing import Protocol
 
 import aiohttp
 import httpx
+import yarl
 
 from app.subscriptions.rest_hook import Outcome
 
@@ -80,6 +84,8 @@ class AiohttpSender:
             connector = aiohttp.TCPConnector(ssl=httpx.create_ssl_context(trust_env=False))
             self._session = aiohttp.ClientSession(
                 connector=connector,
+                # no cookies kept: one receiver's Set-Cookie must never travel to another subscriber
+                cookie_jar=aiohttp.DummyCookieJar(),
                 headers={"User-Agent": USER_AGENT},
                 # no made-up Content-Type on an empty POST; answers are read raw, never decompressed
                 skip_auto_headers=("Content-Type", "Accept-Encoding"),
@@ -98,7 +104,7 @@ class AiohttpSender:
         try:
             async with self._opened().request(
                 request.method,
-                str(request.url),
+                yarl.URL(str(request.url), encoded=True),  # as httpx encoded it: sent byte for byte
                 data=request.content or None,
                 headers=headers,
                 allow_redirects=False,
@@ -110,6 +116,8 @@ class AiohttpSender:
             return Outcome(False, "timeout", since(started))
         except aiohttp.ClientError as exc:
             return Outcome(False, f"connection failed ({type(exc).__name__})", since(started))
+        except ValueError as exc:  # a request aiohttp will not write (a header value refused since it was stored)
+            return Outcome(False, f"invalid request ({type(exc).__name__})", since(started))
 
     async def aclose(self) -> None:
         if self._session is not None:

@@ -92,6 +92,19 @@ async def test_a_requested_subscription_is_stored_active(client: httpx.AsyncClie
             "Subscription.channel.header[0]",
             "Name: value",
         ),
+        *(
+            (
+                {"channel": {"type": "rest-hook", "endpoint": ENDPOINT, "header": [f"X-Note: {value}"]}},
+                "Subscription.channel.header[0]",
+                says,
+            )
+            for value, says in (
+                ("a\r\nSet-Cookie: x=1", "printable ASCII"),
+                ("a\u0001b", "control characters"),  # refused in every string of every resource
+                ("a\u007fb", "printable ASCII"),
+                ("caf\u00e9", "printable ASCII"),
+            )
+        ),
         (
             {"channel": {"type": "rest-hook", "endpoint": ENDPOINT, "header": ["X-Big: " + "b" * 9000]}},
             "Subscription.channel.header[0]",

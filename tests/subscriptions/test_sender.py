@@ -29,7 +29,8 @@ class Arrival:
 @dataclass
 class Endpoint:
     """An HTTP/1.1 endpoint whose answer depends on the path: ``/ok`` 200, ``/fail`` 500, ``/moved`` 302 to
-    ``/elsewhere``, ``/slow`` 200 after two seconds, ``/big`` 200 with a body larger than the sender reads."""
+    ``/elsewhere``, ``/cookie`` 200 setting a cookie, ``/slow`` 200 after two seconds, ``/big`` 200 with a
+    body larger than the sender reads."""
 
     port: int
     arrivals: list[Arrival] = field(default_factory=list)
@@ -58,6 +59,7 @@ def endpoint() -> Iterator[Endpoint]:
             status, extra, answer = {
                 "/fail": (500, [], b"{}"),
                 "/moved": (302, [("Location", found.url("/elsewhere"))], b""),
+                "/cookie": (200, [("Set-Cookie", "session=abc; Path=/")], b""),
                 "/big": (200, [], b"x" * (4 * ANSWER_BYTES)),
             }.get(self.path, (200, [], b""))
             self.send_response(status)
@@ -156,3 +158,28 @@ async def test_a_connection_is_reused_after_a_read_answer_and_closed_after_an_ov
         assert outcome.delivered
     # the two first share a connection; the oversized answer's connection is not given back
     assert [arrival.connection for arrival in endpoint.arrivals] == [1, 1, 1, 2]
+
+
+async def test_no_cookie_an_answer_sets_is_sent_again(endpoint: Endpoint, sender: AiohttpSender) -> None:
+    """One receiver's Set-Cookie must never travel with a later notification (for any subscriber); a
+    host name, not an address, since cookies are never kept for addresses anyway."""
+    for path in ("/cookie", "/ok"):
+        request = httpx.Request("POST", f"http://localhost:{endpoint.port}{path}", content=b"")
+        assert (await sender.send(request, 5.0)).delivered
+    assert [arrival.path for arrival in endpoint.arrivals] == ["/cookie", "/ok"]
+    assert all(name.lower() != "cookie" for arrival in endpoint.arrivals for name, _ in arrival.headers)
+
+
+async def test_the_endpoints_url_arrives_as_encoded_not_requoted(endpoint: Endpoint, sender: AiohttpSender) -> None:
+    path = "/hooks/a%3Db%26c%40d/%2E%2E/e?sig=x%2Fy%3Az&next=%3F"
+    assert (await sender.send(httpx.Request("POST", endpoint.url(path), content=b""), 5.0)).delivered
+    assert [arrival.path for arrival in endpoint.arrivals] == [path]
+
+
+async def test_a_header_value_no_request_can_carry_is_a_recorded_failure(
+    endpoint: Endpoint, sender: AiohttpSender
+) -> None:
+    request = httpx.Request("POST", endpoint.url("/ok"), headers={"X-Note": "a\x01b"}, content=b"")
+    outcome = await sender.send(request, 5.0)
+    assert (outcome.delivered, outcome.detail) == (False, "invalid request (ValueError)")
+    assert endpoint.arrivals == []
