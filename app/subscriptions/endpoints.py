@@ -35,10 +35,11 @@ def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 
 
 def _inside(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    """Not reachable on the public internet, and not the loopback interface."""
+    """Not reachable on the public internet, and not the loopback interface. (Python counts IPv4
+    multicast as global: it is not an endpoint anywhere.)"""
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
-    return not address.is_loopback and not address.is_global
+    return not address.is_loopback and (not address.is_global or address.is_multicast)
 
 
 @dataclass(frozen=True, slots=True)
