@@ -534,3 +534,33 @@ def test_the_http_client_finds_its_async_library_without_a_failing_import() -> N
         return sniffio.current_async_library()
 
     assert asyncio.run(which()) == "asyncio"
+
+
+async def test_a_hanging_endpoint_delays_only_its_own_subscriptions(client: httpx.AsyncClient, app: FastAPI) -> None:
+    """Each subscription is delivered by its own task, with a cap of requests in flight per host: five
+    subscriptions whose host never answers (more than its cap) hold up neither another host's
+    subscription nor each other's record; when the host answers, they are delivered too."""
+    answered = asyncio.Event()
+    arrived: list[str] = []
+
+    async def receiver(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "localhost":
+            await answered.wait()
+        arrived.append(f"{request.url.host} {request.headers['X-Event-Id']}")
+        return httpx.Response(200)
+
+    dispatcher = make_dispatcher(app, receiver, poll_seconds=60.0)
+    hanging = [
+        await subscribe(client, "Task?owner=Practitioner/p1", endpoint="http://localhost:9/hooks") for _ in range(5)
+    ]
+    prompt = await subscribe(client, "Task?owner=Practitioner/p1")  # on 127.0.0.1
+    await post(client, task())
+    await dispatcher.start_due()
+    async with asyncio.timeout(5):
+        while not arrived:
+            await asyncio.sleep(0.01)
+    assert arrived == [f"127.0.0.1 {prompt}/1"]
+    answered.set()
+    await dispatcher.drain()
+    assert sorted(arrived[1:]) == sorted(f"localhost {sid}/1" for sid in hanging)
+    await dispatcher.close()
