@@ -9,6 +9,7 @@ problem with the assertion is ``invalid_client``. The JWKS URL is served through
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -145,3 +146,15 @@ async def test_an_assertion_client_cannot_use_a_secret(secured: tuple[FastAPI, h
     data = {"grant_type": "client_credentials", "scope": "system/*.rs"}
     response = await http.post("/smart/token", data=data, auth=("bulk", "guessed secret"))
     assert response.status_code == 401 and response.json()["error"] == "invalid_client"
+
+
+def test_the_http_client_finds_its_async_library_without_a_failing_import() -> None:
+    """httpcore asks sniffio which async library runs at every request it sends; were sniffio missing,
+    every JWKS fetch of a ``private_key_jwt`` client (``app.smart.jwks``, the server's httpx client)
+    would pay a failed import (a search of sys.path) twice."""
+    import sniffio  # a declared dependency (pyproject.toml)
+
+    async def which() -> str:
+        return sniffio.current_async_library()
+
+    assert asyncio.run(which()) == "asyncio"

@@ -524,18 +524,6 @@ async def test_the_dispatcher_stops_when_cancelled_just_after_a_wake_up(
     await dispatcher.close()
 
 
-def test_the_http_client_finds_its_async_library_without_a_failing_import() -> None:
-    """httpcore asks sniffio which async library runs at every request it sends; were sniffio missing,
-    every outgoing httpx request (JWKS, token assertions) would pay a failed import (a search of
-    sys.path) twice."""
-    import sniffio  # a declared dependency (pyproject.toml)
-
-    async def which() -> str:
-        return sniffio.current_async_library()
-
-    assert asyncio.run(which()) == "asyncio"
-
-
 async def test_a_hanging_endpoint_delays_only_its_own_subscriptions(client: httpx.AsyncClient, app: FastAPI) -> None:
     """Each subscription is delivered by its own task, with a cap of requests in flight per host: five
     subscriptions whose host never answers (more than its cap) hold up neither another host's
