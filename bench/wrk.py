@@ -19,13 +19,24 @@ Each phase is measured after a 2 s warm-up on as many connections as it
 measures (the first requests of a kind compile statements and fill caches,
 and each pooled database connection first used is a new PostgreSQL backend
 preparing its statements afresh; that start-up cost is not the steady state
-this measures). Latency is timed per request by
-the Lua script (``clock_gettime``, one
-connection per wrk thread so each request and its response pair up),
-because wrk's own percentiles add made-up samples for slow responses. The
-report gives req/s, p50/p95/p99/max and the CPU time per request of the
-server process and of all PostgreSQL processes (from /proc). wrk comes from
-Debian (``apt-get install -y wrk``, run by this script when it is missing).
+this measures). A fresh PostgreSQL cluster is first given recycled WAL
+segments (``bench.wal.recycle_wal_segments``), as a server that has run
+through checkpoints has them: otherwise every 16 MB of WAL a commit creates
+the next segment file while every other commit waits.
+
+Latency is timed per request by the Lua script (``clock_gettime``), because
+wrk's own percentiles add made-up samples for slow responses. wrk's
+``--threads`` (default 2, wrk's own) share the connections, whose answers
+come back in any order: each request carries an ``X-Request-Id`` that the
+server echoes, and its answer is matched by it. The first request on each
+connection also waits for the server to accept that connection while the
+others' requests are already in flight (wrk opens them all at once): it is
+left out of the percentiles and reported apart, as "first on a connection".
+The report gives req/s, p50/p95/p99/max and the CPU time per request of the
+server process and of all PostgreSQL processes (from /proc); ``--wal-waits``
+adds the longest WAL I/O a backend waited on in each phase (``bench.wal``).
+wrk comes from Debian (``apt-get install -y wrk``, run by this script when it
+is missing).
 """
 
 from __future__ import annotations
@@ -48,6 +59,7 @@ import orjson
 
 from bench.crud import BIN, run_phase, serve, server_env
 from bench.data import care_plan
+from bench.wal import WalWaits, WalWaitSampler, recycle_wal_segments
 from tests.postgres_cluster import Cluster, free_port, start_cluster
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -68,45 +80,68 @@ local paths = dofile("%(paths)s")
 local bodies = dofile("%(bodies)s")
 local method = "%(method)s"
 local expected = %(expected)d
+local per_thread = %(per_thread)d  -- wrk gives each thread connections / threads connections
 local headers = {["Content-Type"] = "application/fhir+json", ["Accept"] = "application/fhir+json"}
 
 local threads = {}
 function setup(thread)
   thread:set("offset", #threads * 7919)
+  thread:set("prefix", "w" .. #threads)
   table.insert(threads, thread)
 end
 
 latencies = {}
+firsts = {}
 errors = 0
 local counter = 0
-local started = 0
+local started = {}
 
+-- A thread's connections answer in any order: each request carries an X-Request-Id the server
+-- echoes, and its response is timed from the moment that id's request was built. A thread opens
+-- all its connections at once and sends one request on each before any answer can come back, so
+-- its first per_thread requests are the first on each connection: they also wait for the server
+-- to accept that connection while the others' requests are in flight, and are reported apart.
 function request()
   counter = counter + 1
   local n = counter + offset
   local body = nil
   if #bodies > 0 then body = bodies[(n %% #bodies) + 1] end
-  started = now_ms()
+  local id = prefix .. "-" .. counter
+  headers["X-Request-Id"] = id
+  started[id] = now_ms()
   return wrk.format(method, paths[(n %% #paths) + 1], headers, body)
 end
 
 function response(status, response_headers, body)
-  latencies[#latencies + 1] = now_ms() - started
-  if status ~= expected then errors = errors + 1 end
+  local ended = now_ms()
+  local id = response_headers["x-request-id"] or response_headers["X-Request-Id"]
+  local start = id and started[id]
+  if start then
+    local own = latencies
+    if tonumber(string.match(id, "-(%%d+)$")) <= per_thread then own = firsts end
+    own[#own + 1] = ended - start
+    started[id] = nil
+  end
+  if status ~= expected or not start then errors = errors + 1 end
 end
 
 function done(summary, latency, requests)
   local all = {}
+  local first_max = 0
+  local first_count = 0
   local failed = 0
   for _, thread in ipairs(threads) do
     local own = thread:get("latencies")
     for i = 1, #own do all[#all + 1] = own[i] end
+    local own_firsts = thread:get("firsts")
+    for i = 1, #own_firsts do first_max = math.max(first_max, own_firsts[i]) end
+    first_count = first_count + #own_firsts
     failed = failed + thread:get("errors")
   end
   table.sort(all)
   local function at(fraction) return all[math.max(1, math.ceil(fraction * #all))] end
-  io.write(string.format("RESULT %%d %%d %%.3f %%.3f %%.3f %%.3f %%d\n",
-    #all, summary.duration, at(0.5), at(0.95), at(0.99), all[#all], failed))
+  io.write(string.format("RESULT %%d %%d %%.3f %%.3f %%.3f %%.3f %%d %%.3f\n",
+    #all + first_count, summary.duration, at(0.5), at(0.95), at(0.99), all[#all], failed, first_max))
 end
 """
 
@@ -121,8 +156,10 @@ class WrkResult:
     p99: float
     max: float
     errors: int
+    first_max: float  # the first request on each connection, left out of the percentiles and max
     server_cpu: float  # seconds
     database_cpu: float  # seconds
+    wal_waits: WalWaits | None  # with --wal-waits on PostgreSQL
 
     @property
     def rate(self) -> float:
@@ -133,7 +170,8 @@ class WrkResult:
         database_us = f"{self.database_cpu / self.requests * 1e6:,.0f}" if self.database_cpu else "-"
         return (
             f"| {self.phase} | {self.requests:,} | {self.rate:,.0f} | {self.p50:.1f} | {self.p95:.1f} | "
-            f"{self.p99:.1f} | {self.max:.1f} | {self.p99 / self.p50:.1f} | {server_us:,.0f} | {database_us} |"
+            f"{self.p99:.1f} | {self.max:.1f} | {self.p99 / self.p50:.1f} | {self.first_max:.1f} | {server_us:,.0f} | "
+            f"{database_us} |"
         )
 
 
@@ -184,6 +222,7 @@ def run_wrk(
     args: argparse.Namespace,
     server_pid: int,
     postmaster: int | None,
+    dsn: str | None,
 ) -> WrkResult:
     directory = Path(tempfile.mkdtemp(prefix="fhir-wrk-"))
     (directory / "paths.lua").write_text(lua_strings(paths))
@@ -193,19 +232,21 @@ def run_wrk(
         "bodies": directory / "bodies.lua",
         "method": method,
         "expected": expected,
+        "per_thread": args.connections // min(args.threads, args.connections),
     }
     (directory / "phase.lua").write_text(script)
     # first statements compiled and prepared, caches filled, and as many pooled connections opened
     # (each a new PostgreSQL backend preparing its statements afresh) as the measured load will use
     connections = f"-c{args.connections}"
-    warm_up = [wrk, f"-t{args.connections}", connections, "-d2s", "-s", str(directory / "phase.lua")]
+    threads = f"-t{min(args.threads, args.connections)}"
+    warm_up = [wrk, threads, connections, "-d2s", "-s", str(directory / "phase.lua")]
     subprocess.run([*warm_up, f"http://127.0.0.1:{port}"], check=True, capture_output=True)
     server_before = process_cpu(server_pid)
     database_before = children_cpu(postmaster) if postmaster else 0.0
     command = [
         wrk,
-        f"-t{args.connections}",
-        f"-c{args.connections}",
+        threads,
+        connections,
         f"-d{args.seconds}s",
         "--timeout",
         "10s",
@@ -213,12 +254,18 @@ def run_wrk(
         str(directory / "phase.lua"),
         f"http://127.0.0.1:{port}",
     ]
-    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    if args.wal_waits and dsn is not None:
+        with WalWaitSampler(dsn) as sampler:
+            output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+        wal_waits: WalWaits | None = sampler.waits
+    else:
+        output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+        wal_waits = None
     server_cpu = process_cpu(server_pid) - server_before
     database_cpu = (children_cpu(postmaster) - database_before) if postmaster else 0.0
     shutil.rmtree(directory, ignore_errors=True)
     line = next(text for text in output.splitlines() if text.startswith("RESULT "))
-    count, micros, p50, p95, p99, most, errors = line.split()[1:]
+    count, micros, p50, p95, p99, most, errors, first_max = line.split()[1:]
     return WrkResult(
         phase,
         int(count),
@@ -228,8 +275,10 @@ def run_wrk(
         float(p99),
         float(most),
         int(errors),
+        float(first_max),
         server_cpu,
         database_cpu,
+        wal_waits,
     )
 
 
@@ -283,8 +332,8 @@ async def bench_backend(wrk: str, url: str, args: argparse.Namespace, postmaster
         reads = [f"/fhir/CarePlan/{rng.choice(ids)}" for _ in range(2000)]
         subjects = sorted({patient for patient, _ in loaded})
         searches = [f"/fhir/CarePlan?subject={rng.choice(subjects)}&status=active" for _ in range(2000)]
-        if postmaster is not None:  # the statistics autovacuum gathers within a minute of a load
-            dsn = url.replace("postgresql+asyncpg", "postgresql")
+        dsn = url.replace("postgresql+asyncpg", "postgresql") if postmaster is not None else None
+        if dsn is not None:  # the statistics autovacuum gathers within a minute of a load
             connection = await asyncpg.connect(dsn)
             await connection.execute("ANALYZE")
             await connection.close()
@@ -293,10 +342,10 @@ async def bench_backend(wrk: str, url: str, args: argparse.Namespace, postmaster
             raise RuntimeError(f"the search phase expects five matches, found {check.get('total')}")
         creates = [body for _, body in loaded[:200]]
         phases = {
-            "read": lambda: run_wrk(wrk, port, "read", "GET", reads, [], 200, args, pid, postmaster),
-            "search": lambda: run_wrk(wrk, port, "search", "GET", searches, [], 200, args, pid, postmaster),
+            "read": lambda: run_wrk(wrk, port, "read", "GET", reads, [], 200, args, pid, postmaster, dsn),
+            "search": lambda: run_wrk(wrk, port, "search", "GET", searches, [], 200, args, pid, postmaster, dsn),
             "create": lambda: run_wrk(
-                wrk, port, "create", "POST", ["/fhir/CarePlan"], creates, 201, args, pid, postmaster
+                wrk, port, "create", "POST", ["/fhir/CarePlan"], creates, 201, args, pid, postmaster, dsn
             ),
         }
         return [phases[name]() for name in args.phases.split(",")]
@@ -305,14 +354,22 @@ async def bench_backend(wrk: str, url: str, args: argparse.Namespace, postmaster
 def report(title: str, results: list[WrkResult]) -> None:
     print(f"\n### {title}")
     print(
-        "| phase | requests | req/s | p50 ms | p95 ms | p99 ms | max ms | p99/p50 "
+        "| phase | requests | req/s | p50 ms | p95 ms | p99 ms | max ms | p99/p50 | first on a connection, max ms "
         "| server CPU us/req | PostgreSQL CPU us/req |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for result in results:
         print(result.row())
         if result.errors:
             print(f"\n{result.errors} {result.phase} requests got an unexpected status")
+    for result in results:
+        if result.wal_waits is not None:
+            waits = result.wal_waits
+            print(
+                f"\n{result.phase}: the longest WAL I/O of one backend {waits.longest_io_ms:.1f} ms, at most "
+                f"{waits.most_queued} backends queued behind it; a new WAL segment being created in "
+                f"{waits.segment_inits:,} of {waits.samples:,} samples"
+            )
 
 
 def postmaster_pid(cluster: Cluster) -> int:
@@ -323,7 +380,8 @@ async def main_async(args: argparse.Namespace) -> None:
     wrk = ensure_wrk()
     print(
         f"# wrk benchmark {time.strftime('%Y-%m-%d %H:%M')} on {platform.node()}: {os.cpu_count()} cores, "
-        f"{args.connections} connections, {args.seconds} s per phase, {args.patients * 7:,} CarePlans loaded"
+        f"{args.connections} connections on {min(args.threads, args.connections)} wrk threads, "
+        f"{args.seconds} s per phase, {args.patients * 7:,} CarePlans loaded"
     )
     cluster = None
     try:
@@ -332,9 +390,12 @@ async def main_async(args: argparse.Namespace) -> None:
                 url = f"sqlite+aiosqlite:///{tempfile.mkdtemp(prefix='fhir-wrk-')}/fhir.sqlite"
                 postmaster = None
             else:
+                fresh = cluster is None
                 if cluster is None:
                     cluster = start_cluster(durable=True)
                 admin = await asyncpg.connect(cluster.admin_url.replace("postgresql+asyncpg", "postgresql"))
+                if fresh and not args.fresh_wal:  # 48 segments: 768 MB, more than the load and the phases write
+                    await recycle_wal_segments(admin, 48)
                 await admin.execute("DROP DATABASE IF EXISTS bench_wrk")
                 await admin.execute("CREATE DATABASE bench_wrk")
                 await admin.close()
@@ -349,10 +410,21 @@ async def main_async(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument(
+        "--threads", type=int, default=2, help="wrk threads sharing the connections (wrk's own default: 2)"
+    )
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--patients", type=int, default=400)
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--phases", default="read,search,create", help="a comma-separated subset, run in this order")
+    parser.add_argument(
+        "--fresh-wal", action="store_true", help="no recycled WAL segments: each is created as the writes reach it"
+    )
+    parser.add_argument(
+        "--wal-waits",
+        action="store_true",
+        help="sample PostgreSQL's WAL flush waits during each phase (bench.wal; costs some CPU)",
+    )
     asyncio.run(main_async(parser.parse_args()))
 
 
