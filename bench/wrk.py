@@ -396,6 +396,9 @@ async def main_async(args: argparse.Namespace) -> None:
                 admin = await asyncpg.connect(cluster.admin_url.replace("postgresql+asyncpg", "postgresql"))
                 if fresh and not args.fresh_wal:  # 48 segments: 768 MB, more than the load and the phases write
                     await recycle_wal_segments(admin, 48)
+                if fresh and args.commit_without_flush:  # an experiment, never a server's setting for real data
+                    await admin.execute("ALTER SYSTEM SET synchronous_commit = off")
+                    await admin.execute("SELECT pg_reload_conf()")
                 await admin.execute("DROP DATABASE IF EXISTS bench_wrk")
                 await admin.execute("CREATE DATABASE bench_wrk")
                 await admin.close()
@@ -419,6 +422,12 @@ def main() -> None:
     parser.add_argument("--phases", default="read,search,create", help="a comma-separated subset, run in this order")
     parser.add_argument(
         "--fresh-wal", action="store_true", help="no recycled WAL segments: each is created as the writes reach it"
+    )
+    parser.add_argument(
+        "--commit-without-flush",
+        action="store_true",
+        help="synchronous_commit = off: a commit does not wait for its WAL to reach the disk, to tell the "
+        "server's own tail from the disk's flushes (an experiment: a crash may lose the last commits)",
     )
     parser.add_argument(
         "--wal-waits",
