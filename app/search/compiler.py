@@ -302,8 +302,20 @@ def compile_search(request: SearchRequest, cursor: list[Any] | None, limit: int,
     """(id, body, sort values...) of live matches in sort order, after the keyset ``cursor``.
 
     The cursor holds the last row's sort values and id, so paging stays exact
-    under concurrent writes without OFFSET.
+    under concurrent writes without OFFSET. Without ``_sort`` the order is
+    the id's alone, and the matches are selected from the resource rows
+    directly: the subquery that labels sort values for the outer ORDER BY
+    would only cost building (with its column proxies, two fifths of the
+    construct's time), as both databases pull such a subquery up into the
+    outer query anyway.
     """
+    if not request.sort:
+        flat = _filtered(
+            select(R.id, R.body).where(R.resource_type == request.resource_type, R.deleted.is_(False)), request, gate
+        )
+        if cursor is not None:
+            flat = flat.where(R.id > cursor[-1])
+        return flat.order_by(R.id).limit(limit)
     sort_columns = [sort_expression(key).label(f"sort_{i}") for i, key in enumerate(request.sort)]
     inner = _filtered(
         select(R.id, R.body, *sort_columns).where(R.resource_type == request.resource_type, R.deleted.is_(False)),

@@ -189,7 +189,17 @@ def test_the_read_gate_and_compartments_are_conditions_of_the_search(
     compiled = sql(compile_search(query, None, 21, gate), dialect)
     assert "idx_reference.target_type = 'Patient' AND idx_reference.target_id = 'p1'" in compiled  # compartment
     assert "gate_reference.target_type = 'Patient' AND gate_reference.target_id = 'p2'" in compiled  # the gate
-    assert "ORDER BY anon_1.id LIMIT 21" in compiled
+    assert "ORDER BY resources.id LIMIT 21" in compiled
+
+
+def test_without_sort_keys_the_matches_are_selected_from_the_rows_in_id_order(
+    registry: SearchRegistry, dialect: Dialect
+) -> None:
+    query = request(registry, "CarePlan", ("status", "active"))
+    compiled = sql(compile_search(query, ["cp-9"], 10), dialect)
+    assert compiled.startswith("SELECT resources.id, resources.body FROM resources WHERE ")
+    assert "anon_1" not in compiled  # no subquery to label sort values
+    assert "AND resources.id > 'cp-9' ORDER BY resources.id LIMIT 10" in compiled
 
 
 def test_sort_keys_and_the_keyset_cursor(registry: SearchRegistry, dialect: Dialect) -> None:

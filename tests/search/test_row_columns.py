@@ -24,7 +24,7 @@ def where(registry: SearchRegistry, dialect: Dialect, resource_type: str, *pairs
     request = parse_search(resource_type, list(pairs), registry, 20, 100)
     compiled = compile_search(request, None, 21).compile(dialect=dialect, compile_kwargs={"literal_binds": True})
     text = re.sub(r"\s+", " ", str(compiled))
-    return text.split(" WHERE ", 1)[1].split(") AS anon_1", 1)[0]
+    return text.split(" WHERE ", 1)[1].split(" ORDER BY ", 1)[0]
 
 
 def row_parameters(registry: SearchRegistry, resource_type: str) -> dict[str, tuple[str | None, str | None]]:
