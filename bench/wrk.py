@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import platform
 import random
@@ -254,13 +255,9 @@ def run_wrk(
         str(directory / "phase.lua"),
         f"http://127.0.0.1:{port}",
     ]
-    if args.wal_waits and dsn is not None:
-        with WalWaitSampler(dsn) as sampler:
-            output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-        wal_waits: WalWaits | None = sampler.waits
-    else:
+    sampler = WalWaitSampler(dsn) if args.wal_waits and dsn is not None else None
+    with sampler or contextlib.nullcontext():
         output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-        wal_waits = None
     server_cpu = process_cpu(server_pid) - server_before
     database_cpu = (children_cpu(postmaster) - database_before) if postmaster else 0.0
     shutil.rmtree(directory, ignore_errors=True)
@@ -278,7 +275,7 @@ def run_wrk(
         float(first_max),
         server_cpu,
         database_cpu,
-        wal_waits,
+        sampler.waits if sampler is not None else None,
     )
 
 

@@ -309,19 +309,17 @@ def compile_search(request: SearchRequest, cursor: list[Any] | None, limit: int,
     construct's time), as both databases pull such a subquery up into the
     outer query anyway.
     """
-    if not request.sort:
-        flat = _filtered(
-            select(R.id, R.body).where(R.resource_type == request.resource_type, R.deleted.is_(False)), request, gate
-        )
-        if cursor is not None:
-            flat = flat.where(R.id > cursor[-1])
-        return flat.order_by(R.id).limit(limit)
     sort_columns = [sort_expression(key).label(f"sort_{i}") for i, key in enumerate(request.sort)]
-    inner = _filtered(
+    matches = _filtered(
         select(R.id, R.body, *sort_columns).where(R.resource_type == request.resource_type, R.deleted.is_(False)),
         request,
         gate,
-    ).subquery()
+    )
+    if not request.sort:
+        if cursor is not None:
+            matches = matches.where(_after([], (), [], R.id, cursor[-1]))
+        return matches.order_by(R.id).limit(limit)
+    inner = matches.subquery()
     columns = [inner.c[f"sort_{i}"] for i in range(len(sort_columns))]
     query = select(inner.c.id, inner.c.body, *columns)
     if cursor is not None:
