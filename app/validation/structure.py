@@ -2,8 +2,10 @@
 
 The R4B structures of the resources this server is about are those of R4
 (hl7.org/fhir/R4B/diff.html); fhirVersion 4.0.1 is what goes on the wire.
-Pydantic error locations become FHIRPath-like element paths, so a client
-sees ``CarePlan.activity[0].detail.status`` rather than a Python tuple.
+A body the model walk (``app.validation.model_walk``) proves valid is not
+built as a model; any other is, and pydantic's error locations become
+FHIRPath-like element paths, so a client sees
+``CarePlan.activity[0].detail.status`` rather than a Python tuple.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from typing import Any
 
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
+
+from app.validation.model_walk import ModelWalk
 
 
 @cache
@@ -42,10 +46,16 @@ def _message(error: Any) -> str:
     return msg.removeprefix("Value error, ")
 
 
-def structural_problems(resource_type: str, body: dict[str, Any]) -> list[tuple[str, str]]:
-    """Return (message, path) per structural problem; empty when the body is valid."""
+def structural_problems(
+    resource_type: str, body: dict[str, Any], walk: ModelWalk | None = None
+) -> list[tuple[str, str]]:
+    """Return (message, path) per structural problem; empty when the body is valid. With ``walk``, a
+    body it proves valid is not built as a model."""
     try:
-        model_class(resource_type).model_validate(body)
+        model = model_class(resource_type)
+        if walk is not None and walk.proves(model, body):
+            return []
+        model.model_validate(body)
     except ValidationError as exc:
         return [(_message(err), format_location(resource_type, err["loc"])) for err in exc.errors()]
     except KeyError:  # fhir_core looks nested resource types up in a table

@@ -8,12 +8,14 @@ from typing import Any
 from app.errors import InvalidResource
 from app.validation.bindings import BindingTable
 from app.validation.json_rules import JsonLimits, JsonRules, ShapeReport, load_element_table
+from app.validation.model_walk import ModelWalk
 from app.validation.narrative import narrative_problems
 from app.validation.structure import structural_problems
 
 
 class ResourceValidator:
-    """The FHIR JSON rules, then structure (fhir.resources), then required bindings; built once at start-up."""
+    """The FHIR JSON rules, then structure (fhir.resources' models, walked or built), then required
+    bindings; built once at start-up."""
 
     def __init__(
         self,
@@ -23,6 +25,7 @@ class ResourceValidator:
     ) -> None:
         self.bindings = bindings
         self.json_rules = JsonRules(load_element_table(), limits or JsonLimits(), narrative_problems)
+        self.model_walk = ModelWalk()
         # server rules per type, run on a structurally valid body (e.g. an active SearchParameter must be usable)
         self.rules = dict(rules or {})
 
@@ -39,7 +42,7 @@ class ResourceValidator:
         report = self.json_rules.check_resource(body)
         if report.issues:
             raise InvalidResource(report.issues)
-        problems = structural_problems(resource_type, body)
+        problems = structural_problems(resource_type, body, self.model_walk)
         if not problems:
             problems = self.bindings.check(body)
         if problems:
