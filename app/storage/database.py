@@ -171,7 +171,13 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         if options.get(AUTOCOMMIT_OPTION):
             return
         if options.get(WRITE_OPTION):
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            inline = conn.connection.driver_connection
+            if isinstance(inline, InlineConnection) and inline.sqlite_connection is not None:
+                # on the loop's thread anyway: straight to sqlite3, without an execution through SQLAlchemy
+                # (app.storage.sqlite_direct); an error is wrapped by SQLAlchemy's begin as any other
+                inline.sqlite_connection.execute("BEGIN IMMEDIATE")
+            else:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
         else:
             conn.exec_driver_sql("BEGIN")
 

@@ -8,8 +8,9 @@ from typing import Any
 from sqlalchemy import bindparam, delete, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.storage.batch_insert import insert_in_chunks, insert_rows
+from app.storage.batch_insert import CHUNK_ROWS, insert_in_chunks, insert_rows
 from app.storage.index_tables import INDEX_TABLES
+from app.storage.sqlite_direct import direct_insert, inline_sqlite, insert_many
 
 _DELETES = {
     name: delete(table).where(table.c.resource_type == bindparam("rt"), table.c.resource_id == bindparam("rid"))
@@ -28,13 +29,25 @@ async def replace_index_rows(
 ) -> None:
     """Delete the old rows from ``tables`` (the tables the type can use) and insert ``rows``.
 
-    ``is_new`` skips the deletes for a resource that cannot have rows yet.
+    ``is_new`` skips the deletes for a resource that cannot have rows yet. On inline SQLite the
+    inserts run on the sqlite3 connection (``app.storage.sqlite_direct``).
     """
     if not is_new:
         for name in tables:
             await conn.execute(_DELETES[name], {"rt": resource_type, "rid": resource_id})
+    direct = await inline_sqlite(conn) if _fits_one_call(rows) else None
     for name, table_rows in rows.items():
-        await insert_in_chunks(conn, _INSERTS[name], table_rows)
+        if direct is not None:
+            if table_rows:
+                insert_many(direct, direct_insert(INDEX_TABLES[name], tuple(table_rows[0])), table_rows)
+        else:
+            await insert_in_chunks(conn, _INSERTS[name], table_rows)
+
+
+def _fits_one_call(rows: dict[str, list[dict[str, Any]]]) -> bool:
+    """Whether a resource's rows are few enough to insert without giving the event loop a pass
+    (``insert_in_chunks`` gives one every ``CHUNK_ROWS``)."""
+    return sum(len(table_rows) for table_rows in rows.values()) <= CHUNK_ROWS
 
 
 async def insert_index_rows(conn: AsyncConnection, rows: dict[str, list[dict[str, Any]]]) -> None:

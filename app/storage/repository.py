@@ -10,6 +10,7 @@ re-read and retry without).
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from app.storage.batch_insert import insert_rows
 from app.storage.gate import OPEN, ReadGate
 from app.storage.row_keys import RowKeys
+from app.storage.sqlite_direct import direct_insert, inline_sqlite, insert_one
 from app.storage.tables import resource_history, resources
 
 
@@ -81,9 +83,10 @@ _SET_KEYS = (
     .where(_r.resource_type == bindparam("rt"), _r.id == bindparam("rid"))
     .values(subject_ref=bindparam("subject_ref"), status_code=bindparam("status_code"))
 )
+_KEY_COLUMNS = ("resource_type", "id")
 _INSERT_CURRENT = {
-    "postgresql": postgresql_insert(resources).on_conflict_do_nothing(index_elements=["resource_type", "id"]),
-    "sqlite": sqlite_insert(resources).on_conflict_do_nothing(index_elements=["resource_type", "id"]),
+    "postgresql": postgresql_insert(resources).on_conflict_do_nothing(index_elements=_KEY_COLUMNS),
+    "sqlite": sqlite_insert(resources).on_conflict_do_nothing(index_elements=_KEY_COLUMNS),
 }
 
 
@@ -118,22 +121,25 @@ async def insert_first(conn: AsyncConnection, version: StoredVersion, keys: RowK
 
     ``ON CONFLICT DO NOTHING`` reports a taken id through the row count, so the
     transaction stays usable on PostgreSQL without a savepoint round trip.
+    On inline SQLite both inserts run on the sqlite3 connection (``app.storage.sqlite_direct``).
     """
-    result = await conn.execute(
-        _INSERT_CURRENT[conn.dialect.name],
-        {
-            "resource_type": version.resource_type,
-            "id": version.id,
-            "version_id": version.version_id,
-            "last_updated": version.last_updated,
-            "deleted": version.deleted,
-            "body": version.body,
-            **keys.columns(),
-        },
-    )
-    if result.rowcount != 1:
+    row = {
+        "resource_type": version.resource_type,
+        "id": version.id,
+        "version_id": version.version_id,
+        "last_updated": version.last_updated,
+        "deleted": version.deleted,
+        "body": version.body,
+        **keys.columns(),
+    }
+    direct = await inline_sqlite(conn)
+    if direct is not None:
+        inserted = insert_one(direct, direct_insert(resources, tuple(row), _KEY_COLUMNS), row)
+    else:
+        inserted = (await conn.execute(_INSERT_CURRENT[conn.dialect.name], row)).rowcount
+    if inserted != 1:
         raise AlreadyExists(f"{version.resource_type}/{version.id}")
-    await _insert_history(conn, version)
+    await _insert_history(conn, version, direct)
 
 
 async def insert_new_many(conn: AsyncConnection, versions: Sequence[StoredVersion], keys: Sequence[RowKeys]) -> None:
@@ -195,7 +201,7 @@ async def replace_version(conn: AsyncConnection, expected_version: int, version:
     )
     if result.rowcount != 1:
         return False
-    await _insert_history(conn, version)
+    await _insert_history(conn, version, await inline_sqlite(conn))
     return True
 
 
@@ -205,19 +211,20 @@ async def set_row_keys(conn: AsyncConnection, resource_type: str, keys: Mapping[
         await conn.execute(_SET_KEYS, [{"rt": resource_type, "rid": rid, **k.columns()} for rid, k in keys.items()])
 
 
-async def _insert_history(conn: AsyncConnection, version: StoredVersion) -> None:
-    await conn.execute(
-        _INSERT_HISTORY,
-        {
-            "resource_type": version.resource_type,
-            "id": version.id,
-            "version_id": version.version_id,
-            "last_updated": version.last_updated,
-            "deleted": version.deleted,
-            "method": version.method,
-            "body": version.body,
-        },
-    )
+async def _insert_history(conn: AsyncConnection, version: StoredVersion, direct: sqlite3.Connection | None) -> None:
+    row = {
+        "resource_type": version.resource_type,
+        "id": version.id,
+        "version_id": version.version_id,
+        "last_updated": version.last_updated,
+        "deleted": version.deleted,
+        "method": version.method,
+        "body": version.body,
+    }
+    if direct is not None:
+        insert_one(direct, direct_insert(resource_history, tuple(row)), row)
+    else:
+        await conn.execute(_INSERT_HISTORY, row)
 
 
 async def read_history(

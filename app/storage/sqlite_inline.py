@@ -67,6 +67,16 @@ class InlineConnection(aiosqlite.Connection):
         self._tx = _InlineQueue()  # type: ignore[assignment]
         self._off_loop = False  # the open transaction's calls run in a worker thread until it ends
 
+    @property
+    def off_loop(self) -> bool:
+        """Whether the open transaction's calls have been sent to a worker thread (``run_off_loop``)."""
+        return self._off_loop
+
+    @property
+    def sqlite_connection(self) -> sqlite3.Connection | None:
+        """The ``sqlite3`` connection itself, for statements made without aiosqlite (``app.storage.sqlite_direct``)."""
+        return self._connection
+
     def run_off_loop(self) -> None:
         """Run this connection's calls in a worker thread until its transaction commits or rolls back."""
         self._off_loop = True

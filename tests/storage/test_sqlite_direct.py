@@ -1,0 +1,154 @@
+"""A new version's inserts on the sqlite3 connection itself store what SQLAlchemy would store.
+
+Inline SQLite (one server process) runs ``insert_first`` and the index inserts
+on the ``sqlite3`` connection (``app.storage.sqlite_direct``); aiosqlite's
+threaded mode, and a transaction sent to a worker thread, go through
+SQLAlchemy. The same writes in both modes must leave the same rows, byte for
+byte, and behave the same on a taken id and a rollback.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import insert
+
+from app.errors import FhirError
+from app.storage.database import Database
+from app.storage.index_tables import INDEX_TABLES
+from app.storage.index_writer import replace_index_rows
+from app.storage.repository import AlreadyExists, StoredVersion, insert_first, replace_version
+from app.storage.row_keys import RowKeys
+from app.storage.sqlite_direct import direct_insert, inline_sqlite
+from app.storage.tables import resources
+
+# a time given in another zone: stored as naive UTC text either way
+WRITTEN_AT = datetime(2026, 12, 3, 15, 4, 5, 123456, tzinfo=timezone(timedelta(hours=2)))
+TOKEN_ROW = {
+    "resource_type": "Task",
+    "resource_id": "t",
+    "param_hash": -42,
+    "system": "http://hl7.org/fhir/task-status",
+    "code": "requested",
+    "display_norm": None,
+    "combo": None,
+}
+
+
+@pytest.fixture
+def database_url(sqlite_template: Path, tmp_path: Path) -> str:
+    """A migrated, empty SQLite database (this module is about SQLite only)."""
+    target = tmp_path / "fhir.sqlite"
+    shutil.copyfile(sqlite_template, target)
+    return f"sqlite+aiosqlite:///{target}"
+
+
+@pytest.fixture(params=["threaded", "inline"])
+async def sqlite_db(database_url: str, request: pytest.FixtureRequest) -> AsyncIterator[Database]:
+    database = Database.from_url(database_url, sqlite_inline=request.param == "inline")
+    yield database
+    await database.dispose()
+
+
+def version(resource_id: str, number: int = 1) -> StoredVersion:
+    return StoredVersion("Task", resource_id, number, WRITTEN_AT, False, b'{"resourceType":"Task"}', "POST")
+
+
+def token_rows(resource_id: str) -> dict[str, list[dict[str, Any]]]:
+    assert set(TOKEN_ROW) == {column.name for column in INDEX_TABLES["token"].columns}
+    return {"token": [{**TOKEN_ROW, "resource_id": resource_id}]}
+
+
+RAW_SELECTS = {
+    "resources": "SELECT * FROM resources",
+    "resource_history": "SELECT * FROM resource_history",
+    "idx_token": "SELECT * FROM idx_token",
+}
+
+
+def raw_rows(database_url: str, table: str) -> list[tuple[Any, ...]]:
+    """The rows as SQLite holds them, read without SQLAlchemy's result processing."""
+    with sqlite3.connect(database_url.removeprefix("sqlite+aiosqlite:///")) as connection:
+        return sorted(connection.execute(RAW_SELECTS[table]).fetchall(), key=repr)
+
+
+async def test_both_modes_store_the_same_bytes(database_url: str, sqlite_db: Database) -> None:
+    async with sqlite_db.write() as conn:
+        direct = await inline_sqlite(conn)
+        assert (direct is not None) == sqlite_db.pauses  # the sqlite3 connection is used only inline
+        await insert_first(conn, version("t"), RowKeys("Patient/p", "requested"))
+        await replace_index_rows(conn, "Task", "t", token_rows("t"), is_new=True)
+    assert raw_rows(database_url, "resources") == [
+        ("Task", "t", 1, "2026-12-03 13:04:05.123456", 0, b'{"resourceType":"Task"}', "Patient/p", "requested")
+    ]
+    assert raw_rows(database_url, "resource_history") == [
+        ("Task", "t", 1, "2026-12-03 13:04:05.123456", 0, "POST", b'{"resourceType":"Task"}')
+    ]
+    assert len(raw_rows(database_url, "idx_token")) == 1
+
+
+async def test_the_direct_insert_matches_sqlalchemys_own(database_url: str, sqlite_db: Database) -> None:
+    """The reference: the same row inserted by SQLAlchemy's execution path, read back raw."""
+    row = {
+        "resource_type": "Task",
+        "id": "ref",
+        "version_id": 1,
+        "last_updated": WRITTEN_AT,
+        "deleted": False,
+        "body": b"{}",
+        "subject_ref": None,
+        "status_code": None,
+    }
+    async with sqlite_db.write() as conn:
+        await conn.execute(insert(resources), row)
+        await insert_first(conn, StoredVersion("Task", "new", 1, WRITTEN_AT, False, b"{}"), RowKeys())
+    by_id = {stored[1]: stored[2:] for stored in raw_rows(database_url, "resources")}
+    assert by_id["new"] == by_id["ref"]
+
+
+async def test_a_taken_id_is_already_exists_and_the_transaction_stays_usable(sqlite_db: Database) -> None:
+    async with sqlite_db.write() as conn:
+        await insert_first(conn, version("t"), RowKeys())
+        with pytest.raises(AlreadyExists):
+            await insert_first(conn, version("t"), RowKeys())
+        assert await replace_version(conn, 1, version("t", 2), RowKeys())
+
+
+async def test_a_rollback_removes_the_direct_inserts(database_url: str, sqlite_db: Database) -> None:
+    class Refused(FhirError):
+        pass
+
+    with pytest.raises(Refused):
+        async with sqlite_db.write() as conn:
+            await insert_first(conn, version("t"), RowKeys())
+            await replace_index_rows(conn, "Task", "t", token_rows("t"), is_new=True)
+            raise Refused("a hook refuses the write")
+    for table in ("resources", "resource_history", "idx_token"):
+        assert raw_rows(database_url, table) == []
+
+
+async def test_a_transaction_sent_off_the_loop_and_a_read_are_not_direct(sqlite_db: Database) -> None:
+    async with sqlite_db.read() as conn:
+        assert await inline_sqlite(conn) is None  # outside a write transaction
+    async with sqlite_db.write() as conn:
+        await Database.run_off_loop(conn)
+        assert await inline_sqlite(conn) is None  # its statements go to the worker thread through aiosqlite
+        await insert_first(conn, version("t"), RowKeys())
+
+
+def test_an_insert_is_compiled_once_per_table_and_columns() -> None:
+    columns = ("resource_type", "id", "version_id", "last_updated", "deleted", "body", "subject_ref", "status_code")
+    first = direct_insert(resources, columns, ("resource_type", "id"))
+    assert direct_insert(resources, columns, ("resource_type", "id")) is first
+    assert first.sql.startswith("INSERT INTO resources (resource_type, id, version_id, last_updated, deleted, body")
+    assert first.sql.endswith("ON CONFLICT (resource_type, id) DO NOTHING")
+    assert first.columns == columns
+    assert first.parameters(
+        dict(zip(columns, ("Task", "t", 1, datetime(2026, 1, 1, tzinfo=UTC), True, b"{}", None, None), strict=True))
+    ) == ("Task", "t", 1, "2026-01-01 00:00:00.000000", 1, b"{}", None, None)
