@@ -10,8 +10,11 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
+from app.errors import InvalidResource
+from app.validation.bindings import BindingTable
 from app.validation.model_walk import ModelWalk
 from app.validation.structure import model_class, structural_problems
+from app.validation.validator import ResourceValidator
 from tests.examples import CARE_COORDINATION_TYPES, EXAMPLES, examples_of
 
 WALK = ModelWalk()
@@ -180,3 +183,20 @@ def test_a_nested_resource_type_or_a_python_field_name_goes_to_the_model() -> No
 
 def test_a_body_of_another_type_is_not_proven() -> None:
     assert not WALK.proves(model_class("Patient"), {"resourceType": "Group", "type": "person", "actual": True})
+
+
+def test_the_validator_builds_a_model_only_for_a_body_the_walk_did_not_prove(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A valid care plan is stored without its model being built; an invalid one gets the model's own errors."""
+    model = model_class("CarePlan")
+    built: list[dict[str, Any]] = []
+    build = model.model_validate
+    monkeypatch.setattr(model, "model_validate", lambda body: built.append(body) or build(body))
+    validator = ResourceValidator(BindingTable.load())
+    body = examples_of("CarePlan")[0][1]
+    validator.validate("CarePlan", body)
+    assert built == []
+    broken = {key: value for key, value in body.items() if key != "subject"}
+    with pytest.raises(InvalidResource) as refused:
+        validator.validate("CarePlan", broken)
+    assert built == [broken]
+    assert refused.value.issues == [("required element is missing", "CarePlan.subject")]
