@@ -258,7 +258,9 @@ class Database:
         self.dialect = engine.dialect.name
         self._sqlite_writer = WriterQueue() if self.dialect == "sqlite" else None
         database = engine.url.database if self.dialect == "sqlite" else None
-        self.checkpoints = WalCheckpoints(Path(database)) if database and database != ":memory:" else None
+        self.checkpoints = (
+            WalCheckpoints(Path(database), self._sqlite_writer) if database and database != ":memory:" else None
+        )
 
     @classmethod
     def from_url(

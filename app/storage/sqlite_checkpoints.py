@@ -17,6 +17,21 @@ alternating pairs: 1,960, 1,706 and 1,721 us each against 2,193, 2,182
 and 1,754 with checkpoints inside commits (BENCHMARKS.md, "SQLite
 checkpoints"). Each connection keeps an automatic
 checkpoint at 64 MiB (``WAL_BACKSTOP_PRAGMA``) should the thread fall far behind.
+
+A checkpoint copies the log only up to where it stood when the checkpoint
+began, and SQLite starts the log over from its beginning only when a writer
+finds every frame copied (sqlite.org/wal.html#avoiding_excessively_large_wal_files).
+Under steady writes some commit always lands during the background
+checkpoint, so the log never started over: it grew to the backstop, and the
+commit that crossed it copied the frames left, with every other writer
+waiting and, inline, every request: 40 to 137 ms about every 1.3 s under 16
+writing clients (a create adds about 37 frames; BENCHMARKS.md, "SQLite
+creates: the log started over"). So once a background checkpoint finds the
+log past ``RESTART_FRAMES``, the next one takes the writers' turn
+(``WriterQueue``, ahead of waiting writers): no commit lands while it copies
+the few frames written since the last, the log is then all copied, and the
+next writer starts it over. Reads go on meanwhile; writers wait for one short
+copy instead of one long one.
 """
 
 from __future__ import annotations
@@ -25,10 +40,14 @@ import asyncio
 import logging
 import sqlite3
 from contextlib import closing
+from functools import partial
 from pathlib import Path
 from typing import Final
 
-WRITES_PER_CHECKPOINT: Final = 100  # a create adds ~10 pages: about SQLite's own 1,000-page default
+from app.storage.writer_queue import WriterQueue
+
+WRITES_PER_CHECKPOINT: Final = 100  # a 1.4 KB CarePlan's create adds ~37 frames (pages) to the log
+RESTART_FRAMES: Final = 8192  # 32 MiB of log: the next checkpoint holds the writers so the log can start over
 # 16,384 pages (64 MiB): a committing writer checkpoints only beyond this
 WAL_BACKSTOP_PRAGMA: Final = "PRAGMA wal_autocheckpoint=16384"
 
@@ -38,12 +57,21 @@ logger = logging.getLogger(__name__)
 class WalCheckpoints:
     """Background checkpoints of one SQLite database file (one at a time)."""
 
-    def __init__(self, database: Path, every: int = WRITES_PER_CHECKPOINT) -> None:
+    def __init__(
+        self,
+        database: Path,
+        writer: WriterQueue | None = None,
+        every: int = WRITES_PER_CHECKPOINT,
+        restart_frames: int = RESTART_FRAMES,
+    ) -> None:
         self.database = database
+        self.writer = writer  # this process's writers (None: the log is not closed with them held)
         self.every = every
+        self.restart_frames = restart_frames
         self.writes = 0  # committed since the last checkpoint began
         self.running: asyncio.Future[tuple[int, int, int]] | None = None
         self.last: tuple[int, int, int] | None = None  # (busy, log frames, checkpointed frames)
+        self.held = 0  # checkpoints run with the writers held
 
     def after_write(self) -> None:
         """Called on the event loop after a write committed: start a checkpoint every ``every`` writes."""
@@ -60,7 +88,7 @@ class WalCheckpoints:
         busy, log, checkpointed = row
         return int(busy), int(log), int(checkpointed)
 
-    def _finished(self, future: asyncio.Future[tuple[int, int, int]]) -> None:
+    def _finished(self, future: asyncio.Future[tuple[int, int, int]], holding: bool = False) -> None:
         self.running = None
         if future.cancelled():
             return
@@ -69,8 +97,19 @@ class WalCheckpoints:
             logger.warning("SQLite WAL checkpoint failed: %s", error)
             return
         self.last = future.result()
+        # after a background checkpoint only: the held one reports the log as it was before starting over
+        if self.writer is not None and not holding and self.last[1] >= self.restart_frames:
+            self.running = asyncio.ensure_future(self._checkpoint_holding_writers(self.writer))
+            self.running.add_done_callback(partial(self._finished, holding=True))
+
+    async def _checkpoint_holding_writers(self, writer: WriterQueue) -> tuple[int, int, int]:
+        """A checkpoint with no commit landing meanwhile, so that it copies the whole log."""
+        async with writer.hold(urgent=True):
+            self.held += 1
+            return await asyncio.get_running_loop().run_in_executor(None, self._checkpoint)
 
     async def wait(self) -> None:
-        """Until the checkpoint under way (if any) has finished."""
-        if self.running is not None:
+        """Until the checkpoints under way (if any: a background one, then one holding the writers) have
+        finished."""
+        while self.running is not None:
             await asyncio.shield(self.running)

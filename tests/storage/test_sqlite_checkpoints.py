@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -10,7 +11,8 @@ import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select
 
 from app.storage.database import Database
-from app.storage.sqlite_checkpoints import WAL_BACKSTOP_PRAGMA
+from app.storage.sqlite_checkpoints import WAL_BACKSTOP_PRAGMA, WalCheckpoints
+from app.storage.writer_queue import WriterQueue
 
 notes = Table("notes", MetaData(), Column("id", Integer, primary_key=True), Column("text", String))
 
@@ -60,3 +62,49 @@ async def test_commits_checkpoint_only_past_the_backstop(database: Database) -> 
 
 def test_postgresql_has_no_checkpoints_of_ours() -> None:
     assert Database.from_url("postgresql+asyncpg://user@127.0.0.1:1/none").checkpoints is None
+
+
+class RecordedCheckpoints(WalCheckpoints):
+    """Records, for each checkpoint, whether this process's writers were held while it ran."""
+
+    def __init__(self, database: Path, writer: WriterQueue, restart_frames: int) -> None:
+        super().__init__(database, writer, every=10, restart_frames=restart_frames)
+        self.writers_held: list[bool] = []
+
+    def _checkpoint(self) -> tuple[int, int, int]:
+        assert self.writer is not None
+        self.writers_held.append(self.writer.held)
+        return super()._checkpoint()
+
+
+def log_frames(path: Path) -> int:
+    """The frames in the log now (a PASSIVE checkpoint of a quiet database reports them)."""
+    with sqlite3.connect(path, isolation_level=None) as connection:
+        return int(connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1])
+
+
+async def test_past_restart_frames_the_next_checkpoint_holds_the_writers_so_the_log_starts_over(
+    database: Database, tmp_path: Path
+) -> None:
+    assert database._sqlite_writer is not None
+    recorded = RecordedCheckpoints(tmp_path / "wal.sqlite", database._sqlite_writer, restart_frames=5)
+    database.checkpoints = recorded
+    await write_notes(database, 10)
+    await recorded.wait()
+    assert recorded.writers_held == [False, True]  # one in the background, then one holding the writers
+    assert recorded.held == 1 and recorded.running is None  # and no more: the log starts over at the next write
+    before = recorded.last
+    assert before is not None and before[1] >= 5 and before[2] == before[1]
+    await write_notes(database, 1)
+    assert log_frames(tmp_path / "wal.sqlite") < before[1]  # the writer started the log over
+
+
+async def test_a_log_short_of_restart_frames_is_not_checkpointed_holding_the_writers(
+    database: Database, tmp_path: Path
+) -> None:
+    assert database._sqlite_writer is not None
+    recorded = RecordedCheckpoints(tmp_path / "wal.sqlite", database._sqlite_writer, restart_frames=100_000)
+    database.checkpoints = recorded
+    await write_notes(database, 10)
+    await recorded.wait()
+    assert recorded.writers_held == [False] and recorded.held == 0
