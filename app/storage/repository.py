@@ -14,6 +14,7 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import ColumnElement, and_, bindparam, insert, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
@@ -123,15 +124,7 @@ async def insert_first(conn: AsyncConnection, version: StoredVersion, keys: RowK
     transaction stays usable on PostgreSQL without a savepoint round trip.
     On inline SQLite both inserts run on the sqlite3 connection (``app.storage.sqlite_direct``).
     """
-    row = {
-        "resource_type": version.resource_type,
-        "id": version.id,
-        "version_id": version.version_id,
-        "last_updated": version.last_updated,
-        "deleted": version.deleted,
-        "body": version.body,
-        **keys.columns(),
-    }
+    row = _current_row(version, keys)
     direct = await inline_sqlite(conn)
     if direct is not None:
         inserted = insert_one(direct, direct_insert(resources, tuple(row), _KEY_COLUMNS), row)
@@ -149,38 +142,8 @@ async def insert_new_many(conn: AsyncConnection, versions: Sequence[StoredVersio
     For ids that cannot be taken yet (UUIDs made in this process); a clash is
     an integrity error that rolls the whole transaction back.
     """
-    await insert_rows(
-        conn,
-        resources,
-        [
-            {
-                "resource_type": v.resource_type,
-                "id": v.id,
-                "version_id": v.version_id,
-                "last_updated": v.last_updated,
-                "deleted": v.deleted,
-                "body": v.body,
-                **k.columns(),
-            }
-            for v, k in zip(versions, keys, strict=True)
-        ],
-    )
-    await insert_rows(
-        conn,
-        resource_history,
-        [
-            {
-                "resource_type": v.resource_type,
-                "id": v.id,
-                "version_id": v.version_id,
-                "last_updated": v.last_updated,
-                "deleted": v.deleted,
-                "method": v.method,
-                "body": v.body,
-            }
-            for v in versions
-        ],
-    )
+    await insert_rows(conn, resources, [_current_row(v, k) for v, k in zip(versions, keys, strict=True)])
+    await insert_rows(conn, resource_history, [_history_row(v) for v in versions])
 
 
 async def replace_version(conn: AsyncConnection, expected_version: int, version: StoredVersion, keys: RowKeys) -> bool:
@@ -211,8 +174,22 @@ async def set_row_keys(conn: AsyncConnection, resource_type: str, keys: Mapping[
         await conn.execute(_SET_KEYS, [{"rt": resource_type, "rid": rid, **k.columns()} for rid, k in keys.items()])
 
 
-async def _insert_history(conn: AsyncConnection, version: StoredVersion, direct: sqlite3.Connection | None) -> None:
-    row = {
+def _current_row(version: StoredVersion, keys: RowKeys) -> dict[str, Any]:
+    """The ``resources`` row of a version, by column."""
+    return {
+        "resource_type": version.resource_type,
+        "id": version.id,
+        "version_id": version.version_id,
+        "last_updated": version.last_updated,
+        "deleted": version.deleted,
+        "body": version.body,
+        **keys.columns(),
+    }
+
+
+def _history_row(version: StoredVersion) -> dict[str, Any]:
+    """The ``resource_history`` row of a version, by column."""
+    return {
         "resource_type": version.resource_type,
         "id": version.id,
         "version_id": version.version_id,
@@ -221,6 +198,10 @@ async def _insert_history(conn: AsyncConnection, version: StoredVersion, direct:
         "method": version.method,
         "body": version.body,
     }
+
+
+async def _insert_history(conn: AsyncConnection, version: StoredVersion, direct: sqlite3.Connection | None) -> None:
+    row = _history_row(version)
     if direct is not None:
         insert_one(direct, direct_insert(resource_history, tuple(row)), row)
     else:
