@@ -112,4 +112,7 @@ class WalCheckpoints:
         """Until the checkpoints under way (if any: a background one, then one holding the writers) have
         finished."""
         while self.running is not None:
-            await asyncio.shield(self.running)
+            running = self.running
+            await asyncio.shield(running)
+            if self.running is running:  # its done callback will never run: its event loop has ended
+                return

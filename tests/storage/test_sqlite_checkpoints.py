@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -108,3 +109,17 @@ async def test_a_log_short_of_restart_frames_is_not_checkpointed_holding_the_wri
     await write_notes(database, 10)
     await recorded.wait()
     assert recorded.writers_held == [False] and recorded.held == 0
+
+
+def test_waiting_ends_for_a_checkpoint_whose_event_loop_has_ended(tmp_path: Path) -> None:
+    """A checkpoint begun in an event loop that ended before its done callback ran (an app reused across
+    ``asyncio.run`` calls) is never marked finished: waiting for it must still end."""
+    checkpoints = WalCheckpoints(tmp_path / "wal.sqlite")
+    ended = asyncio.new_event_loop()
+    running: asyncio.Future[tuple[int, int, int]] = ended.create_future()
+    running.add_done_callback(checkpoints._finished)
+    running.set_result((0, 1, 1))  # its callback is scheduled on the loop, which never runs again
+    ended.close()
+    checkpoints.running = running
+    asyncio.run(asyncio.wait_for(checkpoints.wait(), timeout=5))
+    assert checkpoints.running is running and checkpoints.last is None
