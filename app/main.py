@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -24,6 +23,7 @@ from app.api.errors import install_error_handlers
 from app.api.middleware import MAX_URL_BYTES, RequestLogMiddleware
 from app.api.server_routes import CapabilityCache, health, metadata, ready
 from app.config import Settings
+from app.heap import freeze_startup_heap
 from app.interactions.catalog import INTERACTIONS, OPERATION_METHODS, UNSUPPORTED_OPERATIONS
 from app.interactions.context import ContextHolder, FhirContext, utc_now
 from app.interactions.jobs import JobRunner
@@ -47,7 +47,7 @@ from app.subscriptions.topics import load_topics
 from app.subscriptions.websocket import WebSocketHub
 from app.validation.bindings import BindingTable
 from app.validation.json_rules import JsonLimits
-from app.validation.structure import model_class
+from app.validation.structure import has_model
 from app.validation.validator import ResourceValidator
 from capability.statement import build_capability_statement, render
 
@@ -63,16 +63,10 @@ WEBSOCKET_PATH = "/websocket"  # beside the FHIR types: [base]/websocket
 
 
 def served_resource_types() -> frozenset[str]:
-    """The R4 resource types that the fhir.resources R4B models can validate."""
+    """The R4 resource types that the fhir.resources R4B models can validate: those with a model module.
+    The modules are found, not imported: a model is imported on first use (``app.heap``)."""
     r4_types = json.loads(resources.files("capability").joinpath("resource_types.json").read_bytes())
-    served = set()
-    for name in r4_types:
-        try:
-            model_class(name)
-        except (KeyError, ValueError, AttributeError, ImportError):
-            continue
-        served.add(name)
-    return frozenset(served)
+    return frozenset(name for name in r4_types if has_model(name))
 
 
 def build_context(
@@ -147,19 +141,6 @@ def install_subscriptions(holder: ContextHolder, rules: SubscriptionRules, setti
     outbox = SubscriptionOutbox(holder, active, wake, broadcast.announce, notice)
     holder.current = replace(holder.current, writer=holder.current.writer.with_hooks(outbox))
     return Subscriptions(active, dispatcher, hub, sender, websocket_url(settings.public_base_url), wakes)
-
-
-def freeze_startup_heap() -> None:
-    """Take what start-up built (models, definitions, registry, tables: most of the heap) out of the
-    cyclic collector's sight. Otherwise every full collection walks it all and frees nothing, stalling
-    every request in flight (docs.python.org/3/library/gc.html#gc.freeze).
-
-    Once per process: a server process starts one app. A process that starts app after app (the
-    tests) would otherwise freeze each one's garbage for good as the next one starts."""
-    if gc.get_freeze_count():
-        return
-    gc.collect()
-    gc.freeze()
 
 
 def server_limits(settings: Settings) -> dict[str, int]:

@@ -6,17 +6,31 @@ A body the model walk (``app.validation.model_walk``) proves valid is not
 built as a model; any other is, and pydantic's error locations become
 FHIRPath-like element paths, so a client sees
 ``CarePlan.activity[0].detail.status`` rather than a Python tuple.
+
+Each type's model module is imported when a body of that type (or one
+contained in it) is first checked, not at start-up; what it builds is then
+frozen out of the garbage collector's sight (``app.heap``).
 """
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from functools import cache
 from typing import Any
 
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
+from app.heap import freeze_new_modules
 from app.validation.model_walk import ModelWalk
+
+MODELS_PACKAGE = "fhir.resources.R4B"
+
+
+def has_model(resource_type: str) -> bool:
+    """Whether fhir.resources has an R4B model of the type (its module exists; it is not imported)."""
+    return importlib.util.find_spec(f"{MODELS_PACKAGE}.{resource_type.lower()}") is not None
 
 
 @cache
@@ -51,6 +65,14 @@ def structural_problems(
 ) -> list[tuple[str, str]]:
     """Return (message, path) per structural problem; empty when the body is valid. With ``walk``, a
     body it proves valid is not built as a model."""
+    modules = len(sys.modules)
+    try:
+        return _problems(resource_type, body, walk)
+    finally:
+        freeze_new_modules(modules)
+
+
+def _problems(resource_type: str, body: dict[str, Any], walk: ModelWalk | None) -> list[tuple[str, str]]:
     try:
         model = model_class(resource_type)
         if walk is not None and walk.proves(model, body):
