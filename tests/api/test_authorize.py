@@ -15,6 +15,7 @@ import html
 import re
 import secrets
 from collections.abc import AsyncIterator
+from functools import cache
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -26,12 +27,24 @@ from joserfc.jwk import KeySet
 
 from app.config import Settings
 from app.main import create_app
-from app.smart.clients import add_client, add_user, new_client, new_user
+from app.smart.clients import Client, User, add_client, add_user, new_client, new_user
 from tests.conftest import FHIR_JSON_HEADERS, TEST_BASE_URL
 
 REDIRECT = "http://app.example/callback"
 PASSWORD = "a long enough password"
 SCOPE = "launch/patient openid fhirUser offline_access patient/*.rs"
+
+
+@cache
+def registrations() -> tuple[tuple[Client, ...], tuple[User, ...]]:
+    """The clients and users of every test, their secrets hashed once (argon2 takes ~0.3 s a hash)."""
+    clients = (
+        new_client("app", "public", SCOPE + " launch", [REDIRECT]),
+        new_client("other", "public", SCOPE, ["http://other.example/cb"]),
+        new_client("ehr", "confidential-symmetric", "system/*.cruds", secret="ehr secret 1"),
+    )
+    users = (new_user("drosei", PASSWORD, "Practitioner/dr"), new_user("maria", PASSWORD, "Patient/p2"))
+    return clients, users
 
 
 @pytest.fixture
@@ -40,11 +53,11 @@ async def server(database_url: str) -> AsyncIterator[tuple[FastAPI, httpx.AsyncC
     async with application.router.lifespan_context(application):
         db = application.state.auth.db
         async with db.write() as conn:
-            await add_client(conn, new_client("app", "public", SCOPE + " launch", [REDIRECT]))
-            await add_client(conn, new_client("other", "public", SCOPE, ["http://other.example/cb"]))
-            await add_client(conn, new_client("ehr", "confidential-symmetric", "system/*.cruds", secret="ehr secret 1"))
-            await add_user(conn, new_user("drosei", PASSWORD, "Practitioner/dr"))
-            await add_user(conn, new_user("maria", PASSWORD, "Patient/p2"))
+            clients, users = registrations()
+            for client in clients:
+                await add_client(conn, client)
+            for user in users:
+                await add_user(conn, user)
         transport = httpx.ASGITransport(app=application)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
             token = (
