@@ -238,8 +238,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         return render(statement)
 
-    app.state.capability = CapabilityCache(capability_bytes)  # rendered again when the registry changes
-    app.state.capability.body(ctx.registry)
+    # rendered at the first /metadata (about 75 ms), and again when the registry changes
+    app.state.capability = CapabilityCache(capability_bytes)
     app.add_middleware(RequestLogMiddleware)
     # Browser apps on other origins (a SMART app in an EHR's frame) call the API, the discovery
     # document and the token endpoint (hl7.org/fhir/smart-app-launch/app-launch.html): preflights are

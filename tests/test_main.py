@@ -16,3 +16,16 @@ async def test_the_start_up_heap_is_frozen(settings: Settings) -> None:
         frozen = gc.get_freeze_count()
     gc.unfreeze()
     assert frozen > 100_000, frozen  # the fhir.resources models and the search registry alone are more
+
+
+def test_the_shipped_definitions_are_read_once_per_process(settings: Settings) -> None:
+    """Apps of one process share the immutable tables built from the shipped definitions, and render
+    the CapabilityStatement only when it is first asked for."""
+    first, second = create_app(settings), create_app(settings)
+    one, other = first.state.fhir.current, second.state.fhir.current
+    assert one.registry is other.registry
+    assert one.validator.bindings is other.validator.bindings
+    assert first.state.auth.http is not second.state.auth.http  # each app its own client, closed with it
+    assert first.state.capability._for is None
+    body = first.state.capability.body(one.registry)
+    assert b'"resourceType":"CapabilityStatement"' in body and first.state.capability._for is one.registry

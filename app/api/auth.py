@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from urllib.parse import urljoin
 
 import httpx
@@ -50,6 +51,13 @@ def caller_of(client_id: str, scope: str, patient: str | None, fhir_user: str | 
     return Caller.with_token(client_id, permissions, compartment, fhir_user)
 
 
+@cache
+def trust_store() -> ssl.SSLContext:
+    """The TLS context of the server's outgoing HTTPS (external issuers' JWKS, clients' JWKS URLs): the
+    system's certificate authorities, loaded once per process (about 60 ms each time otherwise)."""
+    return httpx.create_ssl_context()
+
+
 @dataclass
 class Authenticator:
     """The per-process authorization state: settings, token verifier, client JWKS cache."""
@@ -63,7 +71,7 @@ class Authenticator:
 
     @classmethod
     def build(cls, settings: Settings, db: Database) -> Authenticator:
-        http = httpx.AsyncClient(headers={"User-Agent": "care-plan-repository"})
+        http = httpx.AsyncClient(headers={"User-Agent": "care-plan-repository"}, verify=trust_store())
         lifetime = max(settings.auth_token_seconds, settings.auth_backend_token_seconds)
         verifier = TokenVerifier(issuer(settings), settings.public_base_url, lifetime)
         return cls(settings, db, verifier, JwksCache(http), http, trusted_issuers(settings))

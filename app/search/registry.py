@@ -15,6 +15,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from importlib import resources
 from types import MappingProxyType
 from typing import Any, Literal
@@ -179,8 +180,13 @@ def _freeze(
 
 
 def load_registry(resource_types: Iterable[str]) -> SearchRegistry:
-    """The registry of the official R4 parameters for the served types."""
-    types = frozenset(resource_types)
+    """The registry of the official R4 parameters for the served types: built once per process and set of
+    types, then shared (it is immutable; a SearchParameter stored at run time makes a new one)."""
+    return _official_registry(frozenset(resource_types))
+
+
+@cache
+def _official_registry(types: frozenset[str]) -> SearchRegistry:
     raw = json.loads(resources.files("capability").joinpath("search_parameters.json").read_bytes())
     by_type: dict[str, dict[str, SearchParam]] = {t: {} for t in types}
     for definition in raw:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from functools import cache
 from importlib import resources
 from typing import Any, Literal
 
@@ -92,8 +93,10 @@ def topic_of(definition: Mapping[str, Any]) -> Topic:
     )
 
 
+@cache
 def load_topics() -> TopicCatalog:
-    """The topics shipped in ``capability/topics``, one JSON file each."""
+    """The topics shipped in ``capability/topics``, one JSON file each: read once per process, then
+    shared."""
     folder = resources.files("capability").joinpath("topics")
     found = [
         topic_of(json.loads(entry.read_bytes()))

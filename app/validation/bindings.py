@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cache
 from importlib import resources
 from typing import Any
 
@@ -44,6 +45,11 @@ class BindingTable:
 
     @classmethod
     def load(cls) -> BindingTable:
+        """The table of the shipped definitions: read once per process, then shared (it is immutable)."""
+        return _shipped_table()
+
+    @classmethod
+    def read(cls) -> BindingTable:
         raw = json.loads(resources.files("capability").joinpath("required_bindings.json").read_bytes())
         valuesets = {
             url: ValueSetCodes(
@@ -123,3 +129,8 @@ class BindingTable:
                     return
             if not valid:
                 problems.append((f"no coding from the required value set {vs.url}", path))
+
+
+@cache
+def _shipped_table() -> BindingTable:
+    return BindingTable.read()
