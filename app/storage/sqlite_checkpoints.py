@@ -114,5 +114,6 @@ class WalCheckpoints:
         while self.running is not None:
             running = self.running
             await asyncio.shield(running)
+            await asyncio.sleep(0)  # a future already done may still have its done callback to run: it runs first
             if self.running is running:  # its done callback will never run: its event loop has ended
                 return

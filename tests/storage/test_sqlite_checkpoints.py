@@ -123,3 +123,26 @@ def test_waiting_ends_for_a_checkpoint_whose_event_loop_has_ended(tmp_path: Path
     checkpoints.running = running
     asyncio.run(asyncio.wait_for(checkpoints.wait(), timeout=5))
     assert checkpoints.running is running and checkpoints.last is None
+
+
+async def test_waiting_covers_the_checkpoint_that_a_finished_one_starts(tmp_path: Path) -> None:
+    """A checkpoint can be done with its done callback, which starts the next one (the one holding the
+    writers), still waiting its turn on the loop: the wait lets it run and waits for the next one too."""
+    checkpoints = WalCheckpoints(tmp_path / "wal.sqlite")
+    loop = asyncio.get_running_loop()
+    first: asyncio.Future[tuple[int, int, int]] = loop.create_future()
+    second: asyncio.Future[tuple[int, int, int]] = loop.create_future()
+
+    def start_the_next(_: object) -> None:
+        checkpoints.running = second
+
+    first.add_done_callback(start_the_next)
+    checkpoints.running = first
+    waiting = asyncio.ensure_future(checkpoints.wait())  # to run first
+    first.set_result((0, 9, 9))  # done; its callback is only scheduled, after the waiting task's first step
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not waiting.done()  # waiting for the second
+    second.set_result((0, 9, 9))
+    second.add_done_callback(lambda _: setattr(checkpoints, "running", None))
+    await asyncio.wait_for(waiting, timeout=5)
