@@ -20,6 +20,7 @@ from app.api.cors import CrossOriginMiddleware
 from app.api.deps import caller, request_limits
 from app.api.endpoints import ENDPOINTS
 from app.api.errors import install_error_handlers
+from app.api.fhir_route import FhirRoute
 from app.api.middleware import MAX_URL_BYTES, RequestLogMiddleware
 from app.api.server_routes import CapabilityCache, health, metadata, ready
 from app.config import Settings
@@ -296,7 +297,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             registered.add((route.method, route.path))
             methods = READ_METHODS if route.method == "GET" else [route.method]  # HEAD wherever GET works
             endpoint = ENDPOINTS[route.endpoint]
-            app.add_api_route(FHIR_PREFIX + route.path, endpoint, methods=methods, include_in_schema=False)
+            app.router.add_api_route(
+                FHIR_PREFIX + route.path,
+                endpoint,
+                methods=methods,
+                include_in_schema=False,
+                route_class_override=FhirRoute,
+            )
     for path, name in UNSUPPORTED_OPERATIONS:  # authenticated too: without a token nothing is answered
         app.add_api_route(
             FHIR_PREFIX + path,
