@@ -37,7 +37,7 @@ from app.main import served_resource_types
 from app.search.compiler import compile_search
 from app.search.registry import load_registry
 from app.search.request import parse_search
-from app.storage.single_statement import compile_for_asyncpg
+from app.storage.asyncpg_sql import compile_for_asyncpg
 from bench.crud import BIN, run_phase, serve, server_env
 from bench.wrk import care_plans, process_cpu
 from tests.postgres_cluster import free_port, start_cluster

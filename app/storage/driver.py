@@ -28,3 +28,10 @@ async def driver_under(conn: AsyncConnection) -> Any:
     ):
         await conn.execute(select(1))
     return driver
+
+
+def in_autocommit(conn: AsyncConnection) -> bool:
+    """Whether ``conn`` runs each statement on its own (``Database.read``, ``statement_write``): then a
+    statement on the driver connection is where SQLAlchemy's would have run, in no transaction."""
+    sync = conn.sync_connection
+    return sync is not None and sync.get_execution_options().get("isolation_level") == "AUTOCOMMIT"

@@ -27,8 +27,8 @@ from typing import Any
 from sqlalchemy import Select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app.storage.asyncpg_sql import compile_for_asyncpg
 from app.storage.driver import SPREAD_AT_EXECUTION, driver_under
-from app.storage.single_statement import compile_for_asyncpg
 
 
 class DriverSelect:

@@ -28,7 +28,7 @@ so such a write keeps the single round trip too.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -52,36 +52,22 @@ from sqlalchemy import (
     true,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, asyncpg
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.sql.elements import BindParameter
 from sqlalchemy.sql.selectable import CTE
 from sqlalchemy.types import TypeEngine
 
+from app.storage.asyncpg_sql import Compiled, compile_for_asyncpg
 from app.storage.driver import SPREAD_AT_EXECUTION
 from app.storage.index_tables import INDEX_TABLES, IndexRows
 from app.storage.repository import AlreadyExists, StoredVersion
 from app.storage.row_keys import RowKeys
 from app.storage.tables import resource_history, resources
 
-_DIALECT = asyncpg.dialect()  # type: ignore[no-untyped-call]
 _r = resources.c
 _h = resource_history.c
 _HISTORY_COLUMNS = ["resource_type", "id", "version_id", "last_updated", "deleted", "method", "body"]
-
-
-@dataclass(frozen=True, slots=True)
-class Compiled:
-    """A statement's SQL for asyncpg, the order its named parameters take as ``$1, $2, ...``, and the
-    values bound inside the construct itself (used where the caller gives none)."""
-
-    sql: str
-    names: tuple[str, ...]
-    defaults: Mapping[str, object] = field(default_factory=dict)
-
-    def arguments(self, values: Mapping[str, object]) -> list[object]:
-        return [values[name] if name in values else self.defaults[name] for name in self.names]
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,37 +103,6 @@ class StatementPart:
     values: Mapping[str, object]
     committed: Callable[[int], None] | None = None
     veto: Callable[[], ColumnElement[bool]] | None = None
-
-
-class _IntegersInline(asyncpg.PGCompiler_asyncpg):
-    """The asyncpg compiler, writing integers bound inside the construct into the SQL.
-
-    Such integers are constants of the statement's shape (a parameter's hash
-    in a chained subscription's condition, the step of an event counter):
-    sent as arguments they would be encoded again at every write, several per
-    subscription part. An integer renders as its digits only (negative ones
-    in parentheses, so that no ``--`` can start a comment), so nothing a
-    client sent can become SQL this way; strings stay bound parameters.
-    """
-
-    # (SQLAlchemy's compiler methods are untyped: the override keeps their keyword arguments in ``kw``)
-    def visit_bindparam(self, bindparam: BindParameter[Any], **kw: Any) -> str:  # type: ignore[override]
-        value = bindparam.value
-        if type(value) is int and bindparam.callable is None and not bindparam.expanding:
-            return str(value) if value >= 0 else f"({value})"
-        return str(super().visit_bindparam(bindparam, **kw))  # type: ignore[no-untyped-call]
-
-
-def compile_for_asyncpg(statement: Select[Any]) -> Compiled:
-    """The SQL asyncpg runs as is, with the values bound inside the construct keyed by the names its
-    parameters carry (``params`` keys dotted names escaped); integers bound inside it are written into
-    the SQL (``_IntegersInline``)."""
-    compiled = _IntegersInline(_DIALECT, statement)
-    names = tuple(compiled.positiontup or ())
-    escaped = compiled.escaped_bind_names  # dotted names are keyed escaped in ``params``
-    params = compiled.params
-    defaults = {name: params[escaped.get(name, name)] for name in names if escaped.get(name, name) in params}
-    return Compiled(compiled.string, names, defaults)
 
 
 class NotOneStatement(Exception):
@@ -310,13 +265,6 @@ def _replace(deletes: tuple[str, ...], inserts: tuple[str, ...], parts: Sequence
     return _counts(cur, parts, _history(cur, payload.is_(None)), *removals, *_index_inserts(inserts, cur))
 
 
-_READ_CURRENT = compile_for_asyncpg(
-    select(_r.resource_type, _r.id, _r.version_id, _r.last_updated, _r.deleted, _r.body).where(
-        _r.resource_type == bindparam("rt"), _r.id == bindparam("rid")
-    )
-)
-
-
 def _values(
     version: StoredVersion,
     rows: IndexRows,
@@ -407,11 +355,3 @@ async def replace_in_one_statement(
         return False
     _committed(parts, done)
     return True
-
-
-async def read_current_alone(conn: AsyncConnection, resource_type: str, resource_id: str) -> StoredVersion | None:
-    """The current version, read on the driver so that no transaction is begun."""
-    driver = (await conn.get_raw_connection()).driver_connection
-    assert driver is not None
-    row = await driver.fetchrow(_READ_CURRENT.sql, *_READ_CURRENT.arguments({"rt": resource_type, "rid": resource_id}))
-    return None if row is None else StoredVersion(row[0], row[1], row[2], row[3], row[4], row[5])

@@ -57,6 +57,7 @@ from app.storage.repository import (
     insert_new_many,
     matches,
     read_current,
+    read_current_alone,
     replace_version,
 )
 from app.storage.row_keys import RowKeys
@@ -64,7 +65,6 @@ from app.storage.single_statement import (
     NotOneStatement,
     StatementPart,
     create_in_one_statement,
-    read_current_alone,
     replace_in_one_statement,
 )
 from app.storage.tables import resources

@@ -12,7 +12,9 @@ from app.interactions.request_context import RequestContext
 from app.interactions.update import update
 from app.main import build_context
 from app.storage.database import Database
+from app.storage.gate import ReadGate
 from app.storage.repository import (
+    _READ_CURRENT,
     AlreadyExists,
     StoredVersion,
     insert_first,
@@ -26,6 +28,31 @@ from app.storage.row_keys import NO_KEYS
 
 def version(n: int, body: bytes | None = b"{}", rid: str = "t1") -> StoredVersion:
     return StoredVersion("Task", rid, n, utc_now(), body is None, body, "PUT")
+
+
+async def test_a_read_of_the_current_row_gives_what_sqlalchemy_gives(db: Database) -> None:
+    """On PostgreSQL an open gate's read runs on asyncpg, in no transaction; its version is the one
+    SQLAlchemy's own execution of the statement gives, to the types of its fields."""
+    async with db.write() as conn:
+        await insert_first(conn, version(1, b'{"a":1}'), NO_KEYS)
+        await insert_first(conn, version(1, None, rid="gone"), NO_KEYS)
+    for rid in ("t1", "gone"):
+        async with db.read() as conn:
+            read = await read_current(conn, "Task", rid)
+            # SQLAlchemy's own execution would have begun its (autocommit) transaction
+            assert conn.in_transaction() is (db.dialect != "postgresql")
+            row = (await conn.execute(_READ_CURRENT, {"rt": "Task", "rid": rid})).one()
+        assert read == StoredVersion(*row)
+        assert [type(value) for value in vars_of(read)] == [type(value) for value in vars_of(StoredVersion(*row))]
+        assert read.last_updated.utcoffset() is not None and read.last_updated.utcoffset().total_seconds() == 0
+    async with db.read() as conn:
+        assert await read_current(conn, "Task", "missing") is None
+        closed = ReadGate(compartment=("Patient", "p1"))  # a Task of no patient is outside it
+        assert await read_current(conn, "Task", "t1", closed) is None
+
+
+def vars_of(stored: StoredVersion) -> list[object]:
+    return [getattr(stored, name) for name in stored.__slots__]
 
 
 async def test_insert_then_read_current_and_version(db: Database) -> None:
