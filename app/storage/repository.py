@@ -102,7 +102,7 @@ async def read_current(
     With the gate open, on a PostgreSQL connection in autocommit mode (``Database.read``), the statement
     runs on asyncpg directly (``read_current_alone``): SQLAlchemy's execution cost a read 100 to 220 us
     of CPU more (BENCHMARKS.md, "Reads of the current row on the driver")."""
-    if gate.open and in_autocommit(conn) and conn.dialect.name == "postgresql":
+    if gate.open and conn.dialect.name == "postgresql" and in_autocommit(conn):
         return await read_current_alone(conn, resource_type, resource_id)
     statement = _READ_CURRENT if gate.open else _READ_CURRENT.where(gate.ids(resource_type, _r.id))
     row = (await conn.execute(statement, {"rt": resource_type, "rid": resource_id})).first()
@@ -193,8 +193,8 @@ async def set_row_keys(conn: AsyncConnection, resource_type: str, keys: Mapping[
         await conn.execute(_SET_KEYS, [{"rt": resource_type, "rid": rid, **k.columns()} for rid, k in keys.items()])
 
 
-def _current_row(version: StoredVersion, keys: RowKeys) -> dict[str, Any]:
-    """The ``resources`` row of a version, by column."""
+def _version_columns(version: StoredVersion) -> dict[str, Any]:
+    """The columns ``resources`` and ``resource_history`` share, of a version."""
     return {
         "resource_type": version.resource_type,
         "id": version.id,
@@ -202,21 +202,17 @@ def _current_row(version: StoredVersion, keys: RowKeys) -> dict[str, Any]:
         "last_updated": version.last_updated,
         "deleted": version.deleted,
         "body": version.body,
-        **keys.columns(),
     }
+
+
+def _current_row(version: StoredVersion, keys: RowKeys) -> dict[str, Any]:
+    """The ``resources`` row of a version, by column."""
+    return {**_version_columns(version), **keys.columns()}
 
 
 def _history_row(version: StoredVersion) -> dict[str, Any]:
     """The ``resource_history`` row of a version, by column."""
-    return {
-        "resource_type": version.resource_type,
-        "id": version.id,
-        "version_id": version.version_id,
-        "last_updated": version.last_updated,
-        "deleted": version.deleted,
-        "method": version.method,
-        "body": version.body,
-    }
+    return {**_version_columns(version), "method": version.method}
 
 
 async def _insert_history(conn: AsyncConnection, version: StoredVersion, direct: sqlite3.Connection | None) -> None:
