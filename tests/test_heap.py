@@ -10,7 +10,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from app.heap import freeze_new_modules
+from app.heap import YOUNG_OBJECTS_PER_COLLECTION, freeze_new_modules
 from app.storage.migrate import upgrade
 
 
@@ -61,7 +61,19 @@ SERVER_START = textwrap.dedent(
             started = {
                 "careplan imported": "fhir.resources.R4B.careplan" in sys.modules,
                 "frozen": gc.get_freeze_count(),
+                "thresholds": gc.get_threshold(),
             }
+            young_collections = []
+
+            def count(phase, info):
+                if phase == "start" and info["generation"] == 0:
+                    young_collections.append(1)
+
+            gc.callbacks.append(count)
+            gc.collect()
+            kept = [[index] for index in range(50_000)]  # 50,000 containers alive at once, as in a burst of requests
+            started["young collections in 50,000 allocations"] = len(young_collections)
+            del kept
             validator = application.state.fhir.current.validator
             validator.validate("CarePlan", {
                 "resourceType": "CarePlan", "status": "active", "intent": "plan",
@@ -85,8 +97,9 @@ SERVER_START = textwrap.dedent(
 
 
 def test_a_server_imports_a_model_on_first_use_and_freezes_what_it_built(tmp_path: Path) -> None:
-    """Start-up imports no resource model (128 of them took 4 s); the first CarePlan, with a Goal
-    contained, imports both, and their classes leave the collector's sight like the start-up heap."""
+    """Start-up imports no resource model (128 of them took 4 s) and, its heap frozen, collects young
+    objects every 100,000 allocations; the first CarePlan, with a Goal contained, imports both models,
+    and their classes leave the collector's sight like the start-up heap."""
     database = f"sqlite+aiosqlite:///{tmp_path}/heap.sqlite"
     upgrade(database)
     result = subprocess.run(
@@ -95,6 +108,9 @@ def test_a_server_imports_a_model_on_first_use_and_freezes_what_it_built(tmp_pat
     report = json.loads(result.stdout.strip().splitlines()[-1])
     started, used = report["started"], report["used"]
     assert started["careplan imported"] is False
+    # the youngest generation collected every 100,000 objects (default: 700, some 70 collections here)
+    assert started["thresholds"] == [YOUNG_OBJECTS_PER_COLLECTION, 10, 10]
+    assert started["young collections in 50,000 allocations"] == 0, started
     assert started["frozen"] > 100_000, started  # definitions and the search registry
     assert used["frozen"] > started["frozen"] + 5_000, report  # the two models and the datatypes they use
     assert used["models tracked"] == []
