@@ -67,8 +67,9 @@ def _install_postgres() -> None:
     subprocess.run(["apt-get", "install", "-y", "-q", "postgresql"], capture_output=True, check=False, env=env)
 
 
-def start_cluster(durable: bool = False) -> Cluster:
-    """Start a fresh cluster; ``durable=False`` turns fsync off (tests only)."""
+def start_cluster(durable: bool = False, parent: str | None = None) -> Cluster:
+    """Start a fresh cluster; ``durable=False`` turns fsync off (tests only). ``parent``: the directory
+    to create the cluster's in (the system's temporary directory by default)."""
     initdb = _find_binary("initdb")
     if initdb is None:
         _install_postgres()
@@ -76,7 +77,7 @@ def start_cluster(durable: bool = False) -> Cluster:
     pg_ctl = _find_binary("pg_ctl")
     if initdb is None or pg_ctl is None:
         raise PostgresUnavailable("initdb/pg_ctl not found and PostgreSQL could not be installed")
-    directory = Path(tempfile.mkdtemp(prefix="fhir-pg-"))
+    directory = Path(tempfile.mkdtemp(prefix="fhir-pg-", dir=parent))
     run_as: list[str] = []
     if os.geteuid() == 0:
         shutil.chown(directory, "postgres", "postgres")
