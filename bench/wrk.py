@@ -388,10 +388,12 @@ async def main_async(args: argparse.Namespace) -> None:
     )
     cluster = None
     storage = MEMORY if args.in_memory else None
+    sqlite_directories: list[str] = []  # removed at the end: in memory, each holds about 90 MB
     try:
         for backend in args.backends.split(","):
             if backend == "sqlite":
-                url = f"sqlite+aiosqlite:///{tempfile.mkdtemp(prefix='fhir-wrk-', dir=storage)}/fhir.sqlite"
+                sqlite_directories.append(tempfile.mkdtemp(prefix="fhir-wrk-", dir=storage))
+                url = f"sqlite+aiosqlite:///{sqlite_directories[-1]}/fhir.sqlite"
                 postmaster = None
             else:
                 fresh = cluster is None
@@ -412,6 +414,8 @@ async def main_async(args: argparse.Namespace) -> None:
     finally:
         if cluster is not None:
             cluster.stop()
+        for directory in sqlite_directories:
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def main() -> None:
