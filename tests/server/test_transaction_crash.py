@@ -35,16 +35,14 @@ def big_transaction() -> dict:
     return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
 
 
-async def writing_transaction_open(dsn: str) -> bool:
-    """True once another session holds a transaction that has written (it has a transaction id)."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        count = await conn.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()"
-        )
-        return bool(count)
-    finally:
-        await conn.close()
+async def writing_transaction_open(conn: asyncpg.Connection, *others: int) -> bool:
+    """True while another session (not ``conn``'s, nor the pids in ``others``) holds a transaction that
+    has written: one with a transaction id."""
+    count = await conn.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE backend_xid IS NOT NULL AND pid <> ALL($1::int[])",
+        [conn.get_server_pid(), *others],
+    )
+    return bool(count)
 
 
 async def task_count(dsn: str) -> int:
@@ -61,23 +59,38 @@ async def test_sigkill_mid_transaction_leaves_all_or_nothing(database_url: str, 
     dsn = database_url.replace("postgresql+asyncpg", "postgresql")
     server = start_server(database_url, tmp_path / "first.log")
     body = big_transaction()
-    async with httpx.AsyncClient(base_url=server.base, timeout=120) as client:
-        request = asyncio.create_task(client.post("/fhir", json=body, headers=FHIR))
-        for _ in range(600):
-            if await writing_transaction_open(dsn):
-                break
-            await asyncio.sleep(0.01)
-        else:
-            pytest.fail("the transaction never started writing")
-        server.process.send_signal(signal.SIGKILL)
-        server.process.wait(timeout=30)
-        with pytest.raises(httpx.HTTPError):
-            await request
+    watcher = await asyncpg.connect(dsn)
+    # The history table is held in SHARE mode, so the transaction stops at its first history row, after
+    # it has written its first current rows: the kill always lands while it is writing, however fast
+    # the machine (a 3,000-entry transaction writes for about 0.2 s, which a watcher can miss).
+    blocker = await asyncpg.connect(dsn)
+    held = blocker.transaction()
+    await held.start()
+    await blocker.execute("LOCK TABLE resource_history IN SHARE MODE")
+    try:
+        async with httpx.AsyncClient(base_url=server.base, timeout=120) as client:
+            request = asyncio.create_task(client.post("/fhir", json=body, headers=FHIR))
+            for _ in range(6000):
+                if await writing_transaction_open(watcher, blocker.get_server_pid()):
+                    break
+                if request.done():
+                    pytest.fail(f"the transaction ended before it was seen writing: {request.result().status_code}")
+                await asyncio.sleep(0.01)
+            else:
+                pytest.fail("the transaction never started writing")
+            server.process.send_signal(signal.SIGKILL)
+            server.process.wait(timeout=30)
+            with pytest.raises(httpx.HTTPError):
+                await request
+    finally:
+        await held.rollback()
+        await blocker.close()
     # PostgreSQL ends the killed server's session and rolls its transaction back
     for _ in range(100):
-        if not await writing_transaction_open(dsn):
+        if not await writing_transaction_open(watcher):
             break
         await asyncio.sleep(0.05)
+    await watcher.close()
     assert await task_count(dsn) in (0, ENTRIES)  # killed while writing: in practice 0
     killed_mid_write = await task_count(dsn)
     restarted = start_server(database_url, tmp_path / "second.log")
