@@ -68,8 +68,8 @@ def _install_postgres() -> None:
 
 
 def start_cluster(durable: bool = False, parent: str | None = None) -> Cluster:
-    """Start a fresh cluster; ``durable=False`` turns fsync off (tests only). ``parent``: the directory
-    to create the cluster's in (the system's temporary directory by default)."""
+    """Start a fresh cluster; ``durable=False`` turns fsync off (tests only). ``parent``: where the
+    cluster's directory is made (the system's temporary directory by default)."""
     initdb = _find_binary("initdb")
     if initdb is None:
         _install_postgres()
