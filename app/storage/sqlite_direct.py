@@ -28,6 +28,7 @@ import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Table
@@ -44,18 +45,22 @@ _DRIVER = "fhir_inline_sqlite"  # conn.info key: the InlineConnection under a po
 
 @dataclass(frozen=True, slots=True)
 class DirectInsert:
-    """An INSERT compiled for SQLite: its SQL, the column of each ``?`` in order, and each one's bind
-    processor (None: the value goes as it is)."""
+    """An INSERT compiled for SQLite: its SQL, the column of each ``?`` in order, and the bind processor
+    of each column that has one (by position), so that ``parameters`` calls only those."""
 
     sql: str
     columns: tuple[str, ...]
-    processors: tuple[Callable[[Any], Any] | None, ...]
+    processors: tuple[tuple[int, Callable[[Any], Any]], ...]
+    values: Callable[[Mapping[str, Any]], tuple[Any, ...]]  # a row's values in ``?`` order, in one C call
 
     def parameters(self, row: Mapping[str, Any]) -> tuple[Any, ...]:
-        return tuple(
-            row[column] if process is None else process(row[column])
-            for column, process in zip(self.columns, self.processors, strict=True)
-        )
+        values = self.values(row)
+        if not self.processors:
+            return values
+        converted = list(values)
+        for position, process in self.processors:
+            converted[position] = process(converted[position])
+        return tuple(converted)
 
 
 @cache
@@ -68,10 +73,14 @@ def direct_insert(table: Table, columns: tuple[str, ...], keys: tuple[str, ...] 
     compiled = statement.compile(dialect=_DIALECT, column_keys=list(columns))
     order = tuple(compiled.positiontup or ())
     processors = []
-    for name in order:
+    for position, name in enumerate(order):
         column_type = compiled.binds[name].type
-        processors.append(column_type.dialect_impl(_DIALECT).bind_processor(_DIALECT))
-    return DirectInsert(compiled.string, order, tuple(processors))
+        process = column_type.dialect_impl(_DIALECT).bind_processor(_DIALECT)
+        if process is not None:
+            processors.append((position, process))
+    getter = itemgetter(*order)  # of one key, it gives the value itself, not a tuple
+    values = getter if len(order) > 1 else (lambda row: (getter(row),))
+    return DirectInsert(compiled.string, order, tuple(processors), values)
 
 
 async def inline_sqlite(conn: AsyncConnection) -> sqlite3.Connection | None:
