@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -33,9 +33,11 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from app.errors import FhirError, StatementTimeout, VersionConflict
+from app.storage.connection_scope import pooled_connection
 from app.storage.sqlite_checkpoints import WAL_BACKSTOP_PRAGMA, WalCheckpoints
 from app.storage.sqlite_closing import RollbackOnClose
 from app.storage.sqlite_inline import InlineConnection, connect_inline
+from app.storage.sqlite_writer import SqliteWriter
 from app.storage.writer_queue import WriterQueue
 
 WRITE_OPTION = "fhir_write"
@@ -182,85 +184,37 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
             conn.exec_driver_sql("BEGIN")
 
 
-async def _to_the_end(cleanup: Coroutine[Any, Any, None]) -> None:
-    """Run ``cleanup`` to its end even when the caller is cancelled meanwhile, then raise that
-    cancellation (SQLAlchemy's ``async with`` exit does the same for every close).
-
-    A rollback cut short by a cancellation would make SQLAlchemy throw the connection away (it takes
-    the interruption for a lost connection), and the pool, which resets nothing on return
-    (``pool_reset_on_return=None``), relies on every transaction having been ended. A caller may be
-    cancelled more than once: anyio, under Starlette, cancels a task again at every await until it
-    leaves the cancelled scope.
-    """
-    task = asyncio.ensure_future(cleanup)
-    cancelled: asyncio.CancelledError | None = None
-    while not task.done():
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError as error:
-            if task.done() and task.cancelled():
-                raise
-            cancelled = error
-    if cancelled is not None:
-        raise cancelled
-    task.result()
-
-
-@asynccontextmanager
-async def _connection(
-    engine: AsyncEngine, transaction: bool, pause: bool = False, **options: Any
-) -> AsyncIterator[AsyncConnection]:
-    """A pooled connection (in a transaction: committed when the block ends, else rolled back), given
-    back to the pool when the block ends; with ``pause``, then one pass of the event loop.
-
-    Not ``async with engine.connect()`` / ``engine.begin()``: their exit closes the connection in a
-    task of its own (``_run_to_completion``), two more event-loop passes for every request. Here a
-    block that ended normally commits and closes in the caller's task, with no pass but the
-    driver's; a block that raised or was cancelled rolls back and closes through ``_to_the_end``,
-    which no further cancellation interrupts. The normal close sends nothing on PostgreSQL or after a
-    write (the transaction has ended); where it does call the driver (a SQLite read's rollback) and
-    is cancelled there, SQLAlchemy discards that connection and frees its place in the pool.
-
-    ``pause`` is for inline SQLite (``app.storage.sqlite_inline``), where no driver call gives the
-    loop a pass: without it a request runs from its body to its response in one piece and a write
-    never holds the writer's lock across a pass, so the Subscriptions dispatcher, inline in that
-    process, gets one step per round of every client's whole request, and its urgent writes never
-    find a queue to go to the front of (``app.storage.writer_queue``). A delivery takes some twenty
-    steps: under sixteen writing clients a notification took 1.2 to 1.5 s from commit to arrival
-    instead of 50 to 80 ms (BENCHMARKS.md, "Subscriptions: the poll, the outbox, the dispatcher,
-    inline SQLite's passes"). The pass comes after the commit, inside the writer's lock.
-    """
-    conn = await engine.connect()
-    try:
-        if options:
-            await conn.execution_options(**options)
-        if transaction:
-            begun = await conn.begin()
-            yield conn
-            await begun.commit()
-        else:
-            yield conn
-    except BaseException:
-        await _to_the_end(conn.close())  # closing rolls back the transaction still open
-        raise
-    await conn.close()
-    if pause:
-        await asyncio.sleep(0)
-
-
 class Database:
     """The engine plus read and write transaction scopes."""
 
     def __init__(self, engine: AsyncEngine, inline: bool = False) -> None:
         self.engine = engine
-        # read and write scopes end with one pass of the event loop (inline SQLite; see ``_connection``)
+        # read and write scopes end with one pass of the event loop (inline SQLite; app.storage.connection_scope)
         self.pauses = inline and engine.dialect.name == "sqlite"
         self.dialect = engine.dialect.name
         self._sqlite_writer = WriterQueue() if self.dialect == "sqlite" else None
+        # SQLite's writes take turns on one kept connection, of an engine of its own (app.storage.sqlite_writer);
+        # WRITE_OPTION makes each of its transactions begin with BEGIN IMMEDIATE
+        self._writer = (
+            SqliteWriter(
+                create_engine(engine.url.render_as_string(hide_password=False), pool_size=1, sqlite_inline=inline),
+                self._sqlite_writer,
+                pause=self.pauses,
+                options={WRITE_OPTION: True},
+            )
+            if self._sqlite_writer is not None
+            else None
+        )
         database = engine.url.database if self.dialect == "sqlite" else None
         self.checkpoints = (
             WalCheckpoints(Path(database), self._sqlite_writer) if database and database != ":memory:" else None
         )
+
+    @property
+    def write_engine(self) -> AsyncEngine:
+        """The engine write transactions take their connection from: on SQLite the writer's own
+        (``app.storage.sqlite_writer``), elsewhere the one pool."""
+        return self._writer.engine if self._writer is not None else self.engine
 
     @classmethod
     def from_url(
@@ -274,16 +228,12 @@ class Database:
         ``after_commit`` during it run once it has committed (never after a rollback). ``urgent``: on
         SQLite, go before the writers already waiting (``app.storage.writer_queue``)."""
         committed: list[Callable[[], None]] = []
-        if self._sqlite_writer is None:
-            async with _connection(self.engine, transaction=True) as conn:
+        if self._writer is None:
+            async with pooled_connection(self.engine, transaction=True) as conn:
                 conn.info[AFTER_COMMIT] = committed
                 yield conn
         else:
-            # WRITE_OPTION before the transaction begins: its BEGIN is then BEGIN IMMEDIATE
-            async with (
-                self._sqlite_writer.hold(urgent),
-                _connection(self.engine, transaction=True, pause=self.pauses, **{WRITE_OPTION: True}) as conn,
-            ):
+            async with self._writer.transaction(urgent) as conn:
                 conn.info[AFTER_COMMIT] = committed
                 yield conn
             if self.checkpoints is not None:
@@ -318,7 +268,7 @@ class Database:
         of their statements, so they need no transaction of their own.
         """
         options = {"isolation_level": "AUTOCOMMIT"} if self.dialect == "postgresql" else {AUTOCOMMIT_OPTION: True}
-        async with _connection(self.engine, transaction=False, pause=self.pauses, **options) as conn:
+        async with pooled_connection(self.engine, transaction=False, pause=self.pauses, **options) as conn:
             yield conn
 
     @property
@@ -341,11 +291,11 @@ class Database:
     @asynccontextmanager
     async def single_statement(self) -> AsyncIterator[AsyncConnection]:
         """A pooled connection outside any transaction, for one self-contained statement (PostgreSQL)."""
-        async with _connection(self.engine, transaction=False) as conn:
+        async with pooled_connection(self.engine, transaction=False) as conn:
             yield conn
 
     async def ping(self) -> bool:
-        async with _connection(self.engine, transaction=False) as conn:
+        async with pooled_connection(self.engine, transaction=False) as conn:
             return (await conn.execute(select(1))).scalar() == 1
 
     async def lock_key(self, conn: AsyncConnection, key: str) -> None:
@@ -396,6 +346,8 @@ class Database:
     async def dispose(self) -> None:
         if self.checkpoints is not None:
             await self.checkpoints.wait()
+        if self._writer is not None:
+            await self._writer.close()
         await self.engine.dispose()
 
 

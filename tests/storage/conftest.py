@@ -7,7 +7,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from app.interactions.context import utc_now
 from app.storage.database import Database
+from app.storage.repository import StoredVersion, read_current
 
 
 @pytest.fixture(params=["threaded", "inline"])
@@ -30,3 +32,14 @@ async def cancel_until_done(task: asyncio.Task[object], pause: float = 0.0) -> i
         cancels += 1
         await asyncio.sleep(pause)
     return cancels
+
+
+def task_version(resource_id: str) -> StoredVersion:
+    """Version 1 of an empty Task, as a PUT stores it."""
+    return StoredVersion("Task", resource_id, 1, utc_now(), False, b"{}", "PUT")
+
+
+async def stored_task_ids(db: Database, candidates: list[str]) -> set[str]:
+    """Which of the ``candidates`` are stored Tasks, read in a read scope."""
+    async with db.read() as conn:
+        return {rid for rid in candidates if await read_current(conn, "Task", rid) is not None}

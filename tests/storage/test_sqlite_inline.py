@@ -21,11 +21,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.interactions.context import utc_now
 from app.storage.database import Database
-from app.storage.repository import StoredVersion, insert_first, read_current
+from app.storage.repository import insert_first
 from app.storage.row_keys import NO_KEYS
 from app.storage.sqlite_inline import InlineConnection
 from app.storage.tables import resources
-from tests.storage.conftest import cancel_until_done
+from tests.storage.conftest import cancel_until_done, stored_task_ids, task_version
 
 
 @pytest.fixture
@@ -35,15 +35,6 @@ async def inline(database_url: str, backend: str) -> AsyncIterator[Database]:
     database = Database.from_url(database_url, sqlite_inline=True)
     yield database
     await database.dispose()
-
-
-def version(resource_id: str) -> StoredVersion:
-    return StoredVersion("Task", resource_id, 1, utc_now(), False, b"{}", "PUT")
-
-
-async def stored_ids(db: Database, candidates: list[str]) -> set[str]:
-    async with db.read() as conn:
-        return {rid for rid in candidates if await read_current(conn, "Task", rid) is not None}
 
 
 async def sqlite_driver(conn: AsyncConnection) -> InlineConnection:
@@ -77,12 +68,12 @@ async def test_run_off_loop_moves_the_rest_of_the_transaction_and_its_commit_to_
     threads = StatementThreads()
     async with inline.write() as conn:
         await threads.watch(conn)
-        await insert_first(conn, version("before"), NO_KEYS)
+        await insert_first(conn, task_version("before"), NO_KEYS)
         await inline.run_off_loop(conn)
-        await insert_first(conn, version("after"), NO_KEYS)
+        await insert_first(conn, task_version("after"), NO_KEYS)
         await conn.execute(insert(resources), [row("many-1"), row("many-2")])
     async with inline.write() as conn:  # the same pooled connection: back on the loop
-        await insert_first(conn, version("next"), NO_KEYS)
+        await insert_first(conn, task_version("next"), NO_KEYS)
     on_loop = [(word, loop) for word, loop in threads.seen if word in {"INSERT", "COMMIT"}]
     assert on_loop == [
         *[("INSERT", True)] * 2,  # before run_off_loop: inline (the current row, the history row)
@@ -93,7 +84,7 @@ async def test_run_off_loop_moves_the_rest_of_the_transaction_and_its_commit_to_
         ("COMMIT", True),
     ]
     stored = ["before", "after", "many-1", "many-2", "next"]
-    assert await stored_ids(inline, stored) == set(stored)
+    assert await stored_task_ids(inline, stored) == set(stored)
 
 
 def row(resource_id: str) -> dict[str, object]:
@@ -114,16 +105,16 @@ async def test_a_rolled_back_transaction_off_the_loop_leaves_its_connection_inli
         async with inline.write() as conn:
             await threads.watch(conn)
             await inline.run_off_loop(conn)
-            await insert_first(conn, version("rolled-back"), NO_KEYS)
+            await insert_first(conn, task_version("rolled-back"), NO_KEYS)
             raise RuntimeError("refused")
-    async with inline.read() as conn:
+    async with inline.write() as conn:  # the writer's connection, given back at the failure and taken again
         assert (await conn.execute(select(1))).scalar() == 1
     assert [pair for pair in threads.seen if pair[0] in {"INSERT", "ROLLBACK", "SELECT"}] == [
         *[("INSERT", False)] * 2,
         ("ROLLBACK", False),
         ("SELECT", True),
     ]
-    assert await stored_ids(inline, ["rolled-back"]) == set()
+    assert await stored_task_ids(inline, ["rolled-back"]) == set()
 
 
 async def test_run_off_loop_outside_a_transaction_leaves_the_connection_inline(inline: Database) -> None:
@@ -143,8 +134,8 @@ async def test_run_off_loop_changes_nothing_but_the_thread(db: Database) -> None
     commits as any other (``db``: SQLite in both modes, PostgreSQL)."""
     async with db.write() as conn:
         await db.run_off_loop(conn)
-        await insert_first(conn, version("marked"), NO_KEYS)
-    assert await stored_ids(db, ["marked"]) == {"marked"}
+        await insert_first(conn, task_version("marked"), NO_KEYS)
+    assert await stored_task_ids(db, ["marked"]) == {"marked"}
 
 
 @pytest.fixture
@@ -163,7 +154,7 @@ async def test_a_write_cancelled_during_a_statement_leaves_nothing_and_holds_no_
     out the 30 s busy timeout. Inline, the connection is not touched again until the worker thread's
     statement has ended."""
     db = sqlite_mode
-    pool = db.engine.sync_engine.pool
+    pool = db.write_engine.sync_engine.pool
     order: list[str] = []
     event.listen(pool, "invalidate", lambda *_: order.append("connection let go"))
     started = threading.Event()
@@ -178,7 +169,7 @@ async def test_a_write_cancelled_during_a_statement_leaves_nothing_and_holds_no_
         async with db.write() as conn:
             driver = (await conn.get_raw_connection()).driver_connection
             await driver.create_function("slow", 0, slow)
-            await insert_first(conn, version("cancelled"), NO_KEYS)
+            await insert_first(conn, task_version("cancelled"), NO_KEYS)
             await db.run_off_loop(conn)
             await conn.exec_driver_sql("SELECT slow()")
 
@@ -195,8 +186,8 @@ async def test_a_write_cancelled_during_a_statement_leaves_nothing_and_holds_no_
     assert pool.checkedout() == 0
     async with asyncio.timeout(10):
         async with db.write() as conn:
-            await insert_first(conn, version("next"), NO_KEYS)
-    assert await stored_ids(db, ["cancelled", "next"]) == {"next"}
+            await insert_first(conn, task_version("next"), NO_KEYS)
+    assert await stored_task_ids(db, ["cancelled", "next"]) == {"next"}
 
 
 async def _pooled_driver(db: Database) -> object:

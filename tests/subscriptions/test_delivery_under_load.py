@@ -1,6 +1,6 @@
 """A notification is sent while clients keep writing, on SQLite, where the dispatcher shares the
 worker's event loop with every request (inline SQLite: no driver call gives the loop a pass, so each
-read and write scope ends with one, ``app.storage.database._connection``)."""
+read and write scope ends with one, ``app.storage.connection_scope``)."""
 
 from __future__ import annotations
 

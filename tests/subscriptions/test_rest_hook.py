@@ -479,7 +479,10 @@ async def test_a_wake_up_with_nothing_in_flight_claims_at_once_and_a_poll_reads_
         rounds.put_nowait(None)
 
     monkeypatch.setattr(dispatcher, "start_due", round_then_tell)
-    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    db = app.state.fhir.current.db
+    engines = {db.engine.sync_engine, db.write_engine.sync_engine}  # reads, and writes (SQLite: the writer's)
+    for sync_engine in engines:
+        event.listen(sync_engine, "before_cursor_execute", record)
     try:
         running = asyncio.create_task(dispatcher.run())
         async with asyncio.timeout(5):
@@ -493,7 +496,8 @@ async def test_a_wake_up_with_nothing_in_flight_claims_at_once_and_a_poll_reads_
         assert receiver.event_ids == [f"{subscription_id}/1"]
         assert claimed(executed) and due not in executed
     finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", record)
+        for sync_engine in engines:
+            event.remove(sync_engine, "before_cursor_execute", record)
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)
         await dispatcher.close()
