@@ -205,6 +205,11 @@ class Database:
             if self._sqlite_writer is not None
             else None
         )
+        # reads run in autocommit: the engine's connections get the option as they are checked out, which
+        # costs less than setting it on each read's connection afterwards (an await through the adapter)
+        self._readers = engine.execution_options(
+            **({"isolation_level": "AUTOCOMMIT"} if self.dialect == "postgresql" else {AUTOCOMMIT_OPTION: True})
+        )
         database = engine.url.database if self.dialect == "sqlite" else None
         self.checkpoints = (
             WalCheckpoints(Path(database), self._sqlite_writer) if database and database != ":memory:" else None
@@ -267,8 +272,7 @@ class Database:
         Reads are single statements, or tolerate a commit landing between two
         of their statements, so they need no transaction of their own.
         """
-        options = {"isolation_level": "AUTOCOMMIT"} if self.dialect == "postgresql" else {AUTOCOMMIT_OPTION: True}
-        async with pooled_connection(self.engine, transaction=False, pause=self.pauses, **options) as conn:
+        async with pooled_connection(self._readers, transaction=False, pause=self.pauses) as conn:
             yield conn
 
     @property
