@@ -41,7 +41,7 @@ async def to_the_end(cleanup: Coroutine[Any, Any, None]) -> None:
 
 @asynccontextmanager
 async def pooled_connection(
-    engine: AsyncEngine, transaction: bool, pause: bool = False, **options: Any
+    engine: AsyncEngine, transaction: bool, pause: bool = False
 ) -> AsyncIterator[AsyncConnection]:
     """A pooled connection (in a transaction: committed when the block ends, else rolled back), given
     back to the pool when the block ends; with ``pause``, then one pass of the event loop.
@@ -61,12 +61,11 @@ async def pooled_connection(
     find a queue to go to the front of (``app.storage.writer_queue``). A delivery takes some twenty
     steps: under sixteen writing clients a notification took 1.2 to 1.5 s from commit to arrival
     instead of 50 to 80 ms (BENCHMARKS.md, "Subscriptions: the poll, the outbox, the dispatcher,
-    inline SQLite's passes"). The pass comes after the commit, inside the writer's lock.
+    inline SQLite's passes"). SQLite's writes get the same pass from ``app.storage.sqlite_writer``, after
+    the commit, inside the writers' turn.
     """
     conn = await engine.connect()
     try:
-        if options:
-            await conn.execution_options(**options)
         if transaction:
             begun = await conn.begin()
             yield conn
