@@ -26,7 +26,7 @@ from app.storage.batch_insert import insert_rows
 from app.storage.driver import in_autocommit
 from app.storage.gate import OPEN, ReadGate
 from app.storage.row_keys import RowKeys
-from app.storage.sqlite_direct import direct_insert, inline_sqlite, insert_one
+from app.storage.sqlite_direct import direct_insert, direct_select, inline_sqlite, inline_sqlite_any, insert_one
 from app.storage.tables import resource_history, resources
 
 
@@ -101,9 +101,13 @@ async def read_current(
 
     With the gate open, on a PostgreSQL connection in autocommit mode (``Database.read``), the statement
     runs on asyncpg directly (``read_current_alone``): SQLAlchemy's execution cost a read 100 to 220 us
-    of CPU more (BENCHMARKS.md, "Reads of the current row on the driver")."""
+    of CPU more (BENCHMARKS.md, "Reads of the current row on the driver"). On inline SQLite it runs on
+    the ``sqlite3`` connection (``app.storage.sqlite_direct``), in a read scope or a write transaction."""
     if gate.open and conn.dialect.name == "postgresql" and in_autocommit(conn):
         return await read_current_alone(conn, resource_type, resource_id)
+    if gate.open and (direct := await inline_sqlite_any(conn)) is not None:
+        found = direct_select(_READ_CURRENT).rows(direct, {"rt": resource_type, "rid": resource_id})
+        return StoredVersion(*found[0]) if found else None
     statement = _READ_CURRENT if gate.open else _READ_CURRENT.where(gate.ids(resource_type, _r.id))
     row = (await conn.execute(statement, {"rt": resource_type, "rid": resource_id})).first()
     return StoredVersion(*row) if row else None

@@ -1,4 +1,5 @@
-"""A new version's inserts run on the sqlite3 connection itself, when SQLite runs inline.
+"""A new version's inserts, and reads of the current row, run on the sqlite3 connection itself, when
+SQLite runs inline.
 
 A create on SQLite inserts the current row, the history row and one batch
 per index table. Through SQLAlchemy each of those statements costs about
@@ -20,6 +21,16 @@ connection belongs to aiosqlite's thread, and the statements go through
 SQLAlchemy as before. This is the SQLite counterpart of
 ``app.storage.single_statement``, which runs a create as one statement on
 the asyncpg connection.
+
+The read of a current row (``repository.read_current`` with the read gate
+open: every FHIR read, and the row an update replaces) runs here too
+(``DirectSelect``): in a write transaction as its other statements do, and
+in a read scope as a statement of its own, fetched to its end so that it
+keeps no read snapshot, as SQLAlchemy's autocommit read would. Each result
+column passes through its type's result processor (``UTCDateTime`` back to
+an aware time, integers back to booleans). Through SQLAlchemy a FHIR read
+on inline SQLite took 230 to 300 us more of the server's CPU
+(BENCHMARKS.md, "Reads of the current row on sqlite3").
 """
 
 from __future__ import annotations
@@ -31,7 +42,7 @@ from functools import cache
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import Table
+from sqlalchemy import Select, Table
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
@@ -83,10 +94,71 @@ def direct_insert(table: Table, columns: tuple[str, ...], keys: tuple[str, ...] 
     return DirectInsert(compiled.string, order, tuple(processors), values)
 
 
+@dataclass(frozen=True, slots=True)
+class DirectSelect:
+    """A SELECT compiled for SQLite: its SQL, the bound value of each ``?`` in order (with its bind
+    processor, if any), and the result processor of each selected column that has one (by position):
+    its rows are those SQLAlchemy would return, as tuples."""
+
+    sql: str
+    names: tuple[str, ...]
+    binds: tuple[tuple[int, Callable[[Any], Any]], ...]
+    results: tuple[tuple[int, Callable[[Any], Any]], ...]
+
+    def rows(self, connection: sqlite3.Connection, values: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        arguments = [values[name] for name in self.names]
+        for position, process in self.binds:
+            arguments[position] = process(arguments[position])
+        try:
+            cursor = connection.execute(self.sql, arguments)
+            try:
+                fetched = cursor.fetchall()  # to its end: an unfinished statement would keep its read snapshot
+            finally:
+                cursor.close()
+        except sqlite3.Error as error:
+            raise DBAPIError(self.sql, None, error) from error
+        if not self.results:
+            return fetched
+        rows = []
+        for row in fetched:
+            converted = list(row)
+            for position, process in self.results:
+                converted[position] = process(converted[position])
+            rows.append(tuple(converted))
+        return rows
+
+
+@cache
+def direct_select(statement: Select[Any]) -> DirectSelect:
+    """``statement`` (built once, with bind parameters) compiled once for SQLite."""
+    compiled = statement.compile(dialect=_DIALECT)
+    names = tuple(compiled.positiontup or ())
+    binds = []
+    for position, name in enumerate(names):
+        process = compiled.binds[name].type.dialect_impl(_DIALECT).bind_processor(_DIALECT)
+        if process is not None:
+            binds.append((position, process))
+    results = []
+    for position, column in enumerate(statement.selected_columns):
+        process = column.type.dialect_impl(_DIALECT).result_processor(_DIALECT, None)
+        if process is not None:
+            results.append((position, process))
+    return DirectSelect(compiled.string, names, tuple(binds), tuple(results))
+
+
 async def inline_sqlite(conn: AsyncConnection) -> sqlite3.Connection | None:
     """The ``sqlite3`` connection under ``conn`` when its calls may be made here and now (inline SQLite,
     inside a write transaction that runs on the loop); None otherwise."""
-    if conn.dialect.name != "sqlite" or not conn.in_transaction():
+    if not conn.in_transaction():
+        return None
+    return await inline_sqlite_any(conn)
+
+
+async def inline_sqlite_any(conn: AsyncConnection) -> sqlite3.Connection | None:
+    """The ``sqlite3`` connection under ``conn`` when its calls run on the loop (inline SQLite, and not
+    sent off the loop), in a write transaction or in a read scope's autocommit; None otherwise. A read
+    made on it in a read scope is a statement of its own, as through SQLAlchemy there."""
+    if conn.dialect.name != "sqlite":
         return None
     info = conn.info
     driver = info.get(_DRIVER)
@@ -113,4 +185,13 @@ def insert_many(connection: sqlite3.Connection, statement: DirectInsert, rows: S
         raise DBAPIError(statement.sql, None, error) from error
 
 
-__all__ = ["DirectInsert", "direct_insert", "inline_sqlite", "insert_many", "insert_one"]
+__all__ = [
+    "DirectInsert",
+    "DirectSelect",
+    "direct_insert",
+    "direct_select",
+    "inline_sqlite",
+    "inline_sqlite_any",
+    "insert_many",
+    "insert_one",
+]

@@ -1,4 +1,5 @@
-"""A new version's inserts on the sqlite3 connection itself store what SQLAlchemy would store.
+"""A new version's inserts, and reads of the current row, on the sqlite3 connection itself store and
+return what SQLAlchemy would.
 
 Inline SQLite (one server process) runs ``insert_first`` and the index inserts
 on the ``sqlite3`` connection (``app.storage.sqlite_direct``); aiosqlite's
@@ -17,15 +18,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import insert
+from sqlalchemy import event, insert
 
 from app.errors import FhirError
 from app.storage.database import Database
 from app.storage.index_tables import INDEX_TABLES
 from app.storage.index_writer import replace_index_rows
-from app.storage.repository import AlreadyExists, StoredVersion, insert_first, replace_version
+from app.storage.repository import _READ_CURRENT as READ_CURRENT
+from app.storage.repository import AlreadyExists, StoredVersion, insert_first, read_current, replace_version
 from app.storage.row_keys import RowKeys
-from app.storage.sqlite_direct import direct_insert, inline_sqlite
+from app.storage.sqlite_direct import direct_insert, direct_select, inline_sqlite, inline_sqlite_any
 from app.storage.tables import resources
 
 # a time given in another zone: stored as naive UTC text either way
@@ -152,3 +154,86 @@ def test_an_insert_is_compiled_once_per_table_and_columns() -> None:
     assert first.parameters(
         dict(zip(columns, ("Task", "t", 1, datetime(2026, 1, 1, tzinfo=UTC), True, b"{}", None, None), strict=True))
     ) == ("Task", "t", 1, "2026-01-01 00:00:00.000000", 1, b"{}", None, None)
+
+
+@pytest.fixture
+async def inline_db(database_url: str) -> AsyncIterator[Database]:
+    database = Database.from_url(database_url, sqlite_inline=True)
+    yield database
+    await database.dispose()
+
+
+class Executed:
+    """Statements SQLAlchemy executed, and statements the sqlite3 connections ran (trace callbacks)."""
+
+    def __init__(self) -> None:
+        self.through_sqlalchemy: list[str] = []
+        self.on_sqlite: list[str] = []
+
+    def record(self, _conn: object, _cursor: object, statement: str, *_: object) -> None:
+        self.through_sqlalchemy.append(statement)
+
+
+async def test_a_read_of_the_current_row_on_sqlite3_returns_what_sqlalchemy_returns(inline_db: Database) -> None:
+    async with inline_db.write() as conn:
+        await insert_first(conn, version("t"), RowKeys())
+        await insert_first(conn, StoredVersion("Task", "gone", 2, WRITTEN_AT, True, None, "DELETE"), RowKeys())
+    for resource_id in ("t", "gone", "unknown"):
+        async with inline_db.read() as conn:
+            direct = await inline_sqlite_any(conn)
+            assert direct is not None
+            rows = direct_select(READ_CURRENT).rows(direct, {"rt": "Task", "rid": resource_id})
+            through_sqlalchemy = [
+                tuple(row) for row in await conn.execute(READ_CURRENT, {"rt": "Task", "rid": resource_id})
+            ]
+        assert rows == through_sqlalchemy
+    assert rows == []
+    assert await read_stored(inline_db, "t") == StoredVersion(
+        "Task", "t", 1, WRITTEN_AT.astimezone(UTC), False, b'{"resourceType":"Task"}'
+    )
+    assert await read_stored(inline_db, "gone") == StoredVersion(
+        "Task", "gone", 2, WRITTEN_AT.astimezone(UTC), True, None
+    )
+
+
+async def read_stored(db: Database, resource_id: str) -> StoredVersion | None:
+    async with db.read() as conn:
+        return await read_current(conn, "Task", resource_id)
+
+
+async def test_a_read_scope_reads_the_current_row_on_sqlite3_and_leaves_no_transaction(inline_db: Database) -> None:
+    async with inline_db.write() as conn:
+        await insert_first(conn, version("t"), RowKeys())
+    executed = Executed()
+    event.listen(inline_db.engine.sync_engine, "before_cursor_execute", executed.record)
+    try:
+        async with inline_db.read() as conn:
+            direct = await inline_sqlite_any(conn)
+            assert direct is not None
+            direct.set_trace_callback(executed.on_sqlite.append)
+            found = await read_current(conn, "Task", "t")
+            assert found is not None and found.version_id == 1
+            assert not direct.in_transaction  # the statement ran to its end: no read snapshot kept
+            direct.set_trace_callback(None)
+    finally:
+        event.remove(inline_db.engine.sync_engine, "before_cursor_execute", executed.record)
+    assert executed.through_sqlalchemy == []
+    assert [statement.split()[0] for statement in executed.on_sqlite] == ["SELECT"]
+
+
+async def test_a_write_transaction_reads_its_own_row_on_sqlite3(inline_db: Database) -> None:
+    async with inline_db.write() as conn:
+        await insert_first(conn, version("t"), RowKeys())
+        assert await inline_sqlite_any(conn) is not None
+        found = await read_current(conn, "Task", "t")  # not committed yet: only this transaction sees it
+        assert found is not None and found.id == "t"
+        assert await read_stored(inline_db, "t") is None
+
+
+async def test_a_read_in_a_transaction_sent_off_the_loop_goes_through_sqlalchemy(inline_db: Database) -> None:
+    async with inline_db.write() as conn:
+        await insert_first(conn, version("t"), RowKeys())
+        await Database.run_off_loop(conn)
+        assert await inline_sqlite_any(conn) is None
+        found = await read_current(conn, "Task", "t")
+        assert found is not None and found.id == "t"
