@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.storage.batch_insert import CHUNK_ROWS, insert_in_chunks, insert_rows
 from app.storage.index_tables import INDEX_TABLES
-from app.storage.sqlite_direct import direct_insert, inline_sqlite, insert_many
+from app.storage.sqlite_direct import direct_insert, direct_statement, inline_sqlite, insert_many
 
 _DELETES = {
     name: delete(table).where(table.c.resource_type == bindparam("rt"), table.c.resource_id == bindparam("rid"))
@@ -30,11 +30,16 @@ async def replace_index_rows(
     """Delete the old rows from ``tables`` (the tables the type can use) and insert ``rows``.
 
     ``is_new`` skips the deletes for a resource that cannot have rows yet. On inline SQLite the
-    inserts run on the sqlite3 connection (``app.storage.sqlite_direct``).
+    deletes and inserts run on the sqlite3 connection (``app.storage.sqlite_direct``).
     """
     if not is_new:
-        for name in tables:
-            await conn.execute(_DELETES[name], {"rt": resource_type, "rid": resource_id})
+        owner = {"rt": resource_type, "rid": resource_id}
+        if (inline := await inline_sqlite(conn)) is not None:
+            for name in tables:
+                direct_statement(_DELETES[name]).run(inline, owner)
+        else:
+            for name in tables:
+                await conn.execute(_DELETES[name], owner)
     direct = await inline_sqlite(conn) if _fits_one_call(rows) else None
     for name, table_rows in rows.items():
         if direct is not None:

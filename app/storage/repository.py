@@ -26,7 +26,7 @@ from app.storage.batch_insert import insert_rows
 from app.storage.driver import in_autocommit
 from app.storage.gate import OPEN, ReadGate
 from app.storage.row_keys import RowKeys
-from app.storage.sqlite_direct import direct_insert, direct_select, inline_sqlite, inline_sqlite_any, insert_one
+from app.storage.sqlite_direct import direct_insert, direct_statement, inline_sqlite, inline_sqlite_any, insert_one
 from app.storage.tables import resource_history, resources
 
 
@@ -106,7 +106,7 @@ async def read_current(
     if gate.open and conn.dialect.name == "postgresql" and in_autocommit(conn):
         return await read_current_alone(conn, resource_type, resource_id)
     if gate.open and (direct := await inline_sqlite_any(conn)) is not None:
-        found = direct_select(_READ_CURRENT).rows(direct, {"rt": resource_type, "rid": resource_id})
+        found = direct_statement(_READ_CURRENT).rows(direct, {"rt": resource_type, "rid": resource_id})
         return StoredVersion(*found[0]) if found else None
     statement = _READ_CURRENT if gate.open else _READ_CURRENT.where(gate.ids(resource_type, _r.id))
     row = (await conn.execute(statement, {"rt": resource_type, "rid": resource_id})).first()
@@ -172,22 +172,24 @@ async def insert_new_many(conn: AsyncConnection, versions: Sequence[StoredVersio
 async def replace_version(conn: AsyncConnection, expected_version: int, version: StoredVersion, keys: RowKeys) -> bool:
     """Move the current row from ``expected_version`` to ``version`` (with its row ``keys``); False if
     someone else moved it."""
-    result = await conn.execute(
-        _REPLACE_CURRENT,
-        {
-            "rt": version.resource_type,
-            "rid": version.id,
-            "expected": expected_version,
-            "vid": version.version_id,
-            "updated": version.last_updated,
-            "is_deleted": version.deleted,
-            "payload": version.body,
-            **keys.columns(),
-        },
-    )
-    if result.rowcount != 1:
+    values = {
+        "rt": version.resource_type,
+        "rid": version.id,
+        "expected": expected_version,
+        "vid": version.version_id,
+        "updated": version.last_updated,
+        "is_deleted": version.deleted,
+        "payload": version.body,
+        **keys.columns(),
+    }
+    direct = await inline_sqlite(conn)
+    if direct is not None:  # inline SQLite: on the sqlite3 connection (app.storage.sqlite_direct)
+        changed = direct_statement(_REPLACE_CURRENT).run(direct, values)
+    else:
+        changed = (await conn.execute(_REPLACE_CURRENT, values)).rowcount
+    if changed != 1:
         return False
-    await _insert_history(conn, version, await inline_sqlite(conn))
+    await _insert_history(conn, version, direct)
     return True
 
 

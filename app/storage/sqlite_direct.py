@@ -1,5 +1,5 @@
-"""A new version's inserts, and reads of the current row, run on the sqlite3 connection itself, when
-SQLite runs inline.
+"""A new version's statements, and reads of the current row, run on the sqlite3 connection itself,
+when SQLite runs inline.
 
 A create on SQLite inserts the current row, the history row and one batch
 per index table. Through SQLAlchemy each of those statements costs about
@@ -22,9 +22,14 @@ SQLAlchemy as before. This is the SQLite counterpart of
 ``app.storage.single_statement``, which runs a create as one statement on
 the asyncpg connection.
 
+An update's UPDATE of the current row (``repository.replace_version``) and
+the DELETEs of its old index rows (``index_writer.replace_index_rows``) run
+there the same way (``DirectStatement``), their values through the bind
+processors and their row counts read from the cursor.
+
 The read of a current row (``repository.read_current`` with the read gate
 open: every FHIR read, and the row an update replaces) runs here too
-(``DirectSelect``): in a write transaction as its other statements do, and
+(``DirectStatement``): in a write transaction as its other statements do, and
 in a read scope as a statement of its own, fetched to its end so that it
 keeps no read snapshot, as SQLAlchemy's autocommit read would. Each result
 column passes through its type's result processor (``UTCDateTime`` back to
@@ -42,7 +47,7 @@ from functools import cache
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import Select, Table
+from sqlalchemy import Delete, Select, Table, Update
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
@@ -95,10 +100,10 @@ def direct_insert(table: Table, columns: tuple[str, ...], keys: tuple[str, ...] 
 
 
 @dataclass(frozen=True, slots=True)
-class DirectSelect:
-    """A SELECT compiled for SQLite: its SQL, the bound value of each ``?`` in order (with its bind
-    processor, if any), and the result processor of each selected column that has one (by position):
-    its rows are those SQLAlchemy would return, as tuples."""
+class DirectStatement:
+    """A SELECT, UPDATE or DELETE compiled for SQLite: its SQL, the bound value of each ``?`` in order
+    (with its bind processor, if any), and for a SELECT the result processor of each selected column
+    that has one (by position): its rows are those SQLAlchemy would return, as tuples."""
 
     sql: str
     names: tuple[str, ...]
@@ -106,11 +111,9 @@ class DirectSelect:
     results: tuple[tuple[int, Callable[[Any], Any]], ...]
 
     def rows(self, connection: sqlite3.Connection, values: Mapping[str, Any]) -> list[tuple[Any, ...]]:
-        arguments = [values[name] for name in self.names]
-        for position, process in self.binds:
-            arguments[position] = process(arguments[position])
+        """A SELECT's rows."""
         try:
-            cursor = connection.execute(self.sql, arguments)
+            cursor = connection.execute(self.sql, self._arguments(values))
             try:
                 fetched = cursor.fetchall()  # to its end: an unfinished statement would keep its read snapshot
             finally:
@@ -127,9 +130,22 @@ class DirectSelect:
             rows.append(tuple(converted))
         return rows
 
+    def run(self, connection: sqlite3.Connection, values: Mapping[str, Any]) -> int:
+        """An UPDATE's or DELETE's number of rows changed."""
+        try:
+            return connection.execute(self.sql, self._arguments(values)).rowcount
+        except sqlite3.Error as error:
+            raise DBAPIError(self.sql, None, error) from error
+
+    def _arguments(self, values: Mapping[str, Any]) -> list[Any]:
+        arguments = [values[name] for name in self.names]
+        for position, process in self.binds:
+            arguments[position] = process(arguments[position])
+        return arguments
+
 
 @cache
-def direct_select(statement: Select[Any]) -> DirectSelect:
+def direct_statement(statement: Select[Any] | Update | Delete) -> DirectStatement:
     """``statement`` (built once, with bind parameters) compiled once for SQLite."""
     compiled = statement.compile(dialect=_DIALECT)
     names = tuple(compiled.positiontup or ())
@@ -139,11 +155,12 @@ def direct_select(statement: Select[Any]) -> DirectSelect:
         if process is not None:
             binds.append((position, process))
     results = []
-    for position, column in enumerate(statement.selected_columns):
-        process = column.type.dialect_impl(_DIALECT).result_processor(_DIALECT, None)
-        if process is not None:
-            results.append((position, process))
-    return DirectSelect(compiled.string, names, tuple(binds), tuple(results))
+    if isinstance(statement, Select):
+        for position, column in enumerate(statement.selected_columns):
+            process = column.type.dialect_impl(_DIALECT).result_processor(_DIALECT, None)
+            if process is not None:
+                results.append((position, process))
+    return DirectStatement(compiled.string, names, tuple(binds), tuple(results))
 
 
 async def inline_sqlite(conn: AsyncConnection) -> sqlite3.Connection | None:
@@ -187,9 +204,9 @@ def insert_many(connection: sqlite3.Connection, statement: DirectInsert, rows: S
 
 __all__ = [
     "DirectInsert",
-    "DirectSelect",
+    "DirectStatement",
     "direct_insert",
-    "direct_select",
+    "direct_statement",
     "inline_sqlite",
     "inline_sqlite_any",
     "insert_many",

@@ -27,7 +27,7 @@ from app.storage.index_writer import replace_index_rows
 from app.storage.repository import _READ_CURRENT as READ_CURRENT
 from app.storage.repository import AlreadyExists, StoredVersion, insert_first, read_current, replace_version
 from app.storage.row_keys import RowKeys
-from app.storage.sqlite_direct import direct_insert, direct_select, inline_sqlite, inline_sqlite_any
+from app.storage.sqlite_direct import direct_insert, direct_statement, inline_sqlite, inline_sqlite_any
 from app.storage.tables import resources
 
 # a time given in another zone: stored as naive UTC text either way
@@ -93,6 +93,26 @@ async def test_both_modes_store_the_same_bytes(database_url: str, sqlite_db: Dat
         ("Task", "t", 1, "2026-12-03 13:04:05.123456", 0, "POST", b'{"resourceType":"Task"}')
     ]
     assert len(raw_rows(database_url, "idx_token")) == 1
+
+
+async def test_both_modes_update_to_the_same_bytes(database_url: str, sqlite_db: Database) -> None:
+    """An update: the current row moved to version 2 (its keys too), a history row added, the old index
+    rows deleted and the new inserted; and an update from a version that is not current changes nothing."""
+    async with sqlite_db.write() as conn:
+        await insert_first(conn, version("t"), RowKeys("Patient/p", "requested"))
+        await replace_index_rows(conn, "Task", "t", token_rows("t"), is_new=True)
+    later = StoredVersion("Task", "t", 2, WRITTEN_AT + timedelta(seconds=1), True, None, "DELETE")
+    async with sqlite_db.write() as conn:
+        assert (await inline_sqlite(conn) is not None) == sqlite_db.pauses
+        assert not await replace_version(conn, 2, later, RowKeys())  # version 2 is not the current one
+        assert await replace_version(conn, 1, later, RowKeys())
+        await replace_index_rows(conn, "Task", "t", {"token": []}, is_new=False)
+    assert raw_rows(database_url, "resources") == [("Task", "t", 2, "2026-12-03 13:04:06.123456", 1, None, None, None)]
+    assert raw_rows(database_url, "resource_history") == [
+        ("Task", "t", 1, "2026-12-03 13:04:05.123456", 0, "POST", b'{"resourceType":"Task"}'),
+        ("Task", "t", 2, "2026-12-03 13:04:06.123456", 1, "DELETE", None),
+    ]
+    assert raw_rows(database_url, "idx_token") == []
 
 
 async def test_the_direct_insert_matches_sqlalchemys_own(database_url: str, sqlite_db: Database) -> None:
@@ -182,7 +202,7 @@ async def test_a_read_of_the_current_row_on_sqlite3_returns_what_sqlalchemy_retu
         async with inline_db.read() as conn:
             direct = await inline_sqlite_any(conn)
             assert direct is not None
-            rows = direct_select(READ_CURRENT).rows(direct, {"rt": "Task", "rid": resource_id})
+            rows = direct_statement(READ_CURRENT).rows(direct, {"rt": "Task", "rid": resource_id})
             through_sqlalchemy = [
                 tuple(row) for row in await conn.execute(READ_CURRENT, {"rt": "Task", "rid": resource_id})
             ]
