@@ -32,15 +32,15 @@ async def replace_index_rows(
     ``is_new`` skips the deletes for a resource that cannot have rows yet. On inline SQLite the
     deletes and inserts run on the sqlite3 connection (``app.storage.sqlite_direct``).
     """
+    inline = await inline_sqlite(conn)
     if not is_new:
         owner = {"rt": resource_type, "rid": resource_id}
-        if (inline := await inline_sqlite(conn)) is not None:
-            for name in tables:
+        for name in tables:
+            if inline is not None:
                 direct_statement(_DELETES[name]).run(inline, owner)
-        else:
-            for name in tables:
+            else:
                 await conn.execute(_DELETES[name], owner)
-    direct = await inline_sqlite(conn) if _fits_one_call(rows) else None
+    direct = inline if _fits_one_call(rows) else None
     for name, table_rows in rows.items():
         if direct is not None:
             if table_rows:

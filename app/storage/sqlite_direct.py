@@ -52,6 +52,7 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from app.storage.sqlite_inline import InlineConnection
 
@@ -88,15 +89,9 @@ def direct_insert(table: Table, columns: tuple[str, ...], keys: tuple[str, ...] 
         statement = statement.on_conflict_do_nothing(index_elements=list(keys))
     compiled = statement.compile(dialect=_DIALECT, column_keys=list(columns))
     order = tuple(compiled.positiontup or ())
-    processors = []
-    for position, name in enumerate(order):
-        column_type = compiled.binds[name].type
-        process = column_type.dialect_impl(_DIALECT).bind_processor(_DIALECT)
-        if process is not None:
-            processors.append((position, process))
     getter = itemgetter(*order)  # of one key, it gives the value itself, not a tuple
     values = getter if len(order) > 1 else (lambda row: (getter(row),))
-    return DirectInsert(compiled.string, order, tuple(processors), values)
+    return DirectInsert(compiled.string, order, _bind_processors(compiled, order), values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,18 +144,24 @@ def direct_statement(statement: Select[Any] | Update | Delete) -> DirectStatemen
     """``statement`` (built once, with bind parameters) compiled once for SQLite."""
     compiled = statement.compile(dialect=_DIALECT)
     names = tuple(compiled.positiontup or ())
-    binds = []
-    for position, name in enumerate(names):
-        process = compiled.binds[name].type.dialect_impl(_DIALECT).bind_processor(_DIALECT)
-        if process is not None:
-            binds.append((position, process))
     results = []
     if isinstance(statement, Select):
         for position, column in enumerate(statement.selected_columns):
             process = column.type.dialect_impl(_DIALECT).result_processor(_DIALECT, None)
             if process is not None:
                 results.append((position, process))
-    return DirectStatement(compiled.string, names, tuple(binds), tuple(results))
+    return DirectStatement(compiled.string, names, _bind_processors(compiled, names), tuple(results))
+
+
+def _bind_processors(compiled: SQLCompiler, names: tuple[str, ...]) -> tuple[tuple[int, Callable[[Any], Any]], ...]:
+    """(position, bind processor) of each ``?`` whose type converts its value for SQLite (``UTCDateTime``'s
+    naive UTC text, booleans as integers); the others go as they are."""
+    processors = []
+    for position, name in enumerate(names):
+        process = compiled.binds[name].type.dialect_impl(_DIALECT).bind_processor(_DIALECT)
+        if process is not None:
+            processors.append((position, process))
+    return tuple(processors)
 
 
 async def inline_sqlite(conn: AsyncConnection) -> sqlite3.Connection | None:
