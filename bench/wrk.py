@@ -30,11 +30,18 @@ wrk's own percentiles add made-up samples for slow responses. wrk's
 come back in any order: each request carries an ``X-Request-Id`` that the
 server echoes, and its answer is matched by it. The first request on each
 connection also waits for the server to accept that connection while the
-others' requests are already in flight (wrk opens them all at once): it is
-left out of the percentiles and reported apart, as "first on a connection".
+others' requests are already in flight (wrk opens them all at once), and
+until every connection has had its first answer the server's event loop is
+still setting connections up between requests: what a thread sent until then
+is left out of the percentiles and reported apart ("opening": its requests
+and their maximum; under 16 connections about the first 50 to 200 ms).
 The report gives req/s, p50/p95/p99/max and the CPU time per request of the
 server process and of all PostgreSQL processes (from /proc); ``--wal-waits``
-adds the longest WAL I/O a backend waited on in each phase (``bench.wal``).
+adds the longest WAL I/O a backend waited on in each phase (``bench.wal``),
+and ``--windows`` cuts each phase into 200 ms windows by when its requests
+ended, to tell a maximum reached while the whole server ran slower (the
+host's own speed varies: ``bench.host``) from one reached at its usual pace
+(``bench.windows``).
 ``--in-memory`` keeps the PostgreSQL cluster and the SQLite file on tmpfs:
 every commit still flushes, but to memory, so a maximum no longer includes
 the disk's own stalls (on the benchmark's VM, one write alone on the disk
@@ -65,6 +72,7 @@ import orjson
 from bench.crud import BIN, run_phase, serve, server_env
 from bench.data import care_plan
 from bench.wal import WalWaits, WalWaitSampler, recycle_wal_segments
+from bench.windows import Windows, cut_into_windows, read_samples
 from tests.postgres_cluster import Cluster, free_port, start_cluster
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -87,27 +95,40 @@ local bodies = dofile("%(bodies)s")
 local method = "%(method)s"
 local expected = %(expected)d
 local per_thread = %(per_thread)d  -- wrk gives each thread connections / threads connections
+local windows_file = "%(windows)s"  -- each request's end and latency written here (--windows), or ""
 local headers = {["Content-Type"] = "application/fhir+json", ["Accept"] = "application/fhir+json"}
 
 local threads = {}
 function setup(thread)
   thread:set("offset", #threads * 7919)
   thread:set("prefix", "w" .. #threads)
+  -- wrk builds one request in its first thread to check the script before any connection opens
+  -- (script_verify_request): that one is never sent, so it must not take an id
+  thread:set("checking", #threads == 0)
   table.insert(threads, thread)
 end
 
 latencies = {}
-firsts = {}
+ends = {}  -- when each of latencies ended (ms, CLOCK_MONOTONIC), for --windows
+opening = {}  -- requests sent before each of the thread's connections had its first answer
 errors = 0
 local counter = 0
 local started = {}
+local first_answers = 0
+local opened_at = nil  -- when the last of the thread's connections had its first answer
 
 -- A thread's connections answer in any order: each request carries an X-Request-Id the server
 -- echoes, and its response is timed from the moment that id's request was built. A thread opens
 -- all its connections at once and sends one request on each before any answer can come back, so
 -- its first per_thread requests are the first on each connection: they also wait for the server
--- to accept that connection while the others' requests are in flight, and are reported apart.
+-- to accept that connection while the others' requests are in flight. Until every connection has
+-- had its first answer the server is still setting connections up between requests, so every
+-- request sent until then is reported apart ("opening"), not in the percentiles.
 function request()
+  if checking then
+    checking = false
+    return wrk.format(method, paths[1], headers, bodies[1])
+  end
   counter = counter + 1
   local n = counter + offset
   local body = nil
@@ -123,9 +144,16 @@ function response(status, response_headers, body)
   local id = response_headers["x-request-id"] or response_headers["X-Request-Id"]
   local start = id and started[id]
   if start then
-    local own = latencies
-    if tonumber(string.match(id, "-(%%d+)$")) <= per_thread then own = firsts end
-    own[#own + 1] = ended - start
+    if tonumber(string.match(id, "-(%%d+)$")) <= per_thread then
+      first_answers = first_answers + 1
+      if first_answers == per_thread then opened_at = ended end
+      opening[#opening + 1] = ended - start
+    elseif opened_at == nil or start < opened_at then
+      opening[#opening + 1] = ended - start
+    else
+      latencies[#latencies + 1] = ended - start
+      ends[#ends + 1] = ended
+    end
     started[id] = nil
   end
   if status ~= expected or not start then errors = errors + 1 end
@@ -133,21 +161,30 @@ end
 
 function done(summary, latency, requests)
   local all = {}
-  local first_max = 0
-  local first_count = 0
+  local opening_max = 0
+  local opening_count = 0
   local failed = 0
   for _, thread in ipairs(threads) do
     local own = thread:get("latencies")
     for i = 1, #own do all[#all + 1] = own[i] end
-    local own_firsts = thread:get("firsts")
-    for i = 1, #own_firsts do first_max = math.max(first_max, own_firsts[i]) end
-    first_count = first_count + #own_firsts
+    local own_opening = thread:get("opening")
+    for i = 1, #own_opening do opening_max = math.max(opening_max, own_opening[i]) end
+    opening_count = opening_count + #own_opening
     failed = failed + thread:get("errors")
+  end
+  if windows_file ~= "" then
+    local file = io.open(windows_file, "w")
+    for _, thread in ipairs(threads) do
+      local own, own_ends = thread:get("latencies"), thread:get("ends")
+      for i = 1, #own do file:write(string.format("%%.3f %%.3f\n", own_ends[i], own[i])) end
+    end
+    file:close()
   end
   table.sort(all)
   local function at(fraction) return all[math.max(1, math.ceil(fraction * #all))] end
-  io.write(string.format("RESULT %%d %%d %%.3f %%.3f %%.3f %%.3f %%d %%.3f\n",
-    #all + first_count, summary.duration, at(0.5), at(0.95), at(0.99), all[#all], failed, first_max))
+  io.write(string.format("RESULT %%d %%d %%.3f %%.3f %%.3f %%.3f %%d %%.3f %%d\n",
+    #all + opening_count, summary.duration, at(0.5), at(0.95), at(0.99), all[#all], failed, opening_max,
+    opening_count))
 end
 """
 
@@ -162,10 +199,12 @@ class WrkResult:
     p99: float
     max: float
     errors: int
-    first_max: float  # the first request on each connection, left out of the percentiles and max
+    opening_max: float  # requests sent before every connection had its first answer: not in the percentiles
+    opening_count: int
     server_cpu: float  # seconds
     database_cpu: float  # seconds
     wal_waits: WalWaits | None  # with --wal-waits on PostgreSQL
+    windows: Windows | None  # with --windows
 
     @property
     def rate(self) -> float:
@@ -176,7 +215,8 @@ class WrkResult:
         database_us = f"{self.database_cpu / self.requests * 1e6:,.0f}" if self.database_cpu else "-"
         return (
             f"| {self.phase} | {self.requests:,} | {self.rate:,.0f} | {self.p50:.1f} | {self.p95:.1f} | "
-            f"{self.p99:.1f} | {self.max:.1f} | {self.p99 / self.p50:.1f} | {self.first_max:.1f} | {server_us:,.0f} | "
+            f"{self.p99:.1f} | {self.max:.1f} | {self.p99 / self.p50:.1f} | "
+            f"{self.opening_count:,}, {self.opening_max:.1f} | {server_us:,.0f} | "
             f"{database_us} |"
         )
 
@@ -239,6 +279,7 @@ def run_wrk(
         "method": method,
         "expected": expected,
         "per_thread": args.connections // min(args.threads, args.connections),
+        "windows": directory / "windows.txt" if args.windows else "",
     }
     (directory / "phase.lua").write_text(script)
     # first statements compiled and prepared, caches filled, and as many pooled connections opened
@@ -265,9 +306,10 @@ def run_wrk(
         output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     server_cpu = process_cpu(server_pid) - server_before
     database_cpu = (children_cpu(postmaster) - database_before) if postmaster else 0.0
+    windows = cut_into_windows(read_samples(directory / "windows.txt"), args.window_ms) if args.windows else None
     shutil.rmtree(directory, ignore_errors=True)
     line = next(text for text in output.splitlines() if text.startswith("RESULT "))
-    count, micros, p50, p95, p99, most, errors, first_max = line.split()[1:]
+    count, micros, p50, p95, p99, most, errors, opening_max, opening_count = line.split()[1:]
     return WrkResult(
         phase,
         int(count),
@@ -277,10 +319,12 @@ def run_wrk(
         float(p99),
         float(most),
         int(errors),
-        float(first_max),
+        float(opening_max),
+        int(opening_count),
         server_cpu,
         database_cpu,
         sampler.waits if sampler is not None else None,
+        windows,
     )
 
 
@@ -356,7 +400,7 @@ async def bench_backend(wrk: str, url: str, args: argparse.Namespace, postmaster
 def report(title: str, results: list[WrkResult]) -> None:
     print(f"\n### {title}")
     print(
-        "| phase | requests | req/s | p50 ms | p95 ms | p99 ms | max ms | p99/p50 | first on a connection, max ms "
+        "| phase | requests | req/s | p50 ms | p95 ms | p99 ms | max ms | p99/p50 | opening: requests, max ms "
         "| server CPU us/req | PostgreSQL CPU us/req |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
@@ -364,6 +408,9 @@ def report(title: str, results: list[WrkResult]) -> None:
         print(result.row())
         if result.errors:
             print(f"\n{result.errors} {result.phase} requests got an unexpected status")
+    for result in results:
+        if result.windows is not None:
+            print(f"\n{result.windows.line(result.phase)}")
     for result in results:
         if result.wal_waits is not None:
             waits = result.wal_waits
@@ -448,6 +495,13 @@ def main() -> None:
         action="store_true",
         help="sample PostgreSQL's WAL flush waits during each phase (bench.wal; costs some CPU)",
     )
+    parser.add_argument(
+        "--windows",
+        action="store_true",
+        help="cut each phase into windows by when its requests ended and report the slowest windows and the "
+        "longest latency inside and outside them (bench.windows)",
+    )
+    parser.add_argument("--window-ms", type=float, default=200.0, help="the length of a window for --windows")
     asyncio.run(main_async(parser.parse_args()))
 
 
