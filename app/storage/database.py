@@ -36,6 +36,7 @@ from app.errors import FhirError, StatementTimeout, VersionConflict
 from app.storage.connection_scope import pooled_connection
 from app.storage.sqlite_checkpoints import WAL_BACKSTOP_PRAGMA, WalCheckpoints
 from app.storage.sqlite_closing import RollbackOnClose
+from app.storage.sqlite_direct import inline_driver
 from app.storage.sqlite_inline import InlineConnection, connect_inline
 from app.storage.sqlite_writer import SqliteWriter
 from app.storage.writer_queue import WriterQueue
@@ -176,8 +177,11 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
             inline = conn.connection.driver_connection
             if isinstance(inline, InlineConnection) and inline.sqlite_connection is not None:
                 # on the loop's thread anyway: straight to sqlite3, without an execution through SQLAlchemy
-                # (app.storage.sqlite_direct); an error is wrapped by SQLAlchemy's begin as any other
-                inline.sqlite_connection.execute("BEGIN IMMEDIATE")
+                # (app.storage.sqlite_direct); an error is wrapped by SQLAlchemy's begin as any other. The
+                # kept writer begins its transactions there itself (app.storage.sqlite_writer): SQLAlchemy
+                # then records one only as a statement goes through it, inside the one already open.
+                if not inline.sqlite_connection.in_transaction:
+                    inline.sqlite_connection.execute("BEGIN IMMEDIATE")
             else:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
         else:
@@ -253,10 +257,8 @@ class Database:
         write too large to hold every other request up for (megabytes of body, thousands of index
         rows). Elsewhere the driver already waits off the loop, and this does nothing; so it does outside
         a transaction, whose commit or rollback would never bring the connection back onto the loop."""
-        if conn.dialect.name != "sqlite" or not conn.in_transaction():
-            return
-        driver = (await conn.get_raw_connection()).driver_connection
-        if isinstance(driver, InlineConnection):
+        driver = await inline_driver(conn)
+        if driver is not None and driver.in_transaction:  # the driver's: the writer may have begun it there
             driver.run_off_loop()
 
     @staticmethod

@@ -9,10 +9,11 @@ measured, 2.4 ms of a 2.7 ms create was SQLAlchemy, the driver and
 transaction handling (bench/profile_create.py). Here the same statements,
 SQLAlchemy Core constructs compiled once per (table, columns) for the SQLite
 dialect, run straight on the ``sqlite3`` connection under SQLAlchemy's, in
-its open transaction: a rollback of that transaction removes their rows
-like any other. Values pass through each column type's own bind processor
-(``UTCDateTime``'s naive UTC text, booleans as integers), so the stored rows
-are those SQLAlchemy would write.
+the write transaction the kept writer began there (``app.storage.sqlite_writer``):
+a rollback of that transaction removes their rows like any other. Values
+pass through each column type's own bind processor (``UTCDateTime``'s naive
+UTC text, booleans as integers), so the stored rows are those SQLAlchemy
+would write.
 
 Only where SQLite's calls run on the event loop thread
 (``app.storage.sqlite_inline``, one server process) and the transaction has
@@ -166,25 +167,33 @@ def _bind_processors(compiled: SQLCompiler, names: tuple[str, ...]) -> tuple[tup
 
 async def inline_sqlite(conn: AsyncConnection) -> sqlite3.Connection | None:
     """The ``sqlite3`` connection under ``conn`` when its calls may be made here and now (inline SQLite,
-    inside a write transaction that runs on the loop); None otherwise."""
-    if not conn.in_transaction():
-        return None
-    return await inline_sqlite_any(conn)
+    inside a write transaction that runs on the loop); None otherwise. The transaction is the driver's:
+    on the kept writer it is begun on ``sqlite3`` (``app.storage.sqlite_writer``), and SQLAlchemy records
+    one only once a statement has gone through it."""
+    connection = await inline_sqlite_any(conn)
+    return connection if connection is not None and connection.in_transaction else None
 
 
 async def inline_sqlite_any(conn: AsyncConnection) -> sqlite3.Connection | None:
     """The ``sqlite3`` connection under ``conn`` when its calls run on the loop (inline SQLite, and not
     sent off the loop), in a write transaction or in a read scope's autocommit; None otherwise. A read
     made on it in a read scope is a statement of its own, as through SQLAlchemy there."""
+    driver = await inline_driver(conn)
+    if driver is None or driver.off_loop:
+        return None
+    return driver.sqlite_connection
+
+
+async def inline_driver(conn: AsyncConnection) -> InlineConnection | None:
+    """The ``InlineConnection`` under ``conn`` (inline SQLite; its calls may have been sent off the loop),
+    looked up once per pooled connection; None on PostgreSQL or aiosqlite with its thread."""
     if conn.dialect.name != "sqlite":
         return None
     info = conn.info
     driver = info.get(_DRIVER)
     if driver is None:
         driver = info[_DRIVER] = (await conn.get_raw_connection()).driver_connection
-    if not isinstance(driver, InlineConnection) or driver.off_loop:
-        return None
-    return driver.sqlite_connection
+    return driver if isinstance(driver, InlineConnection) else None
 
 
 def insert_one(connection: sqlite3.Connection, statement: DirectInsert, row: Mapping[str, Any]) -> int:
@@ -208,6 +217,7 @@ __all__ = [
     "DirectStatement",
     "direct_insert",
     "direct_statement",
+    "inline_driver",
     "inline_sqlite",
     "inline_sqlite_any",
     "insert_many",

@@ -17,18 +17,35 @@ A transaction that raises or is cancelled closes the connection (which rolls
 back what it left open), through ``to_the_end`` so that no further
 cancellation cuts the rollback short; the next write checks it out again.
 An error therefore never leaves a half-ended transaction to the next writer.
+
+On inline SQLite (``app.storage.sqlite_inline``) the transaction begins and
+commits on the ``sqlite3`` connection itself, as its statements mostly run
+there (``app.storage.sqlite_direct``): through SQLAlchemy's asyncio adapter a
+begin and a commit are each a greenlet switch plus its transaction events,
+about 200 us of CPU per write transaction in all against some 50 us for
+BEGIN IMMEDIATE, one small INSERT and COMMIT on ``sqlite3`` alone (BENCHMARKS.md,
+"SQLite's write transactions begun and committed on sqlite3"). A statement that
+still goes through SQLAlchemy inside the transaction makes it record a
+transaction of its own (autobegin, whose BEGIN ``Database`` then skips: one is
+open); the commit then goes through SQLAlchemy, so that its record ends with
+the transaction. A rollback is unchanged: closing the connection rolls back
+whatever is open on it, whoever began it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.storage.connection_scope import to_the_end
+from app.storage.sqlite_direct import inline_driver
+from app.storage.sqlite_inline import InlineConnection
 from app.storage.writer_queue import WriterQueue
 
 
@@ -54,12 +71,19 @@ class SqliteWriter:
         async with self.queue.hold(urgent):
             conn = self._kept or await self._check_out()
             self._kept = None  # until the transaction has ended well
+            driver: InlineConnection | None = None
             try:
-                begun = await conn.begin()
-                yield conn
-                await begun.commit()
+                driver = await inline_driver(conn)
+                if driver is None:
+                    begun = await conn.begin()
+                    yield conn
+                    await begun.commit()
+                else:
+                    _run(driver.sqlite_connection, "BEGIN IMMEDIATE")
+                    yield conn
+                    await _commit(conn, driver)
             except BaseException:
-                await to_the_end(conn.close())  # closing rolls back the transaction still open
+                await to_the_end(_abandon(conn, driver))
                 raise
             self._kept = conn
             if self._pause:
@@ -77,6 +101,46 @@ class SqliteWriter:
         if kept is not None:
             await kept.close()
         await self.engine.dispose()
+
+
+def _run(connection: sqlite3.Connection | None, sql: str) -> None:
+    """``sql`` on the ``sqlite3`` connection, its error wrapped as SQLAlchemy wraps the driver's."""
+    if connection is None:
+        raise DBAPIError(sql, None, sqlite3.ProgrammingError("the connection is closed"))
+    try:
+        connection.execute(sql)
+    except sqlite3.Error as error:
+        raise DBAPIError(sql, None, error) from error
+
+
+async def _abandon(conn: AsyncConnection, driver: InlineConnection | None) -> None:
+    """Roll back what a failed or cancelled transaction left open, and give the connection back.
+
+    SQLAlchemy's close rolls back the transaction it recorded; the pool does not roll back on return
+    (``pool_reset_on_return=None``, ``Database``), so one begun on the ``sqlite3`` connection is rolled
+    back here first. Should that fail, the connection is discarded, and closing it rolls back
+    (``app.storage.sqlite_closing``)."""
+    connection = driver.sqlite_connection if driver is not None else None  # None: SQLAlchemy discarded it
+    if driver is not None and connection is not None and connection.in_transaction:
+        try:
+            await driver.rollback()
+        except sqlite3.Error:
+            await conn.invalidate()
+            return
+    await conn.close()
+
+
+async def _commit(conn: AsyncConnection, driver: InlineConnection) -> None:
+    """Commit a transaction begun on the ``sqlite3`` connection: through SQLAlchemy when a statement made it
+    record a transaction (its commit ends both), else on the driver (in the worker thread if the
+    transaction was sent off the loop, ``Database.run_off_loop``)."""
+    if conn.in_transaction():
+        await conn.commit()
+        return
+    try:
+        await driver.commit()
+    except sqlite3.Error as error:
+        raise DBAPIError("COMMIT", None, error) from error
 
 
 __all__ = ["SqliteWriter"]

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import event, insert, select
 
 from app.storage.database import Database
 from app.storage.repository import insert_first, read_current
 from app.storage.row_keys import NO_KEYS
+from app.storage.sqlite_direct import inline_sqlite
+from app.storage.tables import resources
 from tests.storage.conftest import stored_task_ids, task_version
 
 
@@ -67,7 +70,7 @@ async def test_a_failed_write_gives_its_connection_back_and_the_next_write_takes
             raise RuntimeError("a bug")
     assert pool.checkedout() == 0 and discarded == []  # rolled back by its close, not thrown away
     async with db.write() as conn:
-        assert conn.in_transaction()
+        assert (await conn.get_raw_connection()).driver_connection.in_transaction  # begun afresh
         await insert_first(conn, task_version("after"), NO_KEYS)
     assert await stored_task_ids(db, ["before", "failed", "after"]) == {"before", "after"}
     assert pool.checkedout() == 1
@@ -98,6 +101,78 @@ async def test_an_urgent_write_goes_before_the_waiting_ones_on_the_same_connecti
         await asyncio.gather(holder, *waiting)
     assert order == ["holder", "urgent", "ordinary-1", "ordinary-2"]
     assert db.write_engine.sync_engine.pool.checkedout() == 1
+
+
+@pytest.fixture
+async def inline_db(database_url: str, backend: str) -> AsyncIterator[Database]:
+    if backend != "sqlite":
+        pytest.skip("inline mode exists only for SQLite")
+    database = Database.from_url(database_url, sqlite_inline=True)
+    yield database
+    await database.dispose()
+
+
+async def test_inline_a_write_on_sqlite3_alone_is_begun_and_committed_there(inline_db: Database) -> None:
+    """No statement went through SQLAlchemy: it records no transaction, and sends no BEGIN or COMMIT."""
+    db = inline_db
+    sent: list[str] = []
+    event.listen(db.write_engine.sync_engine, "begin", lambda *_: sent.append("begin"))
+    event.listen(db.write_engine.sync_engine, "commit", lambda *_: sent.append("commit"))
+    async with db.write() as conn:
+        driver = (await conn.get_raw_connection()).driver_connection
+        assert driver.in_transaction and not conn.in_transaction()
+        await insert_first(conn, task_version("direct"), NO_KEYS)
+        assert not conn.in_transaction()
+    assert not driver.in_transaction and sent == []
+    assert await stored_task_ids(db, ["direct"]) == {"direct"}
+
+
+@pytest.mark.parametrize("ending", ["commit", "raise"])
+async def test_inline_a_statement_through_sqlalchemy_joins_the_transaction_begun_on_sqlite3(
+    inline_db: Database, ending: str
+) -> None:
+    """SQLAlchemy records a transaction of its own as its statement runs (without a second BEGIN), the
+    commit goes through it, and a failure rolls back both kinds of statement."""
+    db = inline_db
+    with contextlib.suppress(RuntimeError):
+        async with db.write() as conn:
+            await insert_first(conn, task_version("on-sqlite3"), NO_KEYS)
+            await conn.execute(insert(resources).values(_task_row("through-sqlalchemy")))
+            assert conn.in_transaction()
+            if ending == "raise":
+                raise RuntimeError("a bug")
+    expected = {"on-sqlite3", "through-sqlalchemy"} if ending == "commit" else set()
+    assert await stored_task_ids(db, ["on-sqlite3", "through-sqlalchemy"]) == expected
+    async with db.write() as conn:  # the next write begins afresh on the same kept connection
+        assert not conn.in_transaction()
+        await insert_first(conn, task_version("next"), NO_KEYS)
+    assert await stored_task_ids(db, ["next"]) == {"next"}
+
+
+async def test_inline_a_write_sent_off_the_loop_commits_there_and_the_next_runs_inline(inline_db: Database) -> None:
+    db = inline_db
+    async with db.write() as conn:
+        await insert_first(conn, task_version("large"), NO_KEYS)
+        await db.run_off_loop(conn)
+        driver = (await conn.get_raw_connection()).driver_connection
+        assert driver.off_loop and await inline_sqlite(conn) is None
+    assert not driver.off_loop and not driver.in_transaction
+    async with db.write() as conn:
+        assert await inline_sqlite(conn) is not None
+        await insert_first(conn, task_version("small"), NO_KEYS)
+    assert await stored_task_ids(db, ["large", "small"]) == {"large", "small"}
+
+
+def _task_row(resource_id: str) -> dict[str, object]:
+    version = task_version(resource_id)
+    return {
+        "resource_type": version.resource_type,
+        "id": version.id,
+        "version_id": version.version_id,
+        "last_updated": version.last_updated,
+        "deleted": version.deleted,
+        "body": version.body,
+    }
 
 
 async def test_closing_the_database_gives_the_kept_connection_back(database_url: str, backend: str) -> None:
