@@ -34,6 +34,16 @@ async def cancel_until_done(task: asyncio.Task[object], pause: float = 0.0) -> i
     return cancels
 
 
+@pytest.fixture
+async def inline(database_url: str, backend: str) -> AsyncIterator[Database]:
+    """SQLite with its calls on the event loop thread (``app.storage.sqlite_inline``)."""
+    if backend != "sqlite":
+        pytest.skip("inline mode exists only for SQLite")
+    database = Database.from_url(database_url, sqlite_inline=True)
+    yield database
+    await database.dispose()
+
+
 def task_version(resource_id: str) -> StoredVersion:
     """Version 1 of an empty Task, as a PUT stores it."""
     return StoredVersion("Task", resource_id, 1, utc_now(), False, b"{}", "PUT")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import event, insert, select
@@ -26,15 +25,6 @@ from app.storage.row_keys import NO_KEYS
 from app.storage.sqlite_inline import InlineConnection
 from app.storage.tables import resources
 from tests.storage.conftest import cancel_until_done, stored_task_ids, task_version
-
-
-@pytest.fixture
-async def inline(database_url: str, backend: str) -> AsyncIterator[Database]:
-    if backend != "sqlite":
-        pytest.skip("inline mode exists only for SQLite")
-    database = Database.from_url(database_url, sqlite_inline=True)
-    yield database
-    await database.dispose()
 
 
 async def sqlite_driver(conn: AsyncConnection) -> InlineConnection:
