@@ -32,6 +32,18 @@ log past ``RESTART_FRAMES``, the next one takes the writers' turn
 the few frames written since the last, the log is then all copied, and the
 next writer starts it over. Reads go on meanwhile; writers wait for one short
 copy instead of one long one.
+
+On a disk that copy is not what the writers wait for: the held checkpoint
+flushes the log and then the database file (``fsync``, as
+``synchronous=NORMAL`` does at each checkpoint), and held the writers 20 to
+92 ms (median 49) about twice a second under sixteen writing clients, which
+put a create's p99 at 3.7 times its p50 (BENCHMARKS.md, "SQLite's held
+checkpoint after catching up"). What it flushes is what was written while the
+background checkpoint before it ran, megabytes of log. So when more than
+``CATCH_UP_WRITES`` writes committed meanwhile, another background checkpoint
+catches up first (at most ``MOST_CATCH_UPS`` in a row, so that the log still
+starts over under steady writes); each is shorter than the one before, and
+the held one then flushes only a few pages.
 """
 
 from __future__ import annotations
@@ -48,6 +60,8 @@ from app.storage.writer_queue import WriterQueue
 
 WRITES_PER_CHECKPOINT: Final = 100  # a 1.4 KB CarePlan's create adds ~37 frames (pages) to the log
 RESTART_FRAMES: Final = 8192  # 32 MiB of log: the next checkpoint holds the writers so the log can start over
+CATCH_UP_WRITES: Final = 8  # more commits than this during a checkpoint: another catches up before the held one
+MOST_CATCH_UPS: Final = 3
 # 16,384 pages (64 MiB): a committing writer checkpoints only beyond this
 WAL_BACKSTOP_PRAGMA: Final = "PRAGMA wal_autocheckpoint=16384"
 
@@ -72,12 +86,16 @@ class WalCheckpoints:
         self.running: asyncio.Future[tuple[int, int, int]] | None = None
         self.last: tuple[int, int, int] | None = None  # (busy, log frames, checkpointed frames)
         self.held = 0  # checkpoints run with the writers held
+        self.catch_ups = 0  # background checkpoints in a row since the log passed restart_frames
 
     def after_write(self) -> None:
         """Called on the event loop after a write committed: start a checkpoint every ``every`` writes."""
         self.writes += 1
         if self.running is not None or self.writes < self.every:
             return
+        self._in_background()
+
+    def _in_background(self) -> None:
         self.writes = 0
         self.running = asyncio.get_running_loop().run_in_executor(None, self._checkpoint)
         self.running.add_done_callback(self._finished)
@@ -98,9 +116,16 @@ class WalCheckpoints:
             return
         self.last = future.result()
         # after a background checkpoint only: the held one reports the log as it was before starting over
-        if self.writer is not None and not holding and self.last[1] >= self.restart_frames:
-            self.running = asyncio.ensure_future(self._checkpoint_holding_writers(self.writer))
-            self.running.add_done_callback(partial(self._finished, holding=True))
+        if self.writer is None or holding or self.last[1] < self.restart_frames:
+            self.catch_ups = 0
+            return
+        if self.writes > CATCH_UP_WRITES and self.catch_ups < MOST_CATCH_UPS:
+            self.catch_ups += 1  # many writes came in while it ran: catch up on them before holding the writers
+            self._in_background()
+            return
+        self.catch_ups = 0
+        self.running = asyncio.ensure_future(self._checkpoint_holding_writers(self.writer))
+        self.running.add_done_callback(partial(self._finished, holding=True))
 
     async def _checkpoint_holding_writers(self, writer: WriterQueue) -> tuple[int, int, int]:
         """A checkpoint with no commit landing meanwhile, so that it copies the whole log."""

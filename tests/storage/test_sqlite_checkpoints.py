@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select
 
 from app.storage.database import Database
-from app.storage.sqlite_checkpoints import WAL_BACKSTOP_PRAGMA, WalCheckpoints
+from app.storage.sqlite_checkpoints import MOST_CATCH_UPS, WAL_BACKSTOP_PRAGMA, WalCheckpoints
 from app.storage.writer_queue import WriterQueue
 
 notes = Table("notes", MetaData(), Column("id", Integer, primary_key=True), Column("text", String))
@@ -66,15 +67,25 @@ def test_postgresql_has_no_checkpoints_of_ours() -> None:
 
 
 class RecordedCheckpoints(WalCheckpoints):
-    """Records, for each checkpoint, whether this process's writers were held while it ran."""
+    """Records, for each checkpoint, whether it ran holding this process's writers."""
 
     def __init__(self, database: Path, writer: WriterQueue, restart_frames: int) -> None:
         super().__init__(database, writer, every=10, restart_frames=restart_frames)
         self.writers_held: list[bool] = []
+        self.holding = False
+
+    async def _checkpoint_holding_writers(self, writer: WriterQueue) -> tuple[int, int, int]:
+        self.holding = True
+        try:
+            return await super()._checkpoint_holding_writers(writer)
+        finally:
+            self.holding = False
 
     def _checkpoint(self) -> tuple[int, int, int]:
         assert self.writer is not None
-        self.writers_held.append(self.writer.held)
+        if self.holding:
+            assert self.writer.held  # no write runs beside it
+        self.writers_held.append(self.holding)
         return super()._checkpoint()
 
 
@@ -109,6 +120,55 @@ async def test_a_log_short_of_restart_frames_is_not_checkpointed_holding_the_wri
     await write_notes(database, 10)
     await recorded.wait()
     assert recorded.writers_held == [False] and recorded.held == 0
+
+
+class WritesDuringCheckpoints(RecordedCheckpoints):
+    """Each of the first ``slowed`` background checkpoints runs until ``writes`` more writes have committed."""
+
+    def __init__(self, database: Path, writer: WriterQueue, writes: int, slowed: int) -> None:
+        super().__init__(database, writer, restart_frames=5)
+        self.writes_wanted = writes
+        self.slowed = slowed
+
+    def _checkpoint(self) -> tuple[int, int, int]:
+        if not self.holding and self.slowed > 0:
+            self.slowed -= 1
+            deadline = time.monotonic() + 10
+            while self.writes < self.writes_wanted and time.monotonic() < deadline:
+                time.sleep(0.001)
+        return super()._checkpoint()
+
+
+async def test_a_checkpoint_that_writes_outran_is_caught_up_before_the_writers_are_held(
+    database: Database, tmp_path: Path
+) -> None:
+    """Twenty writes committed while the first checkpoint ran: a second catches up on them in the
+    background, none came during it, and only then is one run holding the writers."""
+    assert database._sqlite_writer is not None
+    recorded = WritesDuringCheckpoints(tmp_path / "wal.sqlite", database._sqlite_writer, writes=20, slowed=1)
+    database.checkpoints = recorded
+    await write_notes(database, 10)  # the tenth starts the first checkpoint
+    await write_notes(database, 20)
+    await recorded.wait()
+    assert recorded.writers_held == [False, False, True]
+    assert recorded.held == 1 and recorded.catch_ups == 0
+
+
+async def test_under_steady_writes_the_writers_are_held_after_a_few_catch_ups(
+    database: Database, tmp_path: Path
+) -> None:
+    """Writes outrun every background checkpoint: after MOST_CATCH_UPS of them the writers are held anyway,
+    so that the log still starts over."""
+    assert database._sqlite_writer is not None
+    recorded = WritesDuringCheckpoints(
+        tmp_path / "wal.sqlite", database._sqlite_writer, writes=12, slowed=MOST_CATCH_UPS + 1
+    )
+    database.checkpoints = recorded
+    async with asyncio.timeout(30):
+        while recorded.held == 0:
+            await write_notes(database, 1)
+    await recorded.wait()
+    assert recorded.writers_held[: MOST_CATCH_UPS + 2] == [False] * (MOST_CATCH_UPS + 1) + [True]
 
 
 def test_waiting_ends_for_a_checkpoint_whose_event_loop_has_ended(tmp_path: Path) -> None:
