@@ -174,16 +174,11 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         if options.get(AUTOCOMMIT_OPTION):
             return
         if options.get(WRITE_OPTION):
-            inline = conn.connection.driver_connection
-            if isinstance(inline, InlineConnection) and inline.sqlite_connection is not None:
-                # on the loop's thread anyway: straight to sqlite3, without an execution through SQLAlchemy
-                # (app.storage.sqlite_direct); an error is wrapped by SQLAlchemy's begin as any other. The
-                # kept writer begins its transactions there itself (app.storage.sqlite_writer): SQLAlchemy
-                # then records one only as a statement goes through it, inside the one already open.
-                if not inline.sqlite_connection.in_transaction:
-                    inline.sqlite_connection.execute("BEGIN IMMEDIATE")
-            else:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            if isinstance(conn.connection.driver_connection, InlineConnection):
+                # the kept writer began the transaction on sqlite3 itself (app.storage.sqlite_writer):
+                # SQLAlchemy records one as a statement goes through it, inside the one already open
+                return
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
         else:
             conn.exec_driver_sql("BEGIN")
 

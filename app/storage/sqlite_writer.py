@@ -13,23 +13,25 @@ connection writes, so nothing invalidates it.
 
 The connection comes from an engine of its own with a pool of one, apart from
 the readers' pool, so a read never waits for the connection the writer keeps.
-A transaction that raises or is cancelled closes the connection (which rolls
-back what it left open), through ``to_the_end`` so that no further
-cancellation cuts the rollback short; the next write checks it out again.
-An error therefore never leaves a half-ended transaction to the next writer.
+A transaction that raises or is cancelled is rolled back and the connection
+given back, through ``to_the_end`` so that no further cancellation cuts the
+rollback short; the next write checks it out again. An error therefore never
+leaves a half-ended transaction to the next writer.
 
 On inline SQLite (``app.storage.sqlite_inline``) the transaction begins and
 commits on the ``sqlite3`` connection itself, as its statements mostly run
 there (``app.storage.sqlite_direct``): through SQLAlchemy's asyncio adapter a
-begin and a commit are each a greenlet switch plus its transaction events,
-about 200 us of CPU per write transaction in all against some 50 us for
-BEGIN IMMEDIATE, one small INSERT and COMMIT on ``sqlite3`` alone (BENCHMARKS.md,
-"SQLite's write transactions begun and committed on sqlite3"). A statement that
-still goes through SQLAlchemy inside the transaction makes it record a
-transaction of its own (autobegin, whose BEGIN ``Database`` then skips: one is
-open); the commit then goes through SQLAlchemy, so that its record ends with
-the transaction. A rollback is unchanged: closing the connection rolls back
-whatever is open on it, whoever began it.
+begin and a commit are each a greenlet switch plus its transaction events. A
+write scope with one small INSERT took 246 to 293 us of CPU that way, and takes
+112 to 137 us now, against 41 to 54 us for the same three statements on a bare
+``sqlite3`` connection (BENCHMARKS.md, "SQLite's write transactions begun and
+committed on sqlite3"). A statement that still goes through SQLAlchemy inside
+the transaction makes it record a transaction of its own (autobegin, whose
+BEGIN ``Database`` skips: one is open); the commit then goes through
+SQLAlchemy, so that its record ends with the transaction. Closing a
+connection does not roll back what SQLAlchemy did not record (the pool does
+not reset on return), so a failed transaction is rolled back on the driver
+first (``_abandon``).
 """
 
 from __future__ import annotations
