@@ -73,6 +73,7 @@ class RecordedCheckpoints(WalCheckpoints):
         super().__init__(database, writer, every=10, restart_frames=restart_frames)
         self.writers_held: list[bool] = []
         self.holding = False
+        self.steps: list[str] = []
 
     async def _checkpoint_holding_writers(self, writer: WriterQueue) -> tuple[int, int, int]:
         self.holding = True
@@ -86,7 +87,13 @@ class RecordedCheckpoints(WalCheckpoints):
         if self.holding:
             assert self.writer.held  # no write runs beside it
         self.writers_held.append(self.holding)
+        self.steps.append("checkpoint holding the writers" if self.holding else "checkpoint")
         return super()._checkpoint()
+
+    def _flush_database_file(self) -> None:
+        assert self.writer is not None
+        self.steps.append("flush with the writers held" if self.writer.held else "flush")
+        super()._flush_database_file()
 
 
 def log_frames(path: Path) -> int:
@@ -109,6 +116,20 @@ async def test_past_restart_frames_the_next_checkpoint_holds_the_writers_so_the_
     assert before is not None and before[1] >= 5 and before[2] == before[1]
     await write_notes(database, 1)
     assert log_frames(tmp_path / "wal.sqlite") < before[1]  # the writer started the log over
+
+
+async def test_the_database_file_is_flushed_before_the_writers_are_held(database: Database, tmp_path: Path) -> None:
+    """SQLite flushes the database file only at the checkpoint that copies the whole log: the held one.
+    What the background checkpoints copied is flushed first, with the writers going on, so that the held
+    one flushes only what it copies itself."""
+    assert database._sqlite_writer is not None
+    recorded = RecordedCheckpoints(tmp_path / "wal.sqlite", database._sqlite_writer, restart_frames=5)
+    database.checkpoints = recorded
+    await write_notes(database, 10)
+    await recorded.wait()
+    assert recorded.steps == ["checkpoint", "flush", "checkpoint holding the writers"]
+    async with database.read() as conn:
+        assert len((await conn.execute(select(notes.c.id))).all()) == 10
 
 
 async def test_a_log_short_of_restart_frames_is_not_checkpointed_holding_the_writers(
