@@ -120,8 +120,8 @@ async def test_past_restart_frames_the_next_checkpoint_holds_the_writers_so_the_
 
 async def test_the_database_file_is_flushed_before_the_writers_are_held(database: Database, tmp_path: Path) -> None:
     """SQLite flushes the database file only at the checkpoint that copies the whole log: the held one.
-    What the background checkpoints copied is flushed first, with the writers going on, so that the held
-    one flushes only what it copies itself."""
+    A background checkpoint flushes what it copied itself, with the writers going on, so that the held one
+    flushes only what it copies."""
     assert database._sqlite_writer is not None
     recorded = RecordedCheckpoints(tmp_path / "wal.sqlite", database._sqlite_writer, restart_frames=5)
     database.checkpoints = recorded
