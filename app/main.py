@@ -195,6 +195,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await database.open_pool()
         await reload_search_parameters(holder)
         watcher = asyncio.create_task(watch_search_parameters(holder, settings.search_parameter_refresh_seconds))
         await subscriptions.start(deliver=not settings.delivery_process)  # else: fhir-server deliver

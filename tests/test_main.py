@@ -18,6 +18,17 @@ async def test_the_start_up_heap_is_frozen(settings: Settings) -> None:
     assert frozen > 100_000, frozen  # the fhir.resources models and the search registry alone are more
 
 
+async def test_the_postgresql_pool_is_opened_at_start_up(settings: Settings, backend: str) -> None:
+    """Before the first request every connection of a PostgreSQL pool is open (``Database.open_pool``);
+    SQLite's open when needed."""
+    application = create_app(settings)
+    pool = application.state.fhir.current.db.engine.pool
+    async with application.router.lifespan_context(application):
+        opened = settings.db_pool_size + pool.overflow()  # QueuePool counts from -size up as it opens
+    gc.unfreeze()
+    assert opened == (settings.db_pool_size if backend == "postgresql" else 1)
+
+
 def test_the_shipped_definitions_are_read_once_per_process(settings: Settings) -> None:
     """Apps of one process share the immutable tables built from the shipped definitions, and render
     the CapabilityStatement only when it is first asked for."""

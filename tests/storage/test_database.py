@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import column, event, func, select, table
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -154,6 +154,27 @@ async def test_locking_many_keys_in_any_order_never_deadlocks(db: Database) -> N
             await asyncio.sleep(0.01)
 
     await asyncio.wait_for(asyncio.gather(*(hold(n) for n in range(16))), timeout=30)
+
+
+async def test_opening_the_pool_opens_every_postgresql_connection_at_once(database_url: str, backend: str) -> None:
+    database = Database.from_url(database_url, pool_size=5)
+    try:
+        await database.open_pool()
+        pool: Any = database.engine.pool
+        if backend == "sqlite":
+            assert pool.checkedin() == 0  # opened when a checkout needs one
+            return
+        assert pool.overflow() == 0 and pool.checkedin() == 5  # all five opened, and idle in the pool
+        backends = (
+            select(func.count())
+            .select_from(table("pg_stat_activity", column("datname")))
+            .where(column("datname") == func.current_database())
+        )
+        async with database.read() as conn:
+            assert (await conn.execute(backends)).scalar_one() >= 5  # live sessions, not just pool entries
+        assert pool.overflow() == 0  # that read took one of them
+    finally:
+        await database.dispose()
 
 
 async def test_statements_past_the_timeout_are_cancelled_and_reported(database_url: str, backend: str) -> None:
