@@ -8,11 +8,12 @@ from typing import Any
 
 import orjson
 import pytest
+from fhir.resources.R4B import fhirtypes
 from pydantic import ValidationError
 
 from app.errors import InvalidResource
 from app.validation.bindings import BindingTable
-from app.validation.model_walk import ModelWalk
+from app.validation.model_walk import LONGEST_REMEMBERED, MOST_REMEMBERED, ModelWalk, PrimitiveCheck
 from app.validation.structure import model_class, structural_problems
 from app.validation.validator import ResourceValidator
 from tests.examples import CARE_COORDINATION_TYPES, EXAMPLES, examples_of
@@ -143,6 +144,27 @@ def test_a_date_that_is_not_in_the_calendar_is_not_proven() -> None:
     assert not proves(body)
     assert structural_problems("Patient", body, WALK) != []
     assert proves({"resourceType": "Patient", "birthDate": "2020-02-29"})
+
+
+def test_a_primitive_check_remembers_valid_strings_only() -> None:
+    check = PrimitiveCheck(fhirtypes.DateTimeType)
+    check.validate("2020-02-29")
+    for _ in range(2):  # refused each time: a refusal is never remembered
+        with pytest.raises(ValidationError):
+            check.validate("2021-02-29")
+    check.validate("2020-02-29")
+    assert check._valid == {"2020-02-29"}
+
+
+def test_a_primitive_check_remembers_short_exact_strings_and_no_more_than_its_bound() -> None:
+    flags = PrimitiveCheck(fhirtypes.BooleanType)
+    flags.validate(True)
+    assert flags._valid == set()  # True == 1 == 1.0: not a key that says which was valid
+    codes = PrimitiveCheck(fhirtypes.StringType)
+    codes.validate("x" * (LONGEST_REMEMBERED + 1))
+    for number in range(MOST_REMEMBERED + 10):
+        codes.validate(f"code-{number}")
+    assert len(codes._valid) == MOST_REMEMBERED and "code-0" in codes._valid
 
 
 def test_contained_resources_are_walked_by_their_own_models() -> None:
