@@ -10,6 +10,7 @@ Bodies are stored as the exact JSON bytes served on read, with ``id`` and
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,11 +35,29 @@ metadata = MetaData()
 CText = Text().with_variant(Text(collation="C"), "postgresql")
 
 
+def _sqlite_text(value: datetime | None) -> str | None:
+    """The text SQLAlchemy's SQLite ``DATETIME`` stores for ``value`` in UTC, in one step.
+
+    Through ``process_bind_param`` and then ``DATETIME``'s own processor, a value was moved to UTC, made
+    naive, and formatted from a dict: 3.4 us, against 1.6 here; a create of a bench CarePlan binds four
+    (the row's and the history's ``last_updated``, the date index rows')."""
+    if value is None:
+        return None
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.isoformat(" ", "microseconds")[:26]  # "YYYY-MM-DD HH:MM:SS.ffffff" without "+00:00"
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """Aware UTC datetimes on both backends (SQLite stores naive UTC text)."""
 
     impl = DateTime(timezone=True)
     cache_ok = True
+
+    def bind_processor(self, dialect: Dialect) -> Callable[[datetime | None], Any] | None:
+        if dialect.name == "sqlite":
+            return _sqlite_text
+        return super().bind_processor(dialect)
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
         if value is None:
