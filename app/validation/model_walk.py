@@ -38,28 +38,30 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 from fhir_core.constraints import FHIR_TYPES_MAPS
 from fhir_core.types import FhirBase, FhirElementOrResourceBase
 from pydantic import TypeAdapter
 
-MOST_REMEMBERED: Final = 1024  # valid strings remembered per field
-LONGEST_REMEMBERED: Final = 256  # characters: codes, URLs, ids and dates, not texts or attachments' data
+REMEMBERED_IN_ALL: Final = 65_536  # valid strings remembered across every field: 15 MB if ASCII, 42 at most
+LONGEST_REMEMBERED: Final = 128  # characters: codes, URLs, ids and dates, not texts or attachments' data
 
 
 class PrimitiveCheck:
     """A primitive field's pydantic type, as a validator built on first use: a model has dozens of
     primitive fields, most never sent, and each adapter takes milliseconds to build.
 
-    A string's validity is a function of the string alone, and most strings come back in every body of
-    a kind: codes, code systems, profile and extension URLs, dates. So the first ``MOST_REMEMBERED``
-    strings found valid in a field are remembered, and found valid again for a set lookup instead of
-    about 2 us through pydantic (a CarePlan has about 39 primitives). Only exact ``str``s (``True``,
-    ``1`` and ``1.0`` are equal keys, but not equally valid), and only short ones, so that what is kept
-    stays under a few hundred kilobytes a field."""
+    A string's validity in a field is a function of the string alone, and most strings come back in
+    every body of a kind: codes, code systems, profile and extension URLs, dates. So strings found valid
+    are remembered per field, and found valid again for a set lookup instead of about 2 us through
+    pydantic (a CarePlan has about 39 primitives; its walk took 35 us against 55). Only exact ``str``s
+    (``True``, ``1`` and ``1.0`` are equal keys, but not equally valid), only short ones, and only the
+    first ``REMEMBERED_IN_ALL`` across every field of every model, so that no run of bodies can make
+    what is kept grow past that."""
 
     __slots__ = ("_adapter", "_valid", "annotation")
+    remembered: ClassVar[int] = 0  # strings kept so far, by every field
 
     def __init__(self, annotation: Any) -> None:
         self.annotation = annotation
@@ -76,8 +78,9 @@ class PrimitiveCheck:
         if adapter is None:
             adapter = self._adapter = TypeAdapter(self.annotation)
         adapter.validate_python(value)
-        if kept and len(valid) < MOST_REMEMBERED:
+        if kept and PrimitiveCheck.remembered < REMEMBERED_IN_ALL:
             valid.add(value)
+            PrimitiveCheck.remembered += 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from app.errors import InvalidResource
 from app.validation.bindings import BindingTable
-from app.validation.model_walk import LONGEST_REMEMBERED, MOST_REMEMBERED, ModelWalk, PrimitiveCheck
+from app.validation.model_walk import LONGEST_REMEMBERED, REMEMBERED_IN_ALL, ModelWalk, PrimitiveCheck
 from app.validation.structure import model_class, structural_problems
 from app.validation.validator import ResourceValidator
 from tests.examples import CARE_COORDINATION_TYPES, EXAMPLES, examples_of
@@ -156,15 +156,23 @@ def test_a_primitive_check_remembers_valid_strings_only() -> None:
     assert check._valid == {"2020-02-29"}
 
 
-def test_a_primitive_check_remembers_short_exact_strings_and_no_more_than_its_bound() -> None:
+def test_a_primitive_check_remembers_short_exact_strings_and_no_more_than_the_bound_for_all(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     flags = PrimitiveCheck(fhirtypes.BooleanType)
     flags.validate(True)
     assert flags._valid == set()  # True == 1 == 1.0: not a key that says which was valid
-    codes = PrimitiveCheck(fhirtypes.StringType)
-    codes.validate("x" * (LONGEST_REMEMBERED + 1))
-    for number in range(MOST_REMEMBERED + 10):
-        codes.validate(f"code-{number}")
-    assert len(codes._valid) == MOST_REMEMBERED and "code-0" in codes._valid
+    codes, texts = PrimitiveCheck(fhirtypes.CodeType), PrimitiveCheck(fhirtypes.StringType)
+    texts.validate("x" * (LONGEST_REMEMBERED + 1))
+    assert texts._valid == set()
+    monkeypatch.setattr(PrimitiveCheck, "remembered", REMEMBERED_IN_ALL - 3)
+    codes.validate("code-0")
+    for number in range(10):
+        texts.validate(f"text-{number}")
+    assert codes._valid == {"code-0"} and texts._valid == {"text-0", "text-1"}  # three in all, then no more
+    texts.validate("text-9")  # still judged, only not remembered
+    with pytest.raises(ValidationError):
+        codes.validate(" not a code")
 
 
 def test_contained_resources_are_walked_by_their_own_models() -> None:
