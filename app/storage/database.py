@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -97,6 +98,9 @@ def _ensure_sqlite_directory(url: str) -> None:
     database = make_url(url).database
     if database and database != ":memory:":
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+
+
+logger = logging.getLogger(__name__)
 
 
 def create_engine(
@@ -355,17 +359,30 @@ class Database:
         (BENCHMARKS.md, "The PostgreSQL pool opened at start-up"). HikariCP, the pool HAPI FHIR runs on,
         keeps its pool full from the start in the same way (``minimumIdle`` defaults to the pool's
         size). SQLite's connections open in well under a millisecond, and are left to open when needed.
+
+        Like HikariCP, it does not refuse to start when PostgreSQL takes only some of them (a role's or
+        the server's connection limit): it logs how many opened and leaves the rest to open when needed,
+        as before. Only when none opens is the error raised, since nothing could be served.
         """
         if self.dialect != "postgresql":
             return
         opening = [self.engine.connect() for _ in range(self.engine.pool.size())]  # type: ignore[attr-defined]
-        opened = await asyncio.gather(*(connection.start() for connection in opening), return_exceptions=True)
+        outcomes = await asyncio.gather(*(connection.start() for connection in opening), return_exceptions=True)
+        opened = [outcome for outcome in outcomes if isinstance(outcome, AsyncConnection)]
         for connection in opened:
-            if isinstance(connection, AsyncConnection):
-                await connection.close()  # back to the pool, open
-        failed = [error for error in opened if isinstance(error, BaseException)]
-        if failed:
-            raise failed[0]
+            await connection.close()  # back to the pool, open
+        failed = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+        if not failed:
+            return
+        interrupted = [error for error in failed if not isinstance(error, Exception)]  # a cancellation
+        if interrupted or not opened:
+            raise (interrupted or failed)[0]
+        logger.warning(
+            "opened %d of the pool's %d PostgreSQL connections at start-up (%s); the others open when needed",
+            len(opened),
+            len(outcomes),
+            type(failed[0]).__name__,
+        )
 
     async def dispose(self) -> None:
         if self.checkpoints is not None:

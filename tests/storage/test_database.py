@@ -9,6 +9,8 @@ can simply run again (www.postgresql.org/docs/current/mvcc-serialization-failure
 from __future__ import annotations
 
 import asyncio
+import logging
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
@@ -17,6 +19,7 @@ from typing import Any
 import asyncpg
 import pytest
 from sqlalchemy import column, event, func, select, table
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -24,6 +27,7 @@ from app.errors import VersionConflict
 from app.storage.database import WRITE_ATTEMPTS, Database, is_retryable
 from app.storage.repository import insert_first
 from app.storage.row_keys import NO_KEYS
+from tests.conftest import _admin
 from tests.storage.conftest import cancel_until_done, stored_task_ids, task_version
 
 
@@ -175,6 +179,43 @@ async def test_opening_the_pool_opens_every_postgresql_connection_at_once(databa
         assert pool.overflow() == 0  # that read took one of them
     finally:
         await database.dispose()
+
+
+async def test_a_pool_postgresql_takes_only_in_part_is_opened_as_far_as_it_goes(
+    database_url: str, backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A role limited to two connections: the start-up opens two of five, says so, and serves; the others
+    would open when needed (and be refused, as before)."""
+    if backend != "postgresql":
+        pytest.skip("SQLite's pool is not opened at start-up")
+    role = f"fhir_limited_{uuid.uuid4().hex[:8]}"
+    await _admin(database_url, f'CREATE ROLE "{role}" LOGIN CONNECTION LIMIT 2')
+    database = Database.from_url(make_url(database_url).set(username=role).render_as_string(False), pool_size=5)
+    try:
+        with caplog.at_level(logging.WARNING, logger="app.storage.database"):
+            await database.open_pool()
+        pool: Any = database.engine.pool
+        assert pool.size() + pool.overflow() == 2 and pool.checkedin() == 2
+        assert "opened 2 of the pool's 5 PostgreSQL connections" in caplog.text
+        async with database.read() as conn:
+            assert (await conn.execute(select(1))).scalar_one() == 1
+    finally:
+        await database.dispose()
+        await _admin(database_url, f'DROP ROLE "{role}"')
+
+
+async def test_a_pool_that_cannot_open_at_all_fails_the_start_up(database_url: str, backend: str) -> None:
+    if backend != "postgresql":
+        pytest.skip("SQLite's pool is not opened at start-up")
+    role = f"fhir_none_{uuid.uuid4().hex[:8]}"
+    await _admin(database_url, f'CREATE ROLE "{role}" LOGIN CONNECTION LIMIT 0')
+    database = Database.from_url(make_url(database_url).set(username=role).render_as_string(False), pool_size=3)
+    try:
+        with pytest.raises(DBAPIError):
+            await database.open_pool()
+    finally:
+        await database.dispose()
+        await _admin(database_url, f'DROP ROLE "{role}"')
 
 
 async def test_statements_past_the_timeout_are_cancelled_and_reported(database_url: str, backend: str) -> None:
