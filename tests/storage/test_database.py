@@ -13,7 +13,7 @@ import logging
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -181,6 +181,20 @@ async def test_opening_the_pool_opens_every_postgresql_connection_at_once(databa
         await database.dispose()
 
 
+@asynccontextmanager
+async def database_of_a_limited_role(database_url: str, limit: int, pool_size: int) -> AsyncIterator[Database]:
+    """A database reached as a new role that PostgreSQL lets open at most ``limit`` connections."""
+    role = f"fhir_limited_{uuid.uuid4().hex[:8]}"
+    await _admin(database_url, f'CREATE ROLE "{role}" LOGIN CONNECTION LIMIT {limit}')
+    url = make_url(database_url).set(username=role).render_as_string(hide_password=False)
+    database = Database.from_url(url, pool_size=pool_size)
+    try:
+        yield database
+    finally:
+        await database.dispose()
+        await _admin(database_url, f'DROP ROLE "{role}"')
+
+
 async def test_a_pool_postgresql_takes_only_in_part_is_opened_as_far_as_it_goes(
     database_url: str, backend: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -188,10 +202,7 @@ async def test_a_pool_postgresql_takes_only_in_part_is_opened_as_far_as_it_goes(
     would open when needed (and be refused, as before)."""
     if backend != "postgresql":
         pytest.skip("SQLite's pool is not opened at start-up")
-    role = f"fhir_limited_{uuid.uuid4().hex[:8]}"
-    await _admin(database_url, f'CREATE ROLE "{role}" LOGIN CONNECTION LIMIT 2')
-    database = Database.from_url(make_url(database_url).set(username=role).render_as_string(False), pool_size=5)
-    try:
+    async with database_of_a_limited_role(database_url, limit=2, pool_size=5) as database:
         with caplog.at_level(logging.WARNING, logger="app.storage.database"):
             await database.open_pool()
         pool: Any = database.engine.pool
@@ -199,23 +210,14 @@ async def test_a_pool_postgresql_takes_only_in_part_is_opened_as_far_as_it_goes(
         assert "opened 2 of the pool's 5 PostgreSQL connections" in caplog.text
         async with database.read() as conn:
             assert (await conn.execute(select(1))).scalar_one() == 1
-    finally:
-        await database.dispose()
-        await _admin(database_url, f'DROP ROLE "{role}"')
 
 
 async def test_a_pool_that_cannot_open_at_all_fails_the_start_up(database_url: str, backend: str) -> None:
     if backend != "postgresql":
         pytest.skip("SQLite's pool is not opened at start-up")
-    role = f"fhir_none_{uuid.uuid4().hex[:8]}"
-    await _admin(database_url, f'CREATE ROLE "{role}" LOGIN CONNECTION LIMIT 0')
-    database = Database.from_url(make_url(database_url).set(username=role).render_as_string(False), pool_size=3)
-    try:
+    async with database_of_a_limited_role(database_url, limit=0, pool_size=3) as database:
         with pytest.raises(DBAPIError):
             await database.open_pool()
-    finally:
-        await database.dispose()
-        await _admin(database_url, f'DROP ROLE "{role}"')
 
 
 async def test_statements_past_the_timeout_are_cancelled_and_reported(database_url: str, backend: str) -> None:
