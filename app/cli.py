@@ -55,12 +55,19 @@ def serve(settings: Settings) -> None:
             log_level=settings.log_level,
             access_log=False,
             timeout_graceful_shutdown=30,
-            loop="uvloop",
+            loop=event_loop(settings.workers),
             http="httptools",
         )
     finally:
         if delivery is not None:
             delivery.stop()
+
+
+def event_loop(workers: int) -> str:
+    """uvicorn's ``loop``: one worker accepts every waiting connection at once (``app.serving_loop``);
+    several share one listening socket, where uvloop's own server, one connection per turn of each
+    worker's loop, spreads a burst of connections over them."""
+    return "app.serving_loop:new_event_loop" if workers == 1 else "uvloop"
 
 
 def main(argv: list[str] | None = None) -> None:

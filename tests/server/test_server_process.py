@@ -39,6 +39,25 @@ async def test_readiness_metadata_and_request_id(server: RunningServer, http: ht
     assert logged[0]["method"] == "GET" and logged[0]["duration_ms"] >= 0
 
 
+async def test_a_burst_of_new_connections_is_served_each_its_own_answer(server: RunningServer) -> None:
+    """Forty connections opened at once, each with its own request id (the server accepts every
+    waiting connection in one turn of its loop: ``app.serving_loop``)."""
+
+    async def one(n: int) -> tuple[int, str, str]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", int(server.base.rsplit(":", 1)[1]))
+        writer.write(
+            f"GET /fhir/metadata HTTP/1.1\r\nHost: x\r\nX-Request-Id: burst-{n}\r\nConnection: close\r\n\r\n".encode()
+        )
+        answer = await reader.read()
+        writer.close()
+        head, _, body = answer.partition(b"\r\n\r\n")
+        headers = dict(line.split(": ", 1) for line in head.decode().lower().split("\r\n")[1:] if ": " in line)
+        return int(head.split()[1]), headers["x-request-id"], orjson.loads(body)["resourceType"]
+
+    answers = await asyncio.gather(*(one(n) for n in range(40)))
+    assert answers == [(200, f"burst-{n}", "CapabilityStatement") for n in range(40)]
+
+
 async def test_create_read_update_history_over_http(server: RunningServer, http: httpx.AsyncClient) -> None:
     plan = {"resourceType": "CarePlan", "status": "active", "intent": "plan", "subject": {"reference": "Patient/p1"}}
     created = await http.post("/fhir/CarePlan", json=plan, headers=FHIR)
