@@ -39,16 +39,30 @@ import uvloop
 
 LOG = logging.getLogger("fhir.serving")
 
-# errors that say the process or the system is out of a resource: waiting connections stay queued
-# and accepting is paused for a moment, as asyncio does (asyncio.constants.ACCEPT_RETRY_DELAY)
-OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+# errors accept() reports for the connection it took, not for the listening socket: Linux passes a
+# new connection's pending network error on as accept()'s own, and accept(2) asks that these be
+# treated as a retry (ECONNABORTED, the client gone while it waited, is ConnectionAbortedError).
+# Any other error (out of file descriptors or memory above all) pauses accepting for a moment, as
+# asyncio does for those (asyncio.constants.ACCEPT_RETRY_DELAY); the waiting connections stay queued.
+CONNECTION_ERRORS = frozenset(
+    {
+        errno.ENETDOWN,
+        errno.EPROTO,
+        errno.ENOPROTOOPT,
+        errno.EHOSTDOWN,
+        errno.ENONET,
+        errno.EHOSTUNREACH,
+        errno.EOPNOTSUPP,
+        errno.ENETUNREACH,
+    }
+)
 ProtocolFactory = Callable[[], asyncio.BaseProtocol]
 
 
 class BatchAcceptServer(asyncio.AbstractServer):
     """Listening sockets whose waiting connections are all accepted in one callback."""
 
-    retry_delay = 1.0  # seconds without accepting after running out of file descriptors or memory
+    retry_delay = 1.0  # seconds without accepting after an error of the listening socket
 
     def __init__(
         self, loop: asyncio.AbstractEventLoop, sockets: Iterable[socket.socket], factory: ProtocolFactory, batch: int
@@ -71,19 +85,19 @@ class BatchAcceptServer(asyncio.AbstractServer):
     def accept_waiting(self, sock: socket.socket) -> int:
         """Accept the connections waiting on ``sock``, at most ``batch``; how many were accepted."""
         accepted = 0
-        while accepted < self._batch:
+        for _ in range(self._batch):
             try:
                 connection, _ = sock.accept()
             except (BlockingIOError, InterruptedError):
                 break
-            except ConnectionAbortedError:  # the client gave up while it waited in the queue
-                continue
             except OSError as error:
-                if error.errno not in OUT_OF_RESOURCES:
-                    raise
+                if isinstance(error, ConnectionAbortedError) or error.errno in CONNECTION_ERRORS:
+                    continue  # that connection's own failure, reported by accept(): the next may be fine
+                # an error of the listening socket lasts (out of file descriptors or memory above all):
+                # raised here, the callback would run again at once, every turn
                 LOG.warning(
                     "cannot accept connections (%s); trying again in %g s",
-                    errno.errorcode.get(error.errno, error.errno),
+                    errno.errorcode.get(error.errno or 0, error.errno),
                     self.retry_delay,
                 )
                 self._loop.remove_reader(sock.fileno())

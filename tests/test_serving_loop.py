@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -152,17 +153,18 @@ def test_a_closed_server_refuses_new_connections_and_keeps_the_accepted_ones() -
         kept.close()
 
 
-class OutOfDescriptors:
-    """A listening socket whose next ``accept`` fails as when the process has no file descriptor left."""
+class FailingOnce:
+    """A listening socket whose next ``accept`` fails with ``code``, as the kernel reports it."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, code: int = errno.EMFILE) -> None:
         self._sock = sock
+        self._code = code
         self.failures = 1
 
     def accept(self) -> tuple[socket.socket, Any]:
         if self.failures:
             self.failures -= 1
-            raise OSError(errno.EMFILE, "Too many open files")
+            raise OSError(self._code, os.strerror(self._code))
         return self._sock.accept()
 
     def __getattr__(self, name: str) -> Any:
@@ -172,7 +174,7 @@ class OutOfDescriptors:
 def test_running_out_of_file_descriptors_pauses_accepting_then_resumes(caplog: pytest.LogCaptureFixture) -> None:
     with running(new_event_loop()) as loop:
         listening = socket.create_server(("127.0.0.1", 0))
-        failing = OutOfDescriptors(listening)
+        failing = FailingOnce(listening, errno.EMFILE)
         server = BatchAcceptServer(loop, [failing], Echo, batch=100)  # type: ignore[list-item]
         server.retry_delay = 0.2
         server.start()
@@ -183,5 +185,43 @@ def test_running_out_of_file_descriptors_pauses_accepting_then_resumes(caplog: p
         assert time.monotonic() - started >= 0.2  # the connection waited in the queue for the retry
         assert failing.failures == 0
         assert "cannot accept connections (EMFILE); trying again in 0.2 s" in caplog.text
+        client.close()
+        server.close()
+
+
+@pytest.mark.parametrize("code", [errno.EPROTO, errno.ENETUNREACH])
+def test_a_network_error_of_one_connection_does_not_pause_the_others(
+    code: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """accept(2): Linux reports a new connection's pending network error as accept's own, to be
+    treated as a retry, not as a fault of the listening socket."""
+    with running(new_event_loop()) as loop:
+        listening = socket.create_server(("127.0.0.1", 0))
+        listening.setblocking(False)  # as start() sets it: the accepting ends when the queue is empty
+        failing = FailingOnce(listening, code)
+        server = BatchAcceptServer(loop, [failing], Echo, batch=100)  # type: ignore[list-item]
+        clients = open_clients(listening.getsockname()[1], 2)
+        with caplog.at_level(logging.WARNING, logger="fhir.serving"):
+            assert server.accept_waiting(failing) == 2  # type: ignore[arg-type]
+        assert failing.failures == 0
+        assert "cannot accept" not in caplog.text
+        for client in clients:
+            client.close()
+        server.close()
+
+
+def test_an_error_of_the_listening_socket_pauses_accepting_instead_of_failing_every_turn(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with running(new_event_loop()) as loop:
+        listening = socket.create_server(("127.0.0.1", 0))
+        failing = FailingOnce(listening, errno.EPERM)
+        server = BatchAcceptServer(loop, [failing], Echo, batch=100)  # type: ignore[list-item]
+        server.retry_delay = 0.2
+        server.start()
+        (client,) = open_clients(listening.getsockname()[1], 1)
+        with caplog.at_level(logging.WARNING, logger="fhir.serving"):
+            turns_until(loop, lambda: len(Echo.made) == 1)
+        assert caplog.text.count("cannot accept connections (EPERM); trying again in 0.2 s") == 1
         client.close()
         server.close()
